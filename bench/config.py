@@ -1,0 +1,346 @@
+"""Run configuration: dataclass schemas, YAML presets, `key=value` overrides, validation, hashing.
+
+A run is defined by its resolved config (every field filled in). Layers, later wins:
+dataclass defaults < config file < overrides. A section given as a string (`task=copy`) is
+replaced by the preset file `bench/configs/<section>/<name>.yaml`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SECTIONS = ("task", "model", "optim", "trainer")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming the field and what is allowed."""
+
+
+def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = ""):
+    """A config field with its allowed values. `choices` may be a callable (late-bound registry)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_ok(value, tp) -> tuple[bool, Any]:
+    """Check (and gently coerce int->float) a value against a simple type hint."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return True, None
+        for a in args:
+            if a is not type(None):
+                ok, v = _type_ok(value, a)
+                if ok:
+                    return True, v
+        return False, value
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)), list(value) if isinstance(value, (list, tuple)) else value
+    if origin is dict or tp is dict:
+        return isinstance(value, dict), value
+    if tp is Any:
+        return True, value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is str:
+        return isinstance(value, str), value
+    return isinstance(value, tp), value
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _check_field(f, value, path: str):
+    meta = f.metadata
+    choices = meta.get("choices")
+    if callable(choices):
+        choices = choices()
+    if choices is not None and value is not None and value not in choices:
+        raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(str, choices))}")
+    if value is None or isinstance(value, (bool, str, list, dict)):
+        return
+    for key, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        bound = meta.get(key)
+        if bound is not None and not test(value, bound):
+            raise ConfigError(f"{path}: invalid value {value!r}; allowed: a number {word} {bound}")
+
+
+def build(cls, data: Optional[dict], path: str = ""):
+    """Make a `cls` dataclass from a plain dict, rejecting unknown keys and bad values.
+
+    Hooks: `cls.prepare(data, path) -> dict` runs first (presets), `obj.check(path)` last
+    (cross-field rules). Both raise ConfigError.
+    """
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    if hasattr(cls, "prepare"):
+        data = cls.prepare(data, path)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{path}{key}: unknown key; allowed: {', '.join(names)}")
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, tp, fpath = data[f.name], hints[f.name], path + f.name
+        if is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{fpath}: expected a mapping, got {value!r}")
+            values[f.name] = build(tp, value, fpath + ".")
+            continue
+        ok, value = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {_type_name(tp)}")
+        _check_field(f, value, fpath)
+        values[f.name] = value
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def describe(cls, prefix: str = "") -> list[str]:
+    """One line per field: `key (type, default): help` -- used by `rnnbench config --fields`."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            out += describe(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        choices = f.metadata.get("choices")
+        choices = choices() if callable(choices) else choices
+        extra = f" one of {', '.join(map(str, choices))}" if choices else ""
+        out.append(f"{prefix}{f.name} = {default!r}  [{_type_name(tp)}]{extra}  {f.metadata.get('help', '')}".rstrip())
+    return out
+
+
+# ---------------------------------------------------------------- sections owned by bench
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adam", choices=("adam", "rmsprop", "sgd"), help="optimizer")
+    lr: float = opt(1e-3, gt=0, help="learning rate")
+    momentum: float = opt(0.0, ge=0, lt=1, help="SGD/RMSprop momentum")
+    alpha: float = opt(0.99, gt=0, lt=1, help="RMSprop decay of the squared-gradient average")
+    weight_decay: float = opt(0.0, ge=0)
+    grad_clip: Optional[float] = opt(1.0, gt=0, help="clip gradients by global norm; null = off")
+    plateau_factor: Optional[float] = opt(None, gt=0, lt=1, help="multiply lr by this when val loss stalls; null = off")
+    plateau_patience: int = opt(0, ge=0, help="validations without improvement before lr decay")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = opt(1000, ge=1, help="optimizer steps")
+    max_epochs: Optional[int] = opt(None, ge=1, help="epochs cap for real data sets; null = steps only")
+    val_every: Optional[int] = opt(100, ge=1, help="steps between validation+checkpoint; null = every epoch")
+    limit_val_batches: Optional[int] = opt(None, ge=1, help="cap validation batches; null = all")
+    accelerator: str = opt("cpu", choices=("cpu", "gpu", "auto"))
+    devices: int = opt(1, ge=1, help="devices for one run (>1 uses DDP)")
+    strategy: str = opt("auto", choices=("auto", "ddp", "ddp_spawn"))
+    num_nodes: int = opt(1, ge=1)
+    precision: str = opt("32-true", choices=("32-true", "16-mixed", "bf16-mixed"))
+    deterministic: bool = opt(True, help="torch deterministic algorithms")
+    num_workers: int = opt(0, ge=0, help="data loader workers")
+    stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")
+
+
+def _task_choices():
+    from tasks.registry import TASKS
+    return list(TASKS)
+
+
+@dataclass
+class RunConfig:
+    seed: int = opt(0, ge=0, help="model/training seed (data seeds live in the task section)")
+    task: Any = None  # the task's own dataclass, picked by task.name
+    model: Any = None  # models.config.ModelConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def config_hash(d: dict, n: int = 12) -> str:
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------- loading and merging
+
+
+def parse_value(text: str):
+    """Parse an override value as YAML (so lists/dicts/null work); `1e-3` is a float."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") and not value.isalpha() else value
+        except ValueError:
+            return value
+    return value
+
+
+def preset(section: str, name: str) -> dict:
+    path = CONFIG_DIR / section / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (CONFIG_DIR / section).glob("*.yaml"))
+        raise ConfigError(f"{section}: unknown preset {name!r}; allowed: {', '.join(names)}")
+    return load_yaml(path)
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at top level")
+    return data
+
+
+def set_key(tree: dict, key: str, value) -> None:
+    """Set a dotted key. A string for a whole section loads that section's preset."""
+    parts = key.split(".")
+    if len(parts) == 1 and key in SECTIONS:
+        tree[key] = preset(key, value) if isinstance(value, str) else copy.deepcopy(value)
+        return
+    node = tree
+    for p in parts[:-1]:
+        if p in SECTIONS and isinstance(node.get(p), str):
+            node[p] = preset(p, node[p])
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p} is not a section")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def merge(tree: dict, update: dict, top: bool = True) -> dict:
+    """Deep-merge `update` into `tree`; at top level a section string loads its preset."""
+    for k, v in update.items():
+        if top and k in SECTIONS and isinstance(v, str):
+            tree[k] = preset(k, v)
+        elif isinstance(v, dict) and isinstance(tree.get(k), (dict, str)):
+            if top and k in SECTIONS and isinstance(tree[k], str):
+                tree[k] = preset(k, tree[k])
+            merge(tree[k], v, top=False)
+        else:
+            tree[k] = copy.deepcopy(v)
+    return tree
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        item = item[2:] if item.startswith("--") else item
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. model.cell=gru")
+        k, v = item.split("=", 1)
+        out.append((k.strip(), parse_value(v)))
+    return out
+
+
+def resolve(tree: dict) -> RunConfig:
+    """Validate a merged dict into a RunConfig (every field filled)."""
+    from models.config import ModelConfig
+    from tasks.registry import task_class
+
+    tree = copy.deepcopy(tree)
+    for s in SECTIONS:
+        if isinstance(tree.get(s), str):
+            tree[s] = preset(s, tree[s])
+    task = tree.pop("task", None) or {}
+    if not isinstance(task, dict):
+        raise ConfigError(f"task: expected a mapping or a preset name, got {task!r}")
+    if "name" not in task:
+        raise ConfigError(f"task.name: missing; allowed: {', '.join(_task_choices())}")
+    name = task["name"]
+    if name not in _task_choices():
+        raise ConfigError(f"task.name: invalid value {name!r}; allowed: {', '.join(_task_choices())}")
+    task_cfg = build(task_class(name).Config, task, "task.")
+    model_cfg = build(ModelConfig, tree.pop("model", None) or {}, "model.")
+    cfg = build(RunConfig, tree, "")
+    cfg.task, cfg.model = task_cfg, model_cfg
+    return cfg
+
+
+def load(path=None, overrides: list[str] | list[tuple] = ()) -> RunConfig:
+    """Config file (optional) + overrides -> resolved RunConfig."""
+    tree: dict = {}
+    if path is not None:
+        merge(tree, load_yaml(path))
+    pairs = parse_overrides(overrides) if overrides and isinstance(overrides[0], str) else overrides
+    for k, v in pairs:
+        set_key(tree, k, v)
+    return resolve(tree)
+
+
+def to_overrides(cfg: RunConfig) -> list[str]:
+    """The `key=value` list that rebuilds `cfg` from the defaults (for reproduce commands)."""
+    base = resolve({"task": {"name": cfg.task.name}}).to_dict()
+    out = []
+
+    def walk(a, b, prefix):
+        for k, v in a.items():
+            if isinstance(v, dict):
+                walk(v, b.get(k, {}) if isinstance(b, dict) else {}, f"{prefix}{k}.")
+            elif not isinstance(b, dict) or b.get(k, object()) != v or k == "name":
+                out.append(f"{prefix}{k}={_fmt(v)}")
+    walk(cfg.to_dict(), base, "")
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, dict)):
+        return "'" + json.dumps(v) + "'"
+    return str(v)
+
+
+def from_resolved(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from a saved resolved config (round trip of to_dict)."""
+    return resolve(d)

@@ -1,0 +1,1 @@
+"""Recurrent architectures: cells (one per file), the layer stack, initialisers."""

@@ -1,0 +1,65 @@
+"""The `model` section of a run config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from bench.config import ConfigError, opt
+from models.registry import CELLS, cell_class
+
+# LSTM-family switches (Greff et al. 2015); a cell lists the ones it supports in `switches`.
+SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gate",
+            "input_activation", "output_activation", "coupled", "gate_recurrence")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = opt("lstm", choices=lambda: list(CELLS), help="cell from models/registry.py")
+    hidden_size: int = opt(128, ge=1)
+    num_layers: int = opt(1, ge=1)
+    bidirectional: bool = opt(False)
+    residual: bool = opt(False, help="add each layer's input to its output (layers >= 2)")
+    dropout: float = opt(0.0, ge=0, lt=1, help="dropout between layers and before the head")
+    embedding_size: int = opt(64, ge=1, help="token embedding size (token inputs only)")
+    recurrent_init: str = opt("default", choices=("default", "orthogonal", "identity"),
+                              help="hidden-to-hidden init, applied per gate block")
+    input_init: str = opt("default", choices=("default", "xavier_uniform", "orthogonal"),
+                          help="input-to-hidden init, applied per gate block")
+    forget_bias: Optional[float] = opt(None, help="LSTM forget-gate bias init; null = framework default")
+    peepholes: bool = opt(False, help="LSTM diagonal peepholes (i,f from c_{t-1}; o from c_t)")
+    input_gate: bool = opt(True, help="LSTM input gate (False = NIG)")
+    forget_gate: bool = opt(True, help="LSTM forget gate (False = NFG)")
+    output_gate: bool = opt(True, help="LSTM output gate (False = NOG)")
+    input_activation: bool = opt(True, help="LSTM tanh on the block input (False = NIAF)")
+    output_activation: bool = opt(True, help="LSTM tanh on the cell state (False = NOAF)")
+    coupled: bool = opt(False, help="LSTM coupled input-forget gate f = 1 - i (CIFG)")
+    gate_recurrence: bool = opt(False, help="LSTM full gate recurrence (FGR)")
+    impl: str = opt("auto", choices=("auto", "fused", "custom"),
+                    help="auto = fused torch.nn kernels when the variant allows it")
+
+    @classmethod
+    def prepare(cls, data: dict, path: str) -> dict:
+        """Fill in the switches a named variant fixes (e.g. lstm_nig -> input_gate: false)."""
+        spec = CELLS.get(data.get("cell", "lstm"))
+        for key, value in (spec.fixed.items() if spec else ()):
+            if key in data and data[key] != value:
+                raise ConfigError(f"{path}{key}: cell {data['cell']!r} fixes it to {value!r}; "
+                                  f"drop the key or use cell {spec.base!r}")
+            data[key] = value
+        return data
+
+    def check(self, path: str) -> None:
+        cls = cell_class(self.cell)
+        defaults = {f.name: f.default for f in fields(self)}
+        for key in SWITCHES:
+            if getattr(self, key) != defaults[key] and key not in cls.switches:
+                allowed = ", ".join(n for n in CELLS if key in cell_class(n).switches)
+                raise ConfigError(f"{path}{key}: not available for cell {self.cell!r}; allowed cells: {allowed}")
+        if self.residual and self.num_layers < 2:
+            raise ConfigError(f"{path}residual: needs num_layers >= 2; got num_layers={self.num_layers}")
+        if self.coupled and not self.input_gate:
+            raise ConfigError(f"{path}coupled: needs input_gate true (f = 1 - i)")
+        if self.coupled and not self.forget_gate:
+            raise ConfigError(f"{path}coupled: conflicts with forget_gate false; allowed: one of them")
+        if self.impl == "fused" and not cls.fusable(self):
+            raise ConfigError(f"{path}impl: 'fused' not possible for this variant; allowed: auto, custom")

@@ -1,0 +1,43 @@
+"""The one registry of recurrent cells. A new cell: one file in models/cells + one entry here."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    path: str                                   # "module:Class"
+    fixed: dict = field(default_factory=dict)   # switches this named variant fixes
+    base: str = ""                              # the plain cell it is a variant of
+
+
+_LSTM = "models.cells.lstm:LSTMCell"
+
+
+def _greff(**fixed) -> CellSpec:
+    """Greff et al. (2015) variants are defined relative to their vanilla LSTM (with peepholes)."""
+    return CellSpec(_LSTM, {"peepholes": True, **fixed}, "lstm")
+
+
+CELLS: dict[str, CellSpec] = {
+    "rnn_tanh": CellSpec("models.cells.rnn:TanhRNNCell"),
+    "rnn_relu": CellSpec("models.cells.rnn:ReLURNNCell"),
+    "irnn": CellSpec("models.cells.rnn:ReLURNNCell", {"recurrent_init": "identity"}, "rnn_relu"),
+    "lstm": CellSpec(_LSTM),
+    "gru": CellSpec("models.cells.gru:GRUCell"),
+    "lstm_vanilla": _greff(),
+    "lstm_nig": _greff(input_gate=False),
+    "lstm_nfg": _greff(forget_gate=False),
+    "lstm_nog": _greff(output_gate=False),
+    "lstm_niaf": _greff(input_activation=False),
+    "lstm_noaf": _greff(output_activation=False),
+    "lstm_np": CellSpec(_LSTM, {"peepholes": False}, "lstm"),
+    "lstm_cifg": _greff(coupled=True),
+    "lstm_fgr": _greff(gate_recurrence=True),
+}
+
+
+def cell_class(name: str):
+    module, cls = CELLS[name].path.split(":")
+    return getattr(importlib.import_module(module), cls)

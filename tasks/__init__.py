@@ -1,0 +1,1 @@
+"""Task families: Lightning datamodules plus the module (head + loss + metrics) each needs."""

@@ -1,0 +1,90 @@
+"""What every task family provides, and the LightningModule base all task modules share."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import lightning as L
+import torch
+
+
+class Diverged(RuntimeError):
+    """Raised when the training loss becomes NaN/inf; the run is recorded as 'diverged'."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}")
+        self.step = step
+
+
+class Task:
+    """A task family. Subclasses set `Config` (a dataclass with a `name` field) and build the
+    datamodule and module for one resolved run config."""
+
+    Config: type
+    primary: str = "test/loss"         # metric the reports and leaderboards rank by
+    mode: str = "min"                  # "min" or "max" for `primary`
+    long_dependency: bool = False      # reports draw solved-vs-T for these
+
+    def __init__(self, run_cfg):
+        self.run = run_cfg
+        self.cfg = run_cfg.task
+
+    def datamodule(self) -> L.LightningDataModule:
+        raise NotImplementedError
+
+    def module(self, datamodule: L.LightningDataModule) -> L.LightningModule:
+        raise NotImplementedError
+
+    def baseline(self) -> dict[str, float]:
+        """Scores of the trivial predictor, reported beside the model's (e.g. {'loss': ...})."""
+        return {}
+
+    def solved(self, metrics: dict) -> Optional[bool]:
+        """Whether a finished run solved the task (long-dependency tasks); None = not defined."""
+        return None
+
+
+class TaskModule(L.LightningModule):
+    """Optimizer from the `optim` section, divergence check, and RNG state in checkpoints
+    (so a resumed run continues with the same dropout masks as an uninterrupted one)."""
+
+    def __init__(self, run_cfg):
+        super().__init__()
+        self.run_cfg = run_cfg
+        self.save_hyperparameters({"config": run_cfg.to_dict()})
+
+    def configure_optimizers(self):
+        o = self.run_cfg.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        if o.name == "adam":
+            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.name == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
+                                      weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.plateau_factor is None:
+            return opt
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=o.plateau_factor, patience=o.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss",
+                                                   "interval": "epoch", "frequency": 1}}
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if self.run_cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
+            raise Diverged(self.global_step, float(loss.detach().float().mean()))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_torch" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_torch"])
+        if "rng_cuda" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+
+
+def nats_to_bits(x: float) -> float:
+    return x / math.log(2)

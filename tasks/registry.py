@@ -1,0 +1,14 @@
+"""The one registry of task families. A new data set for a family is config only (bench/configs/task)."""
+from __future__ import annotations
+
+import importlib
+
+TASKS: dict[str, str] = {
+    "copy": "tasks.synthetic:CopyTask",
+    "adding": "tasks.synthetic:AddingTask",
+}
+
+
+def task_class(name: str):
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
