@@ -1,0 +1,39 @@
+"""Every test runs on CPU, offline, with one thread per process and the local data copies."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("RNNBENCH_DATA", str(SHARED_DATA))
+
+
+@pytest.fixture(autouse=True)
+def _cpu_and_seed():
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The local copies of the real data sets; tests that read them skip without it."""
+    path = Path(os.environ.get("RNNBENCH_DATA", SHARED_DATA))
+    if not path.is_dir():
+        pytest.skip(f"no local data copy at {path} (set RNNBENCH_DATA)")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A fresh result store for one test."""
+    return tmp_path / "results"
