@@ -325,7 +325,7 @@ def to_overrides(cfg: RunConfig) -> list[str]:
         for k, v in a.items():
             if isinstance(v, dict):
                 walk(v, b.get(k, {}) if isinstance(b, dict) else {}, f"{prefix}{k}.")
-            elif not isinstance(b, dict) or b.get(k, object()) != v or k == "name":
+            elif not isinstance(b, dict) or b.get(k, object()) != v or (prefix, k) == ("task.", "name"):
                 out.append(f"{prefix}{k}={_fmt(v)}")
     walk(cfg.to_dict(), base, "")
     return out

@@ -6,6 +6,10 @@ import importlib
 TASKS: dict[str, str] = {
     "copy": "tasks.synthetic:CopyTask",
     "adding": "tasks.synthetic:AddingTask",
+    "lm": "tasks.lm:LMTask",
+    "translation": "tasks.translation:TranslationTask",
+    "sentiment": "tasks.sentiment:SentimentTask",
+    "tagging": "tasks.tagging:TaggingTask",
 }
 
 

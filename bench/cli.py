@@ -1,0 +1,207 @@
+"""`rnnbench`: train one config, run a sweep, see its status, build reports and leaderboards."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+from bench.config import ConfigError
+
+EXAMPLES = """examples:
+  rnnbench train task=copy task.T=20 model.cell=gru seed=1
+  rnnbench sweep bench/sweeps/default.yaml --workers 2
+  rnnbench status default
+  rnnbench report default --out reports/out/default
+  rnnbench leaderboard default --out reports/out/default
+"""
+
+
+def _quiet() -> None:
+    """Keep run logs readable: drop third-party chatter that says nothing about the run."""
+    for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
+                ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
+                ".*Experiment logs directory.*"):
+        warnings.filterwarnings("ignore", message=msg)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="results", help="result store directory (default: ./results)")
+
+
+def _wandb(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wandb", choices=("online", "offline", "disabled"), default=None,
+                   help="W&B mode (default: offline unless an API key is configured)")
+    p.add_argument("--project", default="rnnbench", help="W&B project")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rnnbench", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="run (or resume) one config and print its run directory")
+    p.add_argument("config", nargs="?", help="YAML run config (optional)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.cell=gru task=adding")
+    p.add_argument("--sweep", default=None, help="sweep name (W&B group)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun a run recorded as failed")
+    _common(p), _wandb(p)
+
+    p = sub.add_parser("sweep", help="run every config of a sweep file that is not finished")
+    p.add_argument("file", help="sweep YAML (W&B sweep shape)")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every run")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local")
+    p.add_argument("--workers", type=int, default=0, help="parallel runs (default: GPUs, else CPU cores)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
+    p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
+    p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    _common(p), _wandb(p)
+
+    p = sub.add_parser("status", help="state of every run of a sweep (or of the whole store)")
+    p.add_argument("sweep", nargs="?")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("config", help="print the resolved config of a config file + overrides")
+    p.add_argument("config", nargs="?")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--fields", action="store_true", help="list every config field with default and allowed values")
+
+    from reports.cli import add_parsers
+    add_parsers(sub)
+    return ap
+
+
+def _split(config, overrides):
+    """`rnnbench train model.cell=gru` has no config file: its first override lands in `config`."""
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config] + list(overrides)
+    return config, list(overrides)
+
+
+def cmd_train(a) -> int:
+    from bench import config as C
+    from bench.train import run
+
+    path, overrides = _split(a.config, a.overrides)
+    cfg = C.load(path, overrides)
+    result = run(cfg, a.store, sweep=a.sweep, wandb_mode=a.wandb, project=a.project, retry_failed=a.retry_failed)
+    from bench.store import Store
+
+    print(f"run {cfg.hash}: {result['status']}  ->  {Store(a.store).run_dir(cfg.hash)}")
+    if result.get("metrics"):
+        print("  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(result["metrics"].items())))
+    if result.get("error"):
+        print(f"  error: {result['error']}")
+    return 0 if result["status"] in ("done", "diverged", "busy") else 1
+
+
+def cmd_sweep(a) -> int:
+    from bench.store import Store
+    from bench.sweep import LocalExecutor, expand
+
+    name, cfgs = expand(a.file, a.overrides)
+    store = Store(a.store)
+    if a.dry_run:
+        for c in cfgs:
+            print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
+        print(f"{len(cfgs)} runs in sweep {name}")
+        return 0
+    if a.executor == "slurm":
+        from slurm.executor import submit
+
+        jobs = submit(name, cfgs, a.store, a.slurm, a.wandb)
+        print(f"sweep {name}: submitted {len(jobs)} SLURM job(s): {', '.join(map(str, jobs)) or 'none (all finished)'}")
+        print(f"watch with: rnnbench status {name} --store {a.store}")
+        return 0
+    states = LocalExecutor(store, name, a.workers, a.threads, a.gpus_per_run, a.wandb, a.project,
+                           a.retry_failed).run(cfgs)
+    counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
+    print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
+    if not a.no_report:
+        from reports.report import build_report
+
+        out = build_report(store, [name], os.path.join(a.store, "reports", name))
+        print(f"report: {out}")
+    return 0
+
+
+def _short(cfg) -> list[str]:
+    from bench.config import to_overrides
+
+    return [o for o in to_overrides(cfg) if not o.startswith(("trainer.", "optim."))]
+
+
+def cmd_status(a) -> int:
+    from bench.store import Store
+
+    store = Store(a.store)
+    hashes = store.sweep_hashes(a.sweep) if a.sweep else store.hashes()
+    states = {h: store.status(h) for h in hashes}
+    try:
+        from slurm.executor import job_states
+
+        states.update(job_states(store, hashes))
+    except ImportError:
+        pass
+    rows = []
+    for h in hashes:
+        r = store.result(h) or {}
+        c = store.config(h)
+        rows.append({"hash": h, "state": states[h], "task": c["task"]["name"], "cell": c["model"]["cell"],
+                     "seed": c["seed"], "step": r.get("step", ""), "error": r.get("error") or ""})
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        print(f"{r['hash']}  {r['state']:11s} {r['task']:10s} {r['cell']:13s} seed={r['seed']:<3} "
+              f"step={r['step']!s:6s} {r['error']}".rstrip())
+    counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
+    print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+def cmd_config(a) -> int:
+    import yaml
+
+    from bench import config as C
+
+    if a.fields:
+        from models.config import ModelConfig
+
+        for line in C.describe(ModelConfig, "model.") + C.describe(C.OptimConfig, "optim.") + \
+                C.describe(C.TrainerConfig, "trainer.") + ["seed = 0  [int]"]:
+            print(line)
+        print("task.*: see the task presets in bench/configs/task/ (task.name picks the family)")
+        return 0
+    path, overrides = _split(a.config, a.overrides)
+    cfg = C.load(path, overrides)
+    print(f"# hash {cfg.hash}")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv=None) -> int:
+    _quiet()
+    a = parser().parse_args(argv)
+    handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config}
+    try:
+        if a.cmd in handlers:
+            return handlers[a.cmd](a)
+        return a.func(a)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"rnnbench {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

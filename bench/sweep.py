@@ -1,0 +1,237 @@
+"""Sweep files (W&B sweep shape) and the local executor.
+
+    name: default
+    method: grid                      # grid | random (random needs run_cap)
+    command: [rnnbench, train, ${args_no_hyphens}]   # lets `wandb sweep` / `wandb agent` run it too
+    parameters:
+      task: {values: [copy, adding]}  # a string for a section loads its preset
+      task.T: {value: 20}
+      model: {values: [{cell: lstm, forget_bias: 1.0}, {cell: gru}]}   # dicts merge into the section
+      seed: {values: [0, 1, 2]}
+
+Keys apply in file order, whole sections first. Nested `parameters:` blocks name sub-keys.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from bench.config import SECTIONS, ConfigError, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.store import FINISHED, Store, write_atomic, write_json
+
+DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
+
+
+def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    out = []
+    for key, spec in params.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"parameters.{prefix}{key}: expected a mapping with value/values/distribution")
+        if "parameters" in spec:
+            out += _flatten(spec["parameters"], f"{prefix}{key}.")
+        else:
+            if not ({"value", "values", "distribution", "min"} & set(spec)):
+                raise ConfigError(f"parameters.{prefix}{key}: needs one of value, values, distribution")
+            out.append((prefix + key, spec))
+    # whole sections (presets or dicts) first, then the finer keys, each in file order
+    return sorted(out, key=lambda kv: kv[0] not in SECTIONS)
+
+
+def _sample(key: str, spec: dict, rng: random.Random):
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        probs = spec.get("probabilities")
+        return rng.choices(spec["values"], weights=probs)[0] if probs else rng.choice(spec["values"])
+    dist = spec.get("distribution", "uniform")
+    lo, hi = spec.get("min"), spec.get("max")
+    if dist == "uniform":
+        return rng.uniform(lo, hi)
+    if dist == "int_uniform":
+        return rng.randint(lo, hi)
+    if dist == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    if dist == "normal":
+        return rng.gauss(spec.get("mu", 0.0), spec.get("sigma", 1.0))
+    if dist == "q_uniform":
+        q = spec.get("q", 1.0)
+        return round(rng.uniform(lo, hi) / q) * q
+    raise ConfigError(f"parameters.{key}.distribution: invalid value {dist!r}; allowed: {', '.join(DISTRIBUTIONS[:-1])}")
+
+
+def _apply(tree: dict, key: str, value) -> None:
+    if "." in key:
+        set_key(tree, key, value)
+    else:
+        merge(tree, {key: value})
+
+
+def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
+    """Sweep file -> (name, resolved configs), duplicates removed, in grid order."""
+    spec = load_yaml(path)
+    name = str(spec.get("name") or Path(path).stem)
+    method = spec.get("method", "grid")
+    if method not in ("grid", "random"):
+        raise ConfigError(f"method: invalid value {method!r}; allowed: grid, random")
+    params = _flatten(spec.get("parameters") or {})
+    extra = parse_overrides(list(overrides))
+    trees = []
+    if method == "grid":
+        for key, s in params:
+            if "value" not in s and "values" not in s:
+                raise ConfigError(f"parameters.{key}: grid search needs value or values, not a distribution")
+        choices = [[s["value"]] if "value" in s else list(s["values"]) for _, s in params]
+        for combo in itertools.product(*choices):
+            tree: dict = {}
+            for (key, _), value in zip(params, combo):
+                _apply(tree, key, value)
+            trees.append(tree)
+    else:
+        cap = spec.get("run_cap")
+        if not isinstance(cap, int) or cap < 1:
+            raise ConfigError("run_cap: random search needs an integer run_cap >= 1")
+        rng = random.Random(spec.get("seed", 0))
+        for _ in range(cap):
+            tree = {}
+            for key, s in params:
+                _apply(tree, key, _sample(key, s, rng))
+            trees.append(tree)
+    cfgs, seen = [], set()
+    for tree in trees:
+        for k, v in extra:
+            set_key(tree, k, v)
+        cfg = resolve(tree)
+        if cfg.hash not in seen:
+            seen.add(cfg.hash)
+            cfgs.append(cfg)
+    return name, cfgs
+
+
+# ---------------------------------------------------------------- local executor
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+class LocalExecutor:
+    """Runs configs as child processes: `workers` at a time, torch threads split between them,
+    one GPU per run on a multi-GPU host (or all GPUs for one run). A child that crashes is
+    recorded as failed and never stops the others."""
+
+    def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
+                 gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
+                 retry_failed: bool = False, progress: bool = True):
+        self.store, self.sweep = store, sweep
+        self.gpus = _gpu_count()
+        cores = os.cpu_count() or 1
+        if self.gpus and gpus_per_run == "all":
+            self.workers = 1
+        elif self.gpus:
+            self.workers = workers or self.gpus
+        else:
+            self.workers = workers or cores
+        self.threads = threads or max(1, cores // self.workers)
+        self.gpus_per_run, self.wandb_mode, self.project = gpus_per_run, wandb_mode, project
+        self.retry_failed, self.progress = retry_failed, progress
+
+    def _env(self, slot: int) -> dict:
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        if self.gpus and self.gpus_per_run != "all":
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
+        return env
+
+    def _command(self, cfg: RunConfig) -> list[str]:
+        cmd = [sys.executable, "-m", "bench.cli", "train", str(self.store.run_dir(cfg.hash) / "config.yaml"),
+               "--store", str(self.store.root), "--sweep", self.sweep, "--project", self.project]
+        if self.wandb_mode:
+            cmd += ["--wandb", self.wandb_mode]
+        if self.retry_failed:
+            cmd += ["--retry-failed"]
+        return cmd
+
+    def todo(self, cfgs: list[RunConfig]) -> list[RunConfig]:
+        skip = ("done", "diverged") if self.retry_failed else FINISHED
+        return [c for c in cfgs if self.store.status(c.hash) not in skip]
+
+    def run(self, cfgs: list[RunConfig]) -> dict:
+        for cfg in cfgs:  # config files first, so the store knows every run of the sweep
+            path = self.store.run_dir(cfg.hash) / "config.yaml"
+            if not path.is_file():
+                write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
+        queue = self.todo(cfgs)
+        counts = {"done": len(cfgs) - len(queue), "failed": 0, "running": 0, "left": len(queue)}
+        bar = self._bar(len(cfgs), counts["done"])
+        running: dict[int, tuple[subprocess.Popen, RunConfig, int]] = {}
+        free = list(range(self.workers))
+        try:
+            while queue or running:
+                while queue and free:
+                    cfg, slot = queue.pop(0), free.pop(0)
+                    log = open(self.store.run_dir(cfg.hash) / "run.log", "a")
+                    proc = subprocess.Popen(self._command(cfg), env=self._env(slot), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                    log.close()
+                    running[proc.pid] = (proc, cfg, slot)
+                for pid, (proc, cfg, slot) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[pid]
+                    free.append(slot)
+                    status = self._finish(cfg, proc.returncode)
+                    counts["failed" if status in ("failed", "diverged") else "done"] += 1
+                    if bar is not None:
+                        bar.update(1)
+                counts.update(running=len(running), left=len(queue))
+                if bar is not None:
+                    bar.set_postfix(counts, refresh=True)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            for proc, _, _ in running.values():
+                proc.send_signal(signal.SIGTERM)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return {h: self.store.status(h) for h in (c.hash for c in cfgs)}
+
+    def _finish(self, cfg: RunConfig, code: int) -> str:
+        """Status of a finished child; a crash without a result is recorded as failed."""
+        status = self.store.status(cfg.hash)
+        if status in FINISHED or status == "running":
+            return status
+        ckpt = self.store.checkpoint(cfg.hash)
+        step = 0
+        if ckpt is not None:
+            import torch
+
+            step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        write_json(self.store.run_dir(cfg.hash) / "result.json",
+                   {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
+                    "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
+                    "sweep": self.sweep})
+        return "failed"
+
+    def _bar(self, total: int, done: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)

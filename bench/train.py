@@ -1,0 +1,154 @@
+"""One run: build task, data and model from a resolved config, train, test, record the result.
+
+Re-running a config is safe: a finished run is returned as is, an interrupted one resumes from
+its last checkpoint (metric rows logged after that checkpoint are dropped first), and two
+processes never run the same config at once (see Store.claim).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import shlex
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.loggers import CSVLogger
+
+from bench.config import RunConfig, to_overrides
+from bench.store import Store, write_atomic, write_json
+from bench.tracking import finish, wandb_logger
+from tasks.base import Diverged
+from tasks.registry import task_class
+
+log = logging.getLogger("rnnbench")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(None)
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with '+dirty' if it has local changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def reproduce_command(cfg: RunConfig) -> str:
+    return "rnnbench train " + " ".join(shlex.quote(o) for o in to_overrides(cfg))
+
+
+def variant_tags(cfg: RunConfig) -> list[str]:
+    """W&B tags: cell, task, and every model switch that differs from the defaults."""
+    from models.config import ModelConfig
+
+    default = ModelConfig()
+    tags = [cfg.model.cell, cfg.task.name]
+    for k, v in cfg.model.__dict__.items():
+        if k != "cell" and v != getattr(default, k):
+            tags.append(f"{k}={v}")
+    return tags
+
+
+def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, attempt: int) -> L.Trainer:
+    t = cfg.trainer
+    val = dict(check_val_every_n_epoch=1) if t.val_every is None else \
+        dict(val_check_interval=t.val_every, check_val_every_n_epoch=None)
+    return L.Trainer(
+        max_steps=t.max_steps, max_epochs=t.max_epochs if t.max_epochs else -1,
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=t.precision, deterministic=t.deterministic,
+        gradient_clip_val=cfg.optim.grad_clip, gradient_clip_algorithm="norm",
+        limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+        logger=loggers, log_every_n_steps=max(1, min(50, (t.val_every or 50) // 2)),
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+                   Timer()],
+        enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
+        enable_model_summary=False, default_root_dir=run_dir, **val,
+    )
+
+
+def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
+        wandb_mode: Optional[str] = None, project: str = "rnnbench", retry_failed: bool = False) -> dict:
+    """Run (or resume, or return) the run of `cfg` in the store; returns its result dict."""
+    store = Store(store_root)
+    h = cfg.hash
+    d = store.run_dir(h)
+    with store.claim(h) as mine:
+        if not mine:
+            return {"hash": h, "status": "busy"}
+        old = store.result(h)
+        if old is not None and not (retry_failed and old["status"] == "failed"):
+            return old
+        if old is not None:
+            (d / "result.json").unlink()
+        if not (d / "config.yaml").is_file():
+            write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return _run(cfg, store, h, d, sweep, wandb_mode, project)
+
+
+def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
+    ckpt = store.checkpoint(h)
+    if ckpt is not None:  # resuming: forget what was logged after the checkpoint
+        store.truncate_metrics(h, torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+    attempt = len(store.metric_files(h))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = task_class(cfg.task.name)(cfg)
+    dm = task.datamodule()
+    module = task.module(dm)
+    csv_logger = CSVLogger(save_dir=d, name="logs", version=attempt)
+    wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
+                      name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
+    trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), attempt)
+    result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
+              "seed": cfg.seed, "primary": task.primary, "mode": task.mode,
+              "baseline": task.baseline(), "params": sum(p.numel() for p in module.parameters()),
+              "git_commit": git_commit(), "command": reproduce_command(cfg), "wandb_id": h if wb else None,
+              "resumed_from_step": None, "error": None, "metrics": {}}
+    if ckpt is not None:
+        result["resumed_from_step"] = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+    t0 = time.time()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith("val/") and v.numel() == 1}
+        tested = trainer.test(module, datamodule=dm, verbose=False)
+        metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
+        result.update(status="done", metrics=metrics, solved=task.solved(metrics))
+        if not all(math.isfinite(v) for v in metrics.values()):
+            result["status"] = "diverged"
+    except Diverged as e:
+        result.update(status="diverged", error=str(e))
+    except Exception as e:  # recorded, never raised: one run must not stop a sweep
+        (d / "run.log").open("a").write(traceback.format_exc())
+        result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        finish(wb)
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    result["step"] = int(trainer.global_step)
+    result["wall_time_s"] = round(timer.time_elapsed("train") or (time.time() - t0), 3)
+    result["beats_baseline"] = _beats(result)
+    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if trainer.global_rank == 0:
+        write_json(d / "result.json", result)
+    return result
+
+
+def _beats(result: dict) -> Optional[bool]:
+    key, m = result["primary"], result["metrics"]
+    if result["status"] != "done" or key not in result["baseline"] or key not in m:
+        return None
+    return m[key] < result["baseline"][key] if result["mode"] == "min" else m[key] > result["baseline"][key]

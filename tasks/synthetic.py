@@ -1,0 +1,221 @@
+"""Long-dependency synthetic tasks: the copy task and the adding problem (Arjovsky et al. 2016).
+
+Training batches are a pure function of (seed, data_seed, epoch, batch index): fresh every epoch,
+identical after a resume, and sliced per rank under DDP so N processes see exactly the global
+batch of one. The validation and test sets depend on `data_seed` only, never on the model seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from bench.config import opt
+from models.recurrent import Recurrent
+from tasks.base import Task, TaskModule
+
+_VAL, _TEST, _TRAIN = 1, 2, 3  # stream ids mixed into generator seeds
+
+
+def _generator(*parts: int) -> torch.Generator:
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + p) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class _Batches(Dataset):
+    """`n` batches made by `make(batch_size, generator)`; each rank keeps its slice of a batch."""
+
+    def __init__(self, make, n: int, batch_size: int, seeds: tuple, rank: int = 0, world: int = 1):
+        self.make, self.n, self.batch_size, self.seeds = make, n, batch_size, seeds
+        self.rank, self.world = rank, world
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x, y = self.make(self.batch_size, _generator(*self.seeds, i))
+        return x[self.rank::self.world], y[self.rank::self.world]
+
+
+class SyntheticData(L.LightningDataModule):
+    def __init__(self, task: "SyntheticTask"):
+        super().__init__()
+        self.task, self.cfg, self.seed = task, task.cfg, task.run.seed
+        self.steps = task.run.trainer.val_every or 100
+
+    def _rank(self):
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def _loader(self, ds):
+        return DataLoader(ds, batch_size=None, shuffle=False)
+
+    def train_dataloader(self):
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if not self.cfg.fresh_data:  # a fixed training set, reshuffled by epoch
+            n = max(1, self.cfg.train_size // self.cfg.batch_size)
+            order = torch.randperm(n, generator=_generator(self.seed, epoch)).tolist()
+            ds = _Batches(self.task.make, n, self.cfg.batch_size, (self.cfg.data_seed, _TRAIN), *self._rank())
+            return self._loader(torch.utils.data.Subset(ds, order))
+        ds = _Batches(self.task.make, self.steps, self.cfg.batch_size,
+                      (self.cfg.data_seed, self.seed, _TRAIN, epoch), *self._rank())
+        return self._loader(ds)
+
+    def _eval(self, stream):
+        n = math.ceil(self.cfg.eval_size / self.cfg.batch_size)
+        return self._loader(_Batches(self.task.make, n, self.cfg.batch_size, (self.cfg.data_seed, stream), *self._rank()))
+
+    def val_dataloader(self):
+        return self._eval(_VAL)
+
+    def test_dataloader(self):
+        return self._eval(_TEST)
+
+
+class SequenceModule(TaskModule):
+    """Inputs (one-hot tokens or real features) -> Recurrent -> linear head; many-to-many
+    (`y` of shape (B, T)) or many-to-one (`y` of shape (B,))."""
+
+    def __init__(self, run_cfg, task: "SyntheticTask"):
+        super().__init__(run_cfg)
+        self.task = task
+        m = run_cfg.model
+        self.rnn = Recurrent(task.input_size, m)
+        self.drop = torch.nn.Dropout(m.dropout)
+        self.head = torch.nn.Linear(self.rnn.output_size, task.output_size)
+
+    def forward(self, x):
+        if self.task.one_hot:
+            x = F.one_hot(x, self.task.input_size).float()
+        out, _ = self.rnn(x)
+        return self.head(self.drop(out))
+
+    def _step(self, batch, split: str):
+        x, y = batch
+        loss, metrics = self.task.loss_and_metrics(self(x), y)
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=len(y), sync_dist=not on_step)
+        for k, v in metrics.items():
+            self.log(f"{split}/{k}", v, on_step=on_step, on_epoch=not on_step, batch_size=len(y),
+                     sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch, "train")
+        self.check_finite(loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+
+class SyntheticTask(Task):
+    long_dependency = True
+    one_hot = False
+
+    def datamodule(self):
+        return SyntheticData(self)
+
+    def module(self, datamodule=None):
+        return SequenceModule(self.run, self)
+
+
+@dataclass
+class CopyConfig:
+    name: str = opt("copy", choices=("copy",))
+    T: int = opt(100, ge=1, help="delay: T-1 blanks then a delimiter between symbols and recall")
+    n_symbols: int = opt(10, ge=1, help="symbols to remember")
+    n_categories: int = opt(8, ge=2, help="symbol alphabet size")
+    batch_size: int = opt(64, ge=1)
+    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
+    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
+    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
+    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
+
+
+class CopyTask(SyntheticTask):
+    """Inputs: n symbols from {1..K}, T-1 blanks (0), delimiter (K+1), n blanks (length T+2n).
+    Targets: T+n blanks, then the n symbols. Loss: cross-entropy over every step."""
+
+    Config = CopyConfig
+    one_hot = True
+
+    def __init__(self, run_cfg):
+        super().__init__(run_cfg)
+        self.input_size = self.cfg.n_categories + 2
+        self.output_size = self.cfg.n_categories + 1
+
+    def make(self, b: int, g: torch.Generator):
+        c = self.cfg
+        n, T, K = c.n_symbols, c.T, c.n_categories
+        symbols = torch.randint(1, K + 1, (b, n), generator=g)
+        x = torch.zeros(b, T + 2 * n, dtype=torch.long)
+        x[:, :n] = symbols
+        x[:, n + T - 1] = K + 1
+        y = torch.zeros_like(x)
+        y[:, -n:] = symbols
+        return x, y
+
+    def loss_and_metrics(self, logits, y):
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        n = self.cfg.n_symbols
+        acc = (logits[:, -n:].argmax(-1) == y[:, -n:]).float().mean()
+        return loss, {"acc": acc}
+
+    def baseline(self):
+        c = self.cfg
+        return {"test/loss": c.n_symbols * math.log(c.n_categories) / (c.T + 2 * c.n_symbols)}
+
+    def solved(self, metrics):
+        return metrics.get("test/acc", 0.0) >= 0.99
+
+
+@dataclass
+class AddingConfig:
+    name: str = opt("adding", choices=("adding",))
+    T: int = opt(100, ge=2, help="sequence length (one marker in each half)")
+    batch_size: int = opt(64, ge=1)
+    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
+    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
+    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
+    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
+
+
+class AddingTask(SyntheticTask):
+    """Inputs (T, 2): values ~ U[0,1] and markers, one marker in each half.
+    Target: the sum of the two marked values (many-to-one). Loss: MSE; baseline 0.167 (predict 1)."""
+
+    Config = AddingConfig
+    input_size, output_size = 2, 1
+
+    def make(self, b: int, g: torch.Generator):
+        T = self.cfg.T
+        values = torch.rand(b, T, generator=g)
+        half = T // 2
+        first = torch.randint(0, half, (b,), generator=g)
+        second = torch.randint(half, T, (b,), generator=g)
+        markers = torch.zeros(b, T)
+        rows = torch.arange(b)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        y = values[rows, first] + values[rows, second]
+        return torch.stack([values, markers], -1), y
+
+    def loss_and_metrics(self, pred, y):
+        return F.mse_loss(pred[:, -1, 0], y), {}
+
+    def baseline(self):
+        return {"test/loss": 0.167}
+
+    def solved(self, metrics):
+        return metrics.get("test/loss", math.inf) < 0.01
