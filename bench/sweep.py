@@ -2,7 +2,7 @@
 
     name: default
     method: grid                      # grid | random (random needs run_cap)
-    command: [rnnbench, train, ${args_no_hyphens}]   # lets `wandb sweep` / `wandb agent` run it too
+    command: [rnnbench, train, "${args_no_hyphens}"]   # lets `wandb sweep` / `wandb agent` run it too
     parameters:
       task: {values: [copy, adding]}  # a string for a section loads its preset
       task.T: {value: 20}

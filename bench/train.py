@@ -74,7 +74,8 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, attempt: int) -> L.Tr
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
         logger=loggers, log_every_n_steps=max(1, min(50, (t.val_every or 50) // 2)),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                   enable_version_counter=False),  # the latest, at every validation
                    Timer()],
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,

@@ -61,5 +61,8 @@ class ModelConfig:
             raise ConfigError(f"{path}coupled: needs input_gate true (f = 1 - i)")
         if self.coupled and not self.forget_gate:
             raise ConfigError(f"{path}coupled: conflicts with forget_gate false; allowed: one of them")
+        if self.forget_bias is not None and (not self.forget_gate or self.coupled):
+            raise ConfigError(f"{path}forget_bias: needs a forget gate of its own; "
+                              f"got forget_gate={self.forget_gate}, coupled={self.coupled}")
         if self.impl == "fused" and not cls.fusable(self):
             raise ConfigError(f"{path}impl: 'fused' not possible for this variant; allowed: auto, custom")

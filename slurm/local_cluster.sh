@@ -97,6 +97,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 ReturnToService=2
 JobRequeue=1
 KillWait=10
@@ -151,10 +152,9 @@ cmd_up() {
 cmd_down() {
     if alive "$STATE/slurmctld.pid"; then
         # our jobs first, so no slurmstepd or job process outlives the cluster
-        scancel --quiet --full "$(squeue -h -o %A 2>/dev/null | sort -u)" 2>/dev/null || true
         local ids
         ids=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
-        [[ -n ${ids// } ]] && scancel $ids 2>/dev/null || true
+        if [[ -n ${ids// } ]]; then scancel $ids 2>/dev/null || true; fi
         for _ in $(seq 40); do
             [[ -z $(squeue -h 2>/dev/null) ]] && break
             sleep 0.5

@@ -103,25 +103,28 @@ def batchify(ids: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class TBPTTWindows(Dataset):
-    """Windows over batchified streams (B, N). Window i predicts targets at positions
-    [i*k1 + 1, (i+1)*k1] from the inputs of the k2 steps ending at (i+1)*k1 - 1. `split` is
-    where the state to carry into window i+1 is taken (after k1 steps of this window's new
-    part, i.e. at the start of window i+1's input span)."""
+    """Windows over batchified streams (B, N). Window i has the targets at positions
+    (i*k1, e] with e = min((i+1)*k1, N-1) and the inputs of the k2 steps before them,
+    [e-k2, e) (clipped at 0), so each update back-propagates exactly k2 steps (fewer only at the
+    stream start). `split` is where, inside the window, the state for window i+1 is taken: that
+    window starts k2 steps before its own end."""
 
     def __init__(self, streams: torch.Tensor, k1: int, k2: int):
         self.s, self.k1, self.k2 = streams, k1, k2
-        self.n = math.ceil((streams.size(1) - 1) / k1)
+        self.last = streams.size(1) - 1
+        self.n = math.ceil(self.last / k1)
 
     def __len__(self):
         return self.n
 
+    def _end(self, i: int) -> int:
+        return min((i + 1) * self.k1, self.last)
+
     def __getitem__(self, i):
-        k1, k2 = self.k1, self.k2
-        end = min((i + 1) * k1, self.s.size(1) - 1)     # last input position + 1
-        start = i * k1 - (k2 - k1)                       # first input position (unclipped)
-        first = max(start, 0)
-        nxt = start + k1                                 # window i+1's first input position
-        return {"x": self.s[:, first:end], "y": self.s[:, i * k1 + 1: end + 1],
+        end = self._end(i)
+        first = max(end - self.k2, 0)
+        nxt = self._end(i + 1) - self.k2                  # window i+1's first input position
+        return {"x": self.s[:, first:end], "y": self.s[:, i * self.k1 + 1: end + 1],
                 "split": max(0, min(nxt - first, end - first)), "reset": i == 0}
 
 

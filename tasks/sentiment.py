@@ -18,7 +18,8 @@ from torch import nn
 
 from bench.config import opt
 from tasks.base import Task, TaskModule
-from tasks.text import TextDataConfig, TextDataModule, Vocab, lengths_to_mask, pad, token_column
+from tasks.text import (TextDataConfig, TextDataModule, Vocab, column_list, lengths_to_mask, pad,
+                        token_column)
 
 SPLITS = ("train", "validation", "test")
 
@@ -45,8 +46,9 @@ class SentimentData(TextDataModule):
     def build(self, raw) -> None:
         c = self.cfg
         toks = {s: token_column(raw[s], c.text_column, c.tokenizer, c.lowercase, c.max_len,
-                                truncate=c.truncate)["_tokens"] for s in SPLITS}
-        labels = {s: [str(v) for v in raw[s][c.label_column]] for s in SPLITS}
+                                truncate=c.truncate) for s in SPLITS}
+        toks = {s: column_list(ds, "_tokens") for s, ds in toks.items()}
+        labels = {s: [str(v) for v in column_list(raw[s], c.label_column)] for s in SPLITS}
         self.vocabs["word"] = word = Vocab.build(toks["train"], c.min_freq, c.max_vocab)
         self.vocabs["label"] = lab = Vocab.labels(labels["train"])
         for s in SPLITS:

@@ -54,7 +54,9 @@ class SyntheticData(L.LightningDataModule):
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
     def _loader(self, ds):
-        return DataLoader(ds, batch_size=None, shuffle=False)
+        # its own generator: making an iterator must not draw from the global RNG (dropout's),
+        # or a resumed run would see other dropout masks than an uninterrupted one
+        return DataLoader(ds, batch_size=None, shuffle=False, generator=torch.Generator())
 
     def train_dataloader(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -25,7 +25,8 @@ object with the fields of `TextDataConfig` (a family's Config usually subclasses
 
 Tokens  -- `tokenize(value, mode, lowercase)`; modes "whitespace", "basic" (regex words and
 punctuation, strips `<br />`), "chars", "none" (the column already holds a token list).
-`token_column(ds, column, mode, lowercase, max_len)` does it with a cached `Dataset.map`.
+`token_column(ds, column, mode, lowercase, max_len)` does it with a cached `Dataset.map`;
+`column_list(ds, name)` gives a column as a plain list (fast).
 
 Vocabulary  -- `Vocab.build(token_lists, min_freq=1, max_size=None, specials=(PAD, UNK), unk=UNK)`
 (train split only: the caller passes only train tokens), `Vocab.labels(values)` for label sets
@@ -335,12 +336,17 @@ def _names_map(column: str, names: list, seq: bool):
 
 def class_labels_to_names(ds, columns: Iterable[str]):
     """Replace ClassLabel ints by their names in `columns` (hub data sets store labels as ints)."""
+    import datasets
+
     for col in columns:
         if col not in ds.column_names:
             continue
         names, seq = _class_names(ds.features[col])
         if names is not None:
-            ds = ds.map(_names_map(col, list(names), seq), batched=True, desc=f"names of {col}")
+            feats = ds.features.copy()
+            feats[col] = datasets.Sequence(datasets.Value("string")) if seq else datasets.Value("string")
+            ds = ds.map(_names_map(col, list(names), seq), batched=True, features=feats,
+                        desc=f"names of {col}")
     return ds
 
 
@@ -369,6 +375,11 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
         if cap is not None and len(raw[split]) > cap:
             raw[split] = raw[split].select(range(cap))
     return datasets.DatasetDict({s: raw[s] for s in ("train", "validation", "test")})
+
+
+def column_list(ds, name: str) -> list:
+    """A column as a plain Python list (fast; `ds[name]` is a lazy Column in datasets >= 4)."""
+    return ds.select_columns([name])[:][name] if len(ds) else []
 
 
 # ---------------------------------------------------------------- tokens

@@ -13,17 +13,18 @@ class _GRUScan(torch.autograd.Function):
     """Recurrence of torch's GRU given the input projection xp (T, B, 3H) (b_ih + b_hr, b_hz folded)."""
 
     @staticmethod
-    def forward(ctx, xp, h0, w_hh, b_hn, mask):
+    def forward(ctx, xp, h0, w_hh, b_hn, mask, keep=True):
         T, B, H3 = xp.shape
         H = H3 // 3
         S = xp.new_empty(T + 1, B, H)
         S[0] = h0
-        G = xp.new_empty(T, B, 4 * H)              # r, z, n, (R_n h + b_hn) per step
+        # keep=False (no grad mode, inference): no history of the gates
+        G = xp.new_empty(T if keep else 1, B, 4 * H)   # r, z, n, (R_n h + b_hn) per step
         wt = w_hh.t()
         bpad = torch.cat([b_hn.new_zeros(2 * H), b_hn])
         for t in range(T):
             gh = torch.addmm(bpad, S[t], wt)
-            g = G[t]
+            g = G[t if keep else 0]
             torch.add(xp[t, :, :2 * H], gh[:, :2 * H], out=g[:, :2 * H])
             g[:, :2 * H].sigmoid_()
             r, z = g[:, :H], g[:, H:2 * H]
@@ -65,7 +66,7 @@ class _GRUScan(torch.autograd.Function):
                 dh += carry
         dW = dR.reshape(-1, 3 * H).t() @ S[:T].reshape(-1, H)
         db_hn = dR[:, :, 2 * H:].sum((0, 1))
-        return dX, dh, dW, db_hn, None
+        return dX, dh, dW, db_hn, None, None
 
 
 class GRUCell(Cell):
@@ -109,5 +110,7 @@ class GRUCell(Cell):
         return ((1 - z) * n + z * h,)
 
     def scan(self, xp, state, mask=None):
-        hs, hT = _GRUScan.apply(xp, state[0], self.weight_hh, self.bias_hh[2 * self.hidden_size:], mask)
+        dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
+        hs, hT = _GRUScan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),
+                                self.bias_hh[2 * self.hidden_size:].to(dt), mask, torch.is_grad_enabled())
         return hs, (hT,)

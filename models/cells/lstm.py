@@ -19,41 +19,52 @@ def _flags(cfg) -> dict:
             "coupled": get("coupled", False), "gate_recurrence": get("gate_recurrence", False)}
 
 
+_sig_bwd = torch.ops.aten.sigmoid_backward.grad_input      # g * s * (1 - s), one kernel
+_tanh_bwd = torch.ops.aten.tanh_backward.grad_input         # g * (1 - t^2), one kernel
+
+
 class _LSTMScan(torch.autograd.Function):
     """The LSTM recurrence given xp = W x + b for all steps (T, B, G*H).
 
     `w_rec` is (G*H, H [+ Gs*H]): R, with the FGR matrix scattered into the sigmoid-gate rows
     (the state row then is [y^{t-1}, gate activations^{t-1}], so each step is ONE matmul).
     Forward runs under no_grad and keeps the gate activations A (T, B, G*H), the cell states
-    C (T+1, B, H) and the recurrent inputs S (T+1, B, H [+ Gs*H]); backward is BPTT with one
-    matmul per step, the recurrent-weight and peephole gradients as single reductions after it.
+    C (T+1, B, H), tanh(c) HC (T, B, H) and the recurrent inputs S (T+1, B, H [+ Gs*H]);
+    backward is BPTT with one matmul per step and fused elementwise kernels
+    (sigmoid_backward/tanh_backward); the recurrent-weight and peephole gradients are single
+    reductions after the loop. `keep=False` (inference): rolling buffers, no history.
     """
 
     @staticmethod
-    def forward(ctx, xp, h0, c0, a0, w_rec, w_ci, w_cf, w_co, mask, spec):
+    def forward(ctx, xp, h0, c0, a0, w_rec, w_ci, w_cf, w_co, mask, spec, keep=True):
         T, B, GH = xp.shape
         H = h0.shape[-1]
         oi, of, og, oo = spec["i"], spec["f"], spec["g"], spec["o"]
         peep, fgr, coupled = spec["peepholes"], spec["fgr"], spec["coupled"]
+        out_act = spec["output_activation"]
+        both = oi is not None and of is not None            # i, f adjacent: one op for both
+        w_if = torch.stack([w_ci, w_cf]) if peep and both else None
         S = xp.new_empty(T + 1, B, w_rec.shape[1])
         S[0, :, :H] = h0
         if fgr:
             S[0, :, H:] = a0
-        C = xp.new_empty(T + 1, B, H)
+        C = xp.new_empty(T + 1 if keep else 2, B, H)
         C[0] = c0
-        A = xp.new_empty(T, B, GH)
+        A = xp.new_empty(T if keep else 1, B, GH)
+        HC = xp.new_empty(T if keep else 1, B, H) if out_act else None
         rt = w_rec.t()
-        # contiguous runs of sigmoid gates that need no peephole from c_t: i and f are adjacent
         for t in range(T):
-            a = A[t]
+            a = A[t if keep else 0]
             torch.addmm(xp[t], S[t], rt, out=a)
-            cp = C[t]
+            cp, cn = C[t if keep else t % 2], C[t + 1 if keep else (t + 1) % 2]
             if peep:
-                if oi is not None:
+                if both:
+                    a[:, oi:of + H].view(B, 2, H).addcmul_(cp.unsqueeze(1), w_if)
+                elif oi is not None:
                     a[:, oi:oi + H].addcmul_(cp, w_ci)
-                if of is not None:
+                elif of is not None:
                     a[:, of:of + H].addcmul_(cp, w_cf)
-            if oi is not None and of is not None:
+            if both:
                 a[:, oi:of + H].sigmoid_()
             elif oi is not None:
                 a[:, oi:oi + H].sigmoid_()
@@ -62,34 +73,36 @@ class _LSTMScan(torch.autograd.Function):
             g = a[:, og:og + H]
             if spec["input_activation"]:
                 g.tanh_()
-            if oi is not None:
-                ig = a[:, oi:oi + H]
-                if coupled:                              # c = (1 - i) c_prev + i g
-                    c = torch.addcmul(cp, ig, g - cp)
-                else:
-                    c = ig * g
+            i = a[:, oi:oi + H] if oi is not None else None
+            f = a[:, of:of + H] if of is not None else None
+            c = cn if mask is None else torch.empty_like(cp)
+            if coupled:                                      # c = (1 - i) c_prev + i g
+                torch.addcmul(cp, i, g - cp, out=c)
+            elif i is not None and f is not None:
+                torch.mul(i, g, out=c).addcmul_(f, cp)
+            elif i is not None:                              # NFG: f = 1
+                torch.addcmul(cp, i, g, out=c)
+            elif f is not None:                              # NIG: i = 1
+                torch.addcmul(g, f, cp, out=c)
             else:
-                c = g.clone()
-            if not coupled:
-                if of is not None:
-                    c.addcmul_(a[:, of:of + H], cp)
-                else:
-                    c += cp
-            hc = c.tanh() if spec["output_activation"] else c
+                torch.add(g, cp, out=c)
+            if out_act:
+                hc = torch.tanh(c, out=HC[t if keep else 0])
+            else:
+                hc = c
+            hout = S[t + 1, :, :H] if mask is None else torch.empty_like(cp)
             if oo is not None:
                 o = a[:, oo:oo + H]
                 if peep:
                     o.addcmul_(c, w_co)
                 o.sigmoid_()
-                h = o * hc
+                torch.mul(o, hc, out=hout)
             else:
-                h = hc
+                hout.copy_(hc)
             if mask is not None:
                 m = mask[t]
-                c = torch.where(m, c, cp)
-                h = torch.where(m, h, S[t, :, :H])
-            C[t + 1] = c
-            S[t + 1, :, :H] = h
+                torch.where(m, c, cp, out=cn)
+                torch.where(m, hout, S[t, :, :H], out=S[t + 1, :, :H])
             if fgr:
                 col = H
                 for off in spec["sig"]:
@@ -99,27 +112,29 @@ class _LSTMScan(torch.autograd.Function):
                     S[t + 1, :, col:col + H] = src
                     col += H
         ctx.spec = spec
-        ctx.save_for_backward(S, C, A, w_rec, w_ci, w_cf, w_co, mask)
+        ctx.save_for_backward(S, C, A, HC, w_rec, w_ci, w_cf, w_co, mask)
         aT = S[T, :, H:].clone() if fgr else xp.new_zeros(0)
-        return S[1:, :, :H].clone(), S[T, :, :H].clone(), C[T].clone(), aT
+        return S[1:, :, :H].clone(), S[T, :, :H].clone(), C[T if keep else T % 2].clone(), aT
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs, dhT, dcT, daT):
-        S, C, A, w_rec, w_ci, w_cf, w_co, mask = ctx.saved_tensors
+        S, C, A, HC, w_rec, w_ci, w_cf, w_co, mask = ctx.saved_tensors
         spec = ctx.spec
         T, B, GH = A.shape
         H = C.shape[-1]
         oi, of, og, oo = spec["i"], spec["f"], spec["g"], spec["o"]
         peep, fgr, coupled = spec["peepholes"], spec["fgr"], spec["coupled"]
         in_act, out_act = spec["input_activation"], spec["output_activation"]
-        # where each sigmoid gate's FGR source sits in the extra state columns
-        src = {off: H + k * H for k, off in enumerate(spec["sig"])} if fgr else {}
+        both = oi is not None and of is not None
+        # where each sigmoid gate's FGR source sits in the extra state columns (offset in da)
+        src = {off: k * H for k, off in enumerate(spec["sig"])} if fgr else {}
         dA = torch.empty_like(A)
-        dh, dc = dhT, dcT
-        da = daT if fgr else None
+        dh, dc = dhT.clone(), dcT.clone()
+        da = daT.clone() if fgr else None
+        t2 = dhs.new_empty(B, 2 * H) if both and not coupled else None
         for t in range(T - 1, -1, -1):
-            dh = dh + dhs[t]
+            dh += dhs[t]
             if mask is not None:
                 m = mask[t]
                 carry = [torch.where(m, 0.0, v) for v in (dh, dc, da) if v is not None]
@@ -128,55 +143,64 @@ class _LSTMScan(torch.autograd.Function):
                     da = torch.where(m, da, 0.0)
             a, d = A[t], dA[t]
             cp, c = C[t], C[t + 1]
-            hc = c.tanh() if out_act else c
+            hc = HC[t] if out_act else c
             if oo is not None:
                 o = a[:, oo:oo + H]
                 do = dh * hc
                 if fgr:
-                    do += da[:, src[oo] - H:src[oo]]
-                dpo = d[:, oo:oo + H]
-                torch.mul(do, o * (1 - o), out=dpo)
+                    do += da[:, src[oo]:src[oo] + H]
+                dpo = _sig_bwd(do, o, grad_input=d[:, oo:oo + H])
                 dhc = dh * o
             else:
                 dhc = dh
-            dc = dc + (dhc * (1 - hc * hc) if out_act else dhc)
+            if out_act:
+                dc += torch.ops.aten.tanh_backward(dhc, hc)
+            else:
+                dc += dhc
             if peep and oo is not None:
                 dc.addcmul_(dpo, w_co)
             g = a[:, og:og + H]
-            if oi is not None:
-                i = a[:, oi:oi + H]
-                if coupled:
-                    di = dc * (g - cp)
-                    dcp = dc * (1 - i)
-                else:
-                    di = dc * g
+            i = a[:, oi:oi + H] if oi is not None else None
+            f = a[:, of:of + H] if of is not None else None
+            dg = dc * i if i is not None else dc
+            if coupled:                                   # c = cp + i (g - cp)
+                di = dc * (g - cp)
                 if fgr:
-                    di += da[:, src[oi] - H:src[oi]]
-                dpi = d[:, oi:oi + H]
-                torch.mul(di, i * (1 - i), out=dpi)
-                dg = dc * i
+                    di += da[:, src[oi]:src[oi] + H]
+                _sig_bwd(di, i, grad_input=d[:, oi:oi + H])
+                dcp = dc - dg
+            elif both:
+                torch.mul(dc, g, out=t2[:, :H])
+                torch.mul(dc, cp, out=t2[:, H:])
+                if fgr:                                   # i, f sources are adjacent too
+                    t2 += da[:, src[oi]:src[oi] + 2 * H]
+                _sig_bwd(t2, a[:, oi:of + H], grad_input=d[:, oi:of + H])
+                dcp = dc * f
+            elif i is not None:                           # NFG
+                di = dc * g
+                if fgr:
+                    di += da[:, src[oi]:src[oi] + H]
+                _sig_bwd(di, i, grad_input=d[:, oi:oi + H])
+                dcp = dc
+            elif f is not None:                           # NIG
+                df = dc * cp
+                if fgr:
+                    df += da[:, src[of]:src[of] + H]
+                _sig_bwd(df, f, grad_input=d[:, of:of + H])
+                dcp = dc * f
             else:
-                dg = dc
-            if not coupled:
-                if of is not None:
-                    f = a[:, of:of + H]
-                    df = dc * cp
-                    if fgr:
-                        df += da[:, src[of] - H:src[of]]
-                    dpf = d[:, of:of + H]
-                    torch.mul(df, f * (1 - f), out=dpf)
-                    dcp = dc * f
-                else:
-                    dcp = dc
+                dcp = dc
             if in_act:
-                torch.mul(dg, 1 - g * g, out=d[:, og:og + H])
+                _tanh_bwd(dg, g, grad_input=d[:, og:og + H])
             else:
                 d[:, og:og + H] = dg
             if peep:
+                if dcp is dc:
+                    dcp = dc.clone()
                 if oi is not None:
-                    dcp.addcmul_(dpi, w_ci)
+                    dcp.addcmul_(d[:, oi:oi + H], w_ci)
                 if of is not None:
-                    dcp.addcmul_(dpf, w_cf)
+                    dcp.addcmul_(d[:, of:of + H], w_cf)
             dS = d @ w_rec
             dh, dc = dS[:, :H], dcp
             if fgr:
@@ -195,7 +219,7 @@ class _LSTMScan(torch.autograd.Function):
                 dcf = (dA[:, :, of:of + H] * C[:T]).sum((0, 1))
             if oo is not None:
                 dco = (dA[:, :, oo:oo + H] * C[1:]).sum((0, 1))
-        return dA, dh, dc, da, dW, dci, dcf, dco, None, None
+        return dA, dh, dc, da, dW, dci, dcf, dco, None, None, None
 
 
 class LSTMCell(Cell):
@@ -319,8 +343,11 @@ class LSTMCell(Cell):
         return y, c_new, torch.cat([acts[b] for b in self.sig_blocks], 1)
 
     def scan(self, xp, state, mask=None):
+        dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
+        cast = lambda t: None if t is None else t.to(dt)
         a0 = state[2] if self.flags["gate_recurrence"] else None
-        hs, hT, cT, aT = _LSTMScan.apply(xp, state[0], state[1], a0, self.recurrent_matrix(),
-                                         self._peep("i"), self._peep("f"), self._peep("o"),
-                                         mask, self.spec)
+        hs, hT, cT, aT = _LSTMScan.apply(xp, cast(state[0]), cast(state[1]), cast(a0),
+                                         cast(self.recurrent_matrix()), cast(self._peep("i")),
+                                         cast(self._peep("f")), cast(self._peep("o")),
+                                         mask, self.spec, torch.is_grad_enabled())
         return hs, ((hT, cT, aT) if self.flags["gate_recurrence"] else (hT, cT))

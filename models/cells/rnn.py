@@ -80,7 +80,9 @@ class TanhRNNCell(Cell):
         return (torch.relu(pre) if self.nonlinearity == "relu" else torch.tanh(pre),)
 
     def scan(self, xp, state, mask=None):
-        hs, hT = _ElmanScan.apply(xp, state[0], self.weight_hh, mask, self.nonlinearity == "relu")
+        dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
+        hs, hT = _ElmanScan.apply(xp, state[0].to(dt), self.weight_hh.to(dt), mask,
+                                  self.nonlinearity == "relu")
         return hs, (hT,)
 
 

@@ -1,0 +1,210 @@
+"""Time and memory of training (full BPTT) and streaming inference versus sequence length T.
+
+    python -m bench.bench_scaling [--cells lstm,lstm_vanilla] [--T 64,128,256,512,1024] ...
+
+Per cell and T:
+* train: one forward over the whole (B, T, I) batch + `out.sum().backward()` (full BPTT).
+* stream: inference under no_grad over the same T steps in chunks of `--chunk` steps, the state
+  carried from chunk to chunk (outputs of a chunk are dropped before the next).
+Time: median of `--repeats` runs (cells and T interleaved per repeat).
+Memory, measured on CPU (no allocator statistics there), two ways:
+* `peak MB`: peak of live tensor storage bytes allocated by torch ops during the call, tracked
+  by a TorchDispatchMode that records every op's output storages and drops them when their
+  storage is freed (StorageWeakRef). Tensors that exist before the call (inputs, parameters)
+  are not counted; allocations inside non-dispatched kernels' workspaces are not seen.
+* `saved MB` (train only): bytes of the distinct storages saved for backward, via
+  torch.autograd.graph.saved_tensors_hooks (the activation memory of BPTT).
+The memory runs are separate from the timed runs (the tracker slows ops down).
+Fits: least squares line y = a + b*T over the T values, slope b and R^2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from bench.config import build
+from models.config import ModelConfig
+from models.recurrent import Recurrent
+from models.registry import CELLS
+
+
+class PeakMemory(TorchDispatchMode):
+    """Peak bytes of live tensor storages created by torch ops while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, tuple] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                s = t.untyped_storage()
+                key = s.data_ptr()
+                old = self.live.get(key)
+                if old is not None and old[0].expired():
+                    self.current -= old[1]
+                    old = None
+                if old is None and s.nbytes() > 0:
+                    self.live[key] = (StorageWeakRef(s), s.nbytes())
+                    self.current += s.nbytes()
+        self.peak = max(self.peak, self.current)
+        for key in [k for k, (w, _) in self.live.items() if w.expired()]:
+            self.current -= self.live.pop(key)[1]
+        return out
+
+
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward while active."""
+
+    def __init__(self):
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t):
+        s = t.untyped_storage()
+        self.seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def linfit(xs, ys):
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    a = my - b * mx
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    return b, (1 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_scaling", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", default="lstm,lstm_vanilla", help="comma-separated registry cells")
+    ap.add_argument("--impl", default="auto", choices=("auto", "custom"))
+    ap.add_argument("--T", default="64,128,256,512,1024", help="comma-separated sequence lengths")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--input", type=int, default=64, help="input features")
+    ap.add_argument("--chunk", type=int, default=64, help="streaming chunk length")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    Ts = [int(t) for t in args.T.split(",")]
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            raise SystemExit(f"--cells: unknown cell {c!r}; allowed: {', '.join(CELLS)}")
+    B, I = args.batch, args.input
+    nets = {c: Recurrent(I, build(ModelConfig, {"cell": c, "hidden_size": args.hidden, "impl": args.impl},
+                                  "model.")) for c in cells}
+    xs = {T: torch.randn(B, T, I) for T in Ts}
+
+    def train(net, x):
+        xg = x.requires_grad_(True)
+        out = net(xg)[0]
+        out.sum().backward()
+        xg.grad = None
+        for p in net.parameters():
+            p.grad = None
+
+    def stream(net, x):
+        with torch.no_grad():
+            state = None
+            for s in range(0, x.shape[1], args.chunk):
+                out, state = net(x[:, s:s + args.chunk], state=state)
+                del out
+
+    modes = {"train": train, "stream": stream}
+    for c, net in nets.items():                     # warm-up
+        for fn in modes.values():
+            fn(net, xs[Ts[0]])
+    times = {(c, m, T): [] for c in cells for m in modes for T in Ts}
+    for _ in range(args.repeats):
+        for T in Ts:
+            for c, net in nets.items():
+                for m, fn in modes.items():
+                    t0 = time.perf_counter()
+                    fn(net, xs[T])
+                    times[(c, m, T)].append(time.perf_counter() - t0)
+    peak, saved = {}, {}
+    for T in Ts:
+        for c, net in nets.items():
+            for m, fn in modes.items():
+                x = xs[T].detach()
+                if m == "train":
+                    x.requires_grad_(True)
+                    with PeakMemory() as pm:
+                        with SavedBytes() as sb:
+                            out = net(x)[0]
+                        out.sum().backward()
+                        del out
+                    saved[(c, T)] = sb.total
+                    x.grad = None
+                    for p in net.parameters():
+                        p.grad = None
+                else:
+                    with PeakMemory() as pm:
+                        fn(net, x)
+                peak[(c, m, T)] = pm.peak
+
+    MB = 1e6
+    print(f"# bench_scaling: batch {B}, input {I}, hidden {args.hidden}, 1 layer, float32, impl {args.impl}, "
+          f"stream chunk {args.chunk}")
+    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
+          f"time = median of {args.repeats} interleaved runs")
+    print("# memory: peak = peak live bytes of tensor storages allocated by torch ops during the call "
+          "(TorchDispatchMode + StorageWeakRef; inputs/parameters allocated before the call excluded);")
+    print("#         saved = bytes of distinct storages saved for backward (saved_tensors_hooks), train only")
+    print()
+    print("| cell | path | mode | T | time ms | peak MB | saved MB |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for c, net in nets.items():
+        path = "fused" if net.fused else "custom"
+        for m in modes:
+            for T in Ts:
+                sv = f"{saved[(c, T)] / MB:.1f}" if m == "train" else "-"
+                print(f"| {c} | {path} | {m} | {T} | {statistics.median(times[(c, m, T)]) * 1e3:.1f} | "
+                      f"{peak[(c, m, T)] / MB:.1f} | {sv} |")
+    print()
+    print("| cell | mode | time slope ms/step | time R^2 | peak slope MB/step | peak R^2 | saved slope MB/step | saved R^2 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for c in cells:
+        for m in modes:
+            tb, tr = linfit(Ts, [statistics.median(times[(c, m, T)]) * 1e3 for T in Ts])
+            pb, pr = linfit(Ts, [peak[(c, m, T)] / MB for T in Ts])
+            if m == "train":
+                sb_, sr = linfit(Ts, [saved[(c, T)] / MB for T in Ts])
+                sv = f"{sb_:.4f} | {sr:.4f}"
+            else:
+                sv = "- | -"
+            print(f"| {c} | {m} | {tb:.3f} | {tr:.4f} | {pb:.4f} | {pr:.4f} | {sv} |")
+    print("R^2 of a flat series (stream memory) is meaningless: its slope is the number to read.")
+
+
+if __name__ == "__main__":
+    main()

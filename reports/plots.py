@@ -1,0 +1,152 @@
+"""Figures of a report (matplotlib, Agg backend): learning curves, bar chart, solved vs T."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from reports import stats  # noqa: E402
+from reports.collect import TaskGroup, Variant  # noqa: E402
+
+DPI = 110
+
+
+def _colors(n: int):
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def curve(run, metric: str) -> dict[int, float]:
+    """step -> value of `metric` for one run (the last row wins for a repeated step)."""
+    out = {}
+    for row in run.metric_rows():
+        v, s = row.get(metric), row.get("step")
+        if isinstance(v, (int, float)) and isinstance(s, (int, float)):
+            out[int(s)] = float(v)
+    return out
+
+
+def mean_curve(v: Variant, metric: str) -> tuple[list[int], list[float], list[Optional[float]], list[int]]:
+    """Mean and sample std over the variant's finished seeds at each logged step, and n per step."""
+    curves = [curve(r, metric) for r in v.usable()]
+    steps = sorted({s for c in curves for s in c})
+    means, stds, ns = [], [], []
+    for s in steps:
+        xs = [c[s] for c in curves if s in c and math.isfinite(c[s])]
+        means.append(stats.mean(xs) if xs else float("nan"))
+        stds.append(stats.std(xs))
+        ns.append(len(xs))
+    return steps, means, stds, ns
+
+
+def _auto_log(ax, ys: list[float]) -> None:
+    """Log y axis when the finite values are positive and span more than three decades."""
+    ys = [y for y in ys if y is not None and math.isfinite(y)]
+    if ys and min(ys) > 0 and max(ys) / min(ys) > 1e3:
+        ax.set_yscale("log")
+
+
+def learning_curves(g: TaskGroup, path: Path, metric: str = "val/loss") -> Optional[Path]:
+    """Mean over finished seeds (line) ± 1 sample std (band); runs that diverged or failed are
+    drawn on their own, dashed, ending with an x at their last logged value."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn, ys_all = False, []
+    for v, color in zip(g.variants, _colors(len(g.variants))):
+        steps, means, stds, ns = mean_curve(v, metric)
+        if steps:
+            drawn = True
+            ys_all += means
+            ax.plot(steps, means, color=color, label=f"{v.label} (n={len(v.usable())})", lw=1.6,
+                    marker="o" if len(steps) <= 25 else None, ms=3)
+            lo = [m - s if s is not None else m for m, s in zip(means, stds)]
+            hi = [m + s if s is not None else m for m, s in zip(means, stds)]
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+        for r in v.excluded():
+            c = curve(r, metric)
+            if not c:
+                continue
+            drawn = True
+            xs = sorted(c)
+            ys = [c[s] for s in xs]
+            ys_all += ys
+            ax.plot(xs, ys, color=color, ls="--", lw=1, alpha=0.8, label=f"{v.label} seed {r.seed} ({r.status})")
+            finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+            if finite:
+                ax.plot(*finite[-1], marker="x", color=color, ms=8)
+    if not drawn:
+        plt.close(fig)
+        return None
+    _auto_log(ax, ys_all)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{g.title}: {metric} (mean over seeds, band = ±1 std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def bar_chart(g: TaskGroup, path: Path) -> Optional[Path]:
+    """Primary metric: mean over finished seeds, error bars = 95 % Student-t CI (none for one
+    seed), every seed as a dot, the task baseline as a dashed line."""
+    if not any(v.usable() for v in g.variants):
+        return None
+    vs = g.variants
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(vs) + 2), 4.2))
+    colors = _colors(len(g.variants))
+    for i, v in enumerate(vs):
+        s = v.summary()
+        color = colors[g.variants.index(v)]
+        if not s.n:
+            ax.annotate("no finished seed", (i, 0), xycoords=("data", "axes fraction"), xytext=(0, 6),
+                        textcoords="offset points", ha="center", fontsize=7, rotation=90, va="bottom")
+            continue
+        yerr = [[s.mean - s.ci_low], [s.ci_high - s.mean]] if s.ci_low is not None else None
+        ax.bar(i, s.mean, color=color, alpha=0.75, yerr=yerr, capsize=5, ecolor="black")
+        ax.scatter([i] * len(v.values()), v.values(), color="black", s=12, zorder=3)
+    _auto_log(ax, [x for v in vs for x in v.values()])
+    ax.set_xlim(-0.6, len(vs) - 0.4)
+    base = g.baseline_value()
+    if base is not None:
+        ax.axhline(base, color="red", ls="--", lw=1.2, label=f"baseline {base:.4g}")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(vs)))
+    ax.set_xticklabels([v.label for v in vs], rotation=20, ha="right", fontsize=8)
+    arrow = "lower is better" if g.mode == "min" else "higher is better"
+    ax.set_ylabel(f"{g.primary} ({arrow})")
+    ax.set_title(f"{g.title}: mean, 95% CI (t), seeds as dots", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def solved_vs_T(family: str, points: dict[str, dict[int, tuple[int, int]]], path: Path) -> Optional[Path]:
+    """points: variant label -> {T: (solved, finished)}; plots the solved fraction against T."""
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (label, by_T), color in zip(sorted(points.items()), _colors(len(points))):
+        Ts = sorted(by_T)
+        frac = [by_T[T][0] / by_T[T][1] if by_T[T][1] else float("nan") for T in Ts]
+        ax.plot(Ts, frac, marker="o", color=color, label=label)
+    ax.set_xlabel("T (delay / sequence length)")
+    ax.set_ylabel("fraction of seeds solved")
+    ax.set_ylim(-0.05, 1.05)
+    if len({T for p in points.values() for T in p}) > 1:
+        ax.set_xscale("log")
+    ax.set_title(f"{family}: solved vs T")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

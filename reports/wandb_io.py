@@ -1,0 +1,143 @@
+"""W&B side of reports: read runs from the W&B API (`--from-wandb`) and publish a W&B Report
+(`--publish`, needs the `wandb-workspaces` package). Both need W&B online (an API key); offline,
+they fail with one line (ConfigError) before touching the network. Nothing here is imported
+unless asked: the default report is built from the local store only.
+
+Runs logged by bench.train use the config hash as W&B run id and the sweep name as group, so
+a W&B run maps back to a store run one to one (a run in both is taken from the store).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+from bench.config import ConfigError
+from reports.collect import Run
+
+
+def _online(flag: str) -> None:
+    from bench.tracking import default_mode
+
+    mode = default_mode()
+    if mode == "online":
+        return
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        why = f"WANDB_MODE={os.environ['WANDB_MODE']}"
+    else:
+        why = "no API key configured (set WANDB_API_KEY or run `wandb login`)"
+    raise ConfigError(f"{flag}: W&B is not online here: {why}")
+
+
+def _split_path(path: str, flag: str) -> tuple[Optional[str], str]:
+    parts = [p for p in (path or "").split("/") if p]
+    if len(parts) == 1:
+        return None, parts[0]
+    if len(parts) != 2:
+        raise ConfigError(f"{flag} {path!r}: expected ENTITY/PROJECT (or PROJECT)")
+    return parts[0], parts[1]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def fetch_runs(path: str, sweeps: list[str], known: set[str] = frozenset()) -> list[Run]:
+    """Runs of `ENTITY/PROJECT` whose group is one of `sweeps` (all runs when none), skipping
+    ids already in `known` (taken from the local store)."""
+    _online("--from-wandb")
+    entity, project = _split_path(path, "--from-wandb")
+    try:
+        import wandb
+
+        api = wandb.Api(timeout=30)
+        full = f"{entity or api.default_entity}/{project}"
+        filters = {"group": {"$in": list(sweeps)}} if sweeps else {}
+        remote = list(api.runs(full, filters=filters))
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--from-wandb {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return [_to_run(r) for r in remote if r.id not in known]
+
+
+def _to_run(r) -> Run:
+    from bench.config import ConfigError as CE, resolve
+    from bench.train import reproduce_command
+
+    config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
+    summary = dict(r.summary)
+    metrics = {k: float(v) for k, v in summary.items()
+               if k.startswith(("test/", "val/")) and isinstance(v, (int, float))}
+    try:
+        cfg = resolve(config)
+        command = reproduce_command(cfg)
+    except (CE, Exception):
+        command = None
+    state = getattr(r, "state", "")
+    if state == "finished":
+        status = "done" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
+    elif state == "running":
+        status = "running"
+    else:
+        status = "failed"
+    result = {"hash": r.id, "status": status, "metrics": metrics,
+              "step": summary.get("trainer/global_step", getattr(r, "lastHistoryStep", None)),
+              "wall_time_s": summary.get("_runtime"), "git_commit": (getattr(r, "commit", None) or None),
+              "command": command, "wandb_id": r.id, "error": None if status != "failed" else f"W&B state {state}",
+              "params": summary.get("params")}
+    if status == "running":
+        result = None
+
+    def rows(r=r):
+        out = []
+        for row in r.scan_history(keys=["trainer/global_step", "val/loss"]):
+            out.append({"step": row.get("trainer/global_step"), "val/loss": row.get("val/loss")})
+        return out
+
+    return Run(r.id, config, result, status, "wandb", rows=rows)
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def check_publish() -> None:
+    """Fail early (one line) when publishing cannot work: package missing or W&B offline."""
+    try:
+        import wandb_workspaces.reports.v2  # noqa: F401
+    except ImportError:
+        raise ConfigError("--publish: needs the wandb-workspaces package (pip install wandb-workspaces)") from None
+    _online("--publish")
+
+
+def publish(path: Optional[str], title: str, sections: list[tuple[str, str, list[str], str]],
+            description: str = "") -> str:
+    """Save a W&B Report; sections are (heading, markdown, run ids, primary metric).
+    Returns the report URL."""
+    check_publish()
+    import wandb_workspaces.reports.v2 as wr
+
+    entity, project = _split_path(path or "rnnbench", "--publish")
+    try:
+        if entity is None:
+            import wandb
+
+            entity = wandb.Api().default_entity
+        blocks = [wr.TableOfContents()]
+        for heading, markdown, ids, primary in sections:
+            blocks.append(wr.H1(heading))
+            blocks.append(wr.MarkdownBlock(text=markdown))
+            if ids:
+                quoted = ", ".join(f"'{i}'" for i in ids)
+                runset = wr.Runset(entity=entity, project=project, name=heading,
+                                   filters=f"Metric('ID') in [{quoted}]")
+                blocks.append(wr.PanelGrid(runsets=[runset], panels=[
+                    wr.LinePlot(x="trainer/global_step", y=["val/loss"]),
+                    wr.BarPlot(metrics=[primary]),
+                ]))
+        report = wr.Report(entity=entity, project=project, title=title, description=description, blocks=blocks)
+        report.save()
+        return report.url
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--publish: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

@@ -1,0 +1,391 @@
+"""`rnnbench sweep FILE --executor slurm`: the sweep's pending runs as SLURM job arrays (submitit).
+
+    submit(name, cfgs, store_root, slurm_overrides, wandb_mode) -> job ids
+    resubmit_failed(name, store_root, slurm_overrides, wandb_mode) -> job ids
+    job_states(store, hashes) -> {hash: state}   (for `rnnbench status`)
+
+Every run is one array task running `slurm.job.RunJob` -> `bench.train.run` on the node, so the
+results land in the same store as local runs (the store must be on a file system the nodes
+share). Runs with different resource needs (trainer.devices / num_nodes) go in separate arrays.
+Each submitted run gets `runs/<hash>/slurm.json` (its job ids, newest last).
+
+Nothing is written to the store before sbatch accepted the jobs: a bad partition, an option
+sbatch rejects, no reachable SLURM or no submitit give one line (`SlurmError`, a ConfigError so
+the CLI prints it as one line and exits 2) and leave the store as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from bench.config import ConfigError, parse_overrides
+from bench.store import FINISHED, Store, write_atomic, write_json
+
+DEFAULTS = Path(__file__).with_name("defaults.yaml")
+
+# SLURM job states (lower-case) after which the job will not run again by itself
+ENDED = {"completed", "failed", "timeout", "cancelled", "node_fail", "preempted", "out_of_memory",
+         "boot_fail", "deadline", "revoked", "special_exit", "unknown"}
+ALIVE = {"pending", "requeued", "running", "completing", "configuring", "suspended", "resizing",
+         "requeue_fed", "requeue_hold", "stopped", "signaling", "stage_out"}
+
+_TYPES: dict[str, tuple] = {
+    "partition": (str, type(None)), "time": (int,), "cpus_per_task": (int,), "mem_gb": (int, float, type(None)),
+    "gpus_per_run": (int,), "array_parallelism": (int,), "signal": (str,), "signal_delay_s": (int,),
+    "max_requeues": (int,), "job_name": (str,), "account": (str, type(None)), "qos": (str, type(None)),
+    "constraint": (str, type(None)), "exclude": (str, type(None)), "setup": (list,), "srun_args": (list,),
+    "sbatch": (dict,), "folder": (str, type(None)), "python": (str, type(None)),
+    "step_delay_s": (int, float),
+}
+_MIN = {"time": 1, "cpus_per_task": 1, "gpus_per_run": 0, "array_parallelism": 1, "signal_delay_s": 0,
+        "max_requeues": 0, "mem_gb": 0, "step_delay_s": 0}
+
+
+class SlurmError(ConfigError):
+    """Bad cluster input or an unreachable cluster; the message is one line."""
+
+
+# ---------------------------------------------------------------- options
+
+
+def load_options(overrides: list[str] = ()) -> dict:
+    """defaults.yaml < RNNBENCH_SLURM_CONFIG / `config=FILE` < `key=value` overrides, validated."""
+    opts = yaml.safe_load(DEFAULTS.read_text())
+    pairs = parse_overrides([o for o in overrides]) if overrides else []
+    files = [os.environ["RNNBENCH_SLURM_CONFIG"]] if os.environ.get("RNNBENCH_SLURM_CONFIG") else []
+    files += [str(v) for k, v in pairs if k == "config"]
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise SlurmError(f"slurm config {f}: not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raise SlurmError(f"slurm config {f}: not valid YAML") from None
+        if not isinstance(data, dict):
+            raise SlurmError(f"slurm config {f}: expected a mapping")
+        for k, v in data.items():
+            _set(opts, k, v, f"slurm config {f}: ")
+    for k, v in pairs:
+        if k != "config":
+            _set(opts, k, v, "--slurm ")
+    return opts
+
+
+def _set(opts: dict, key: str, value: Any, where: str) -> None:
+    if key.startswith("sbatch."):
+        flag = key.split(".", 1)[1]
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", flag):
+            raise SlurmError(f"{where}{key}: not an sbatch flag name")
+        opts["sbatch"] = dict(opts.get("sbatch") or {}, **{flag: value})
+        return
+    if key not in _TYPES:
+        raise SlurmError(f"{where}{key}: unknown key; allowed: {', '.join(sorted(_TYPES))}, sbatch.<flag>, config")
+    types = _TYPES[key]
+    if isinstance(value, bool) or not isinstance(value, types):
+        if str in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        else:
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: {allowed}")
+    if key in _MIN and value is not None and value < _MIN[key]:
+        raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: a number >= {_MIN[key]}")
+    if key == "signal" and value.upper().removeprefix("SIG") not in ("USR1", "USR2", "TERM"):
+        raise SlurmError(f"{where}signal: invalid value {value!r}; allowed: USR1, USR2, TERM")
+    opts[key] = copy.deepcopy(value)
+
+
+# ---------------------------------------------------------------- cluster checks
+
+
+def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _first_error(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    errors = [l for l in lines if "error" in l.lower()]
+    pick = errors or lines or ["no message"]
+    # sbatch says the specific reason first, then "Batch job submission failed: ..."
+    return pick[0].removeprefix("sbatch: error: ").removeprefix("sinfo: error: ")
+
+
+def partitions() -> list[str]:
+    """Partition names of the reachable cluster; raises SlurmError if none answers."""
+    if shutil.which("sinfo") is None:
+        raise SlurmError("slurm: sinfo not found; is this a SLURM login node? (locally: slurm/local_cluster.sh up)")
+    try:
+        out = _run(["sinfo", "-h", "-o", "%R"])
+    except subprocess.TimeoutExpired:
+        raise SlurmError("slurm: sinfo timed out; the SLURM controller does not answer") from None
+    if out.returncode != 0:
+        raise SlurmError(f"slurm: no SLURM controller answers (sinfo: {_first_error(out.stderr)})")
+    return sorted({p.strip() for p in out.stdout.split() if p.strip()})
+
+
+def preflight(opts: dict) -> None:
+    """Everything we can check before writing anything: submitit importable, SLURM reachable,
+    partition known."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise SlurmError("slurm: the submitit package is not installed (pip install submitit)") from None
+    names = partitions()
+    if opts.get("partition") and opts["partition"] not in names:
+        raise SlurmError(f"slurm: unknown partition {opts['partition']!r}; available: {', '.join(names) or 'none'}")
+
+
+# ---------------------------------------------------------------- submission
+
+
+def _resources(cfg) -> tuple[int, int, bool]:
+    t = cfg.trainer
+    return t.devices, t.num_nodes, t.accelerator == "gpu"
+
+
+def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
+    import submitit
+
+    devices, nodes, gpu = resources
+    gpus = opts["gpus_per_run"] or (devices if gpu else 0)
+    ex = submitit.SlurmExecutor(folder=str(folder), python=opts.get("python"), max_num_timeout=0)
+    params = dict(
+        job_name=opts["job_name"], time=opts["time"], cpus_per_task=opts["cpus_per_task"],
+        nodes=nodes, ntasks_per_node=devices,    # one task per device: Lightning's SLURM DDP
+        array_parallelism=opts["array_parallelism"], signal_delay_s=opts["signal_delay_s"],
+        setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
+              + list(opts["setup"]),
+        additional_parameters={"requeue": True,
+                               "signal": f"{opts['signal'].upper().removeprefix('SIG')}@{opts['signal_delay_s']}",
+                               **{k: v for k, v in (opts["sbatch"] or {}).items() if v is not None}},
+    )
+    if gpus:
+        params["gpus_per_node"] = gpus // max(1, nodes) if nodes > 1 else gpus
+    if opts.get("mem_gb"):
+        params["mem"] = f"{int(round(opts['mem_gb'] * 1024))}MB"
+    if opts.get("srun_args"):
+        params["srun_args"] = list(opts["srun_args"])
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        if opts.get(key):
+            params[key] = opts[key]
+    ex.update_parameters(**params)
+    return ex
+
+
+def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,
+            project: str) -> list[str]:
+    """Submit `cfgs` (already filtered) as arrays grouped by resources; write the store records."""
+    import submitit
+
+    store = Store(store_root)
+    root_existed = store.root.exists()
+    folder = Path(opts["folder"]) if opts.get("folder") else store.root / "slurm" / name
+    folder_existed = folder.exists()
+    groups: dict[tuple, list] = {}
+    for c in cfgs:
+        groups.setdefault(_resources(c), []).append(c)
+    submitted: list[tuple[Any, str]] = []   # (cfg, job id)
+    try:
+        for res, group in groups.items():
+            ex = _executor(folder, opts, res)
+            jobs = []
+            # submitit echoes sbatch's stderr on failure; we report it as one line instead
+            with contextlib.redirect_stderr(io.StringIO()), ex.batch():
+                for c in group:
+                    jobs.append(ex.submit(RunJob(c.to_dict(), str(store.root.resolve()), name, wandb_mode,
+                                                 retry_failed=retry_failed, max_requeues=opts["max_requeues"],
+                                                 project=project, step_delay_s=opts["step_delay_s"])))
+            submitted += [(c, j.job_id) for c, j in zip(group, jobs)]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError,
+            subprocess.SubprocessError, ValueError) as e:
+        if submitted:  # an earlier group went in: keep the store consistent with what runs
+            _record(store, name, submitted)
+        elif not folder_existed:
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in (folder.parent, store.root / "slurm"):
+                with_suppress_rmdir(parent)
+            if not root_existed:
+                with_suppress_rmdir(store.root)
+        raise SlurmError(f"slurm: sbatch rejected the job: {_first_error(str(e))}") from None
+    _record(store, name, submitted)
+    return [j for _, j in submitted]
+
+
+def with_suppress_rmdir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _record(store: Store, name: str, submitted: list) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for cfg, job in submitted:
+        d = store.run_dir(cfg.hash)
+        if not (d / "config.yaml").is_file():
+            write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        info = _slurm_info(store, cfg.hash) or {"jobs": []}
+        info["jobs"].append({"job_id": str(job), "sweep": name, "submitted_at": now})
+        info["job_id"] = str(job)
+        write_json(d / "slurm.json", info)
+    store.record_sweep(name, [c.hash for c, _ in submitted])
+
+
+def _slurm_info(store: Store, h: str) -> Optional[dict]:
+    import json
+
+    path = store.run_dir(h) / "slurm.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
+           retry_failed: bool = False, project: str = "rnnbench") -> list[str]:
+    """Submit the runs of sweep `name` that are not finished, not running and not already queued.
+    Returns the SLURM job ids (`<array>_<task>`, or `<job>` for a single run)."""
+    opts = load_options(slurm_overrides)
+    preflight(opts)
+    store = Store(store_root)
+    skip = ("done", "diverged") if retry_failed else FINISHED
+    alive = {h for h, s in job_states(store, [c.hash for c in cfgs]).items() if s in ("pending", "requeued", "running")}
+    todo = [c for c in cfgs if store.status(c.hash) not in skip + ("running",) and c.hash not in alive]
+    if not todo:
+        if store.root.exists():
+            store.record_sweep(name, [c.hash for c in cfgs])
+        return []
+    jobs = _submit(name, todo, store_root, opts, wandb_mode, retry_failed, project)
+    store.record_sweep(name, [c.hash for c in cfgs])
+    return jobs
+
+
+def failed_runs(store: Store, hashes: list[str]) -> list[str]:
+    """Runs whose SLURM job ended without a finished result, or whose result is `failed`."""
+    states = job_states(store, hashes)
+    out = []
+    for h in hashes:
+        if store.status(h) == "failed":
+            out.append(h)
+        elif states.get(h, "").startswith("failed:"):
+            out.append(h)
+    return out
+
+
+def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
+                    project: str = "rnnbench") -> list[str]:
+    """Submit again, alone, the runs of sweep `name` that failed (their SLURM job timed out, was
+    cancelled or crashed, or their result says failed). They resume from their checkpoints."""
+    from bench.config import from_resolved
+
+    opts = load_options(slurm_overrides)
+    preflight(opts)
+    store = Store(store_root)
+    hashes = store.sweep_hashes(name)
+    todo = [from_resolved(store.config(h)) for h in failed_runs(store, hashes)]
+    if not todo:
+        return []
+    return _submit(name, todo, store_root, opts, wandb_mode, True, project)
+
+
+# ---------------------------------------------------------------- states
+
+
+def _scontrol_jobs() -> dict[str, dict]:
+    """Every job the controller still knows (finished ones for MinJobAge), keyed by
+    `<array>_<task>` and by plain job id; pending array ranges are expanded."""
+    try:
+        out = _run(["scontrol", "show", "job", "-o"], timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0:
+        return {}
+    jobs: dict[str, dict] = {}
+    for line in out.stdout.splitlines():
+        rec = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if "JobId" not in rec:
+            continue
+        state = {"state": rec.get("JobState", "UNKNOWN").lower(), "reason": rec.get("Reason", ""),
+                 "restarts": int(rec.get("Restarts", "0") or 0)}
+        jobs[rec["JobId"]] = state
+        array, task = rec.get("ArrayJobId"), rec.get("ArrayTaskId")
+        if array and task:
+            for t in _expand(task.split("%")[0]):
+                jobs[f"{array}_{t}"] = state
+    return jobs
+
+
+def _expand(spec: str) -> list[str]:
+    out = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        if not m:
+            continue
+        lo, hi, step = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
+        out += [str(i) for i in range(lo, hi + 1, step)]
+    return out
+
+
+def _sacct(ids: list[str]) -> dict[str, str]:
+    if not ids or shutil.which("sacct") is None:
+        return {}
+    try:
+        out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)], timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0:
+        return {}
+    states = {}
+    for line in out.stdout.splitlines():
+        if "|" in line:
+            jid, state = line.split("|", 1)
+            states[jid.strip()] = state.split()[0].lower() if state.strip() else "unknown"
+    return states
+
+
+def job_states(store, hashes: list[str]) -> dict[str, str]:
+    """SLURM-side state of the unfinished runs among `hashes` that were submitted to SLURM:
+    `pending` (queued), `requeued` (queued again after a requeue), `running`, or
+    `failed:<slurm state>` (e.g. `failed:timeout`, `failed:cancelled`) when the job ended without
+    a finished result; such runs are what `resubmit_failed` submits again. Runs with a result, or
+    never submitted to SLURM, are left out (their store status stands)."""
+    store = store if isinstance(store, Store) else Store(store)
+    wanted = {}
+    for h in hashes:
+        info = _slurm_info(store, h)
+        if info and info.get("job_id") and store.result(h) is None:
+            wanted[h] = str(info["job_id"])
+    if not wanted:
+        return {}
+    known = _scontrol_jobs()
+    missing = [j for j in wanted.values() if j not in known]
+    acct = _sacct(missing)
+    states = {}
+    for h, job in wanted.items():
+        rec = known.get(job)
+        state = rec["state"] if rec else acct.get(job, "unknown")
+        if state == "pending" and rec and (rec["restarts"] > 0 or rec["reason"] == "BeginTime"):
+            state = "requeued"
+        if state in ("pending", "requeued", "running"):
+            states[h] = state
+        elif state in ALIVE:
+            states[h] = "running" if state in ("completing", "configuring") else "pending"
+        elif store.running(h):
+            states[h] = "running"
+        else:
+            states[h] = f"failed:{'no-result' if state == 'completed' else state}"
+    return states
+
+
+from slurm.job import RunJob  # noqa: E402  (pickled by submitit by reference)

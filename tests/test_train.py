@@ -1,0 +1,147 @@
+"""Single runs: learning on the synthetic tasks, resume after SIGKILL, divergence, W&B files."""
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from bench import config as C
+from bench.store import Store
+from bench.train import run
+from tasks.registry import task_class
+from wandb_records import config_and_history
+
+TINY = ["trainer.val_every=20", "task.eval_size=128", "model.hidden_size=32"]
+
+
+def test_copy_data_matches_the_task_definition():
+    cfg = C.load(None, ["task=copy", "task.T=6"])
+    task = task_class("copy")(cfg)
+    x, y = task.make(4, torch.Generator().manual_seed(0))
+    n, T = 10, 6
+    assert x.shape == y.shape == (4, T + 20)
+    assert ((x[:, :n] >= 1) & (x[:, :n] <= 8)).all()
+    assert (x[:, n:n + T - 1] == 0).all() and (x[:, n + T - 1] == 9).all() and (x[:, n + T:] == 0).all()
+    assert (y[:, :T + n] == 0).all() and torch.equal(y[:, -n:], x[:, :n])
+    assert abs(task.baseline()["test/loss"] - 10 * math.log(8) / (T + 20)) < 1e-12
+
+
+def test_adding_data_has_one_marker_per_half_and_sum_target():
+    cfg = C.load(None, ["task=adding", "task.T=9"])
+    x, y = task_class("adding")(cfg).make(64, torch.Generator().manual_seed(0))
+    markers = x[..., 1]
+    assert (markers[:, :4].sum(1) == 1).all() and (markers[:, 4:].sum(1) == 1).all()
+    assert torch.allclose((x[..., 0] * markers).sum(1), y)
+
+
+def test_eval_sets_depend_on_data_seed_not_model_seed():
+    def val_batch(*overrides):
+        cfg = C.load(None, ["task=adding", "task.T=8", *overrides])
+        return next(iter(task_class("adding")(cfg).datamodule().val_dataloader()))[0]
+    assert torch.equal(val_batch("seed=0"), val_batch("seed=5"))
+    assert not torch.equal(val_batch("task.data_seed=1"), val_batch("task.data_seed=2"))
+
+
+def test_lstm_beats_the_copy_baseline_at_short_T(store):
+    cfg = C.load(None, ["task=copy", "task.T=5", "model.hidden_size=64", "optim.lr=0.005",
+                        "trainer.max_steps=700", "trainer.val_every=100", "task.eval_size=256"])
+    r = run(cfg, store, wandb_mode="disabled")
+    assert r["status"] == "done"
+    assert r["metrics"]["test/loss"] < 0.97 * r["baseline"]["test/loss"], r["metrics"]
+    assert r["beats_baseline"] is True
+
+
+def test_lstm_solves_the_adding_problem_at_short_T(store):
+    cfg = C.load(None, ["task=adding", "task.T=10", "model.hidden_size=64", "optim.lr=0.01",
+                        "trainer.max_steps=400", "trainer.val_every=100", "task.eval_size=256"])
+    r = run(cfg, store, wandb_mode="disabled")
+    assert r["metrics"]["test/loss"] < 0.01 < 0.167 == r["baseline"]["test/loss"]
+    assert r["solved"] is True
+
+
+def test_same_config_and_seed_give_the_same_numbers(tmp_path):
+    ov = ["task=adding", "task.T=6", "trainer.max_steps=40", "model.dropout=0.1", "model.num_layers=2", *TINY]
+    a = run(C.load(None, ov), tmp_path / "a", wandb_mode="disabled")
+    b = run(C.load(None, ov), tmp_path / "b", wandb_mode="disabled")
+    assert a["metrics"] == b["metrics"]
+
+
+def test_finished_run_is_returned_not_rerun(store):
+    cfg = C.load(None, ["task=adding", "task.T=5", "trainer.max_steps=20", *TINY])
+    first = run(cfg, store, wandb_mode="disabled")
+    again = run(cfg, store, wandb_mode="disabled")
+    assert again == first and len(Store(store).metric_files(cfg.hash)) == 1
+
+
+def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
+    ov = ["task=adding", "task.T=8", "model.dropout=0.2", "model.num_layers=2", "trainer.max_steps=400",
+          "trainer.val_every=20", "task.eval_size=64", "model.hidden_size=16"]
+    cfg = C.load(None, ov)
+    killed = Store(tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "train", *ov, "--store", str(killed.root),
+                             "--wandb", "offline"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not _ckpt_step(killed, cfg.hash) >= 60:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed.result(cfg.hash) is None and killed.status(cfg.hash) == "interrupted"
+    step_at_kill = _ckpt_step(killed, cfg.hash)
+    assert 60 <= step_at_kill < 400
+
+    resumed = run(cfg, killed.root, wandb_mode="offline")
+    clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
+    assert resumed["resumed_from_step"] == step_at_kill
+    assert resumed["metrics"] == clean["metrics"]
+    # the step log has every step once: nothing lost, nothing duplicated
+    def train_steps(store_root):
+        return [r["step"] for r in Store(store_root).metrics(cfg.hash) if "train/loss" in r]
+    assert train_steps(killed.root) == train_steps(tmp_path / "clean")
+    # the same W&B run id before and after the kill
+    runs = glob.glob(str(killed.run_dir(cfg.hash) / "wandb" / "offline-run-*"))
+    assert len(runs) == 2 and all(p.endswith(cfg.hash) for p in runs)
+
+
+def _ckpt_step(store: Store, h: str) -> int:
+    ckpt = store.checkpoint(h)
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]) if ckpt else -1
+    except Exception:  # being written
+        return -1
+
+
+def test_divergence_is_recorded_with_its_step(store):
+    cfg = C.load(None, ["task=adding", "task.T=10", "model.cell=rnn_relu", "optim.name=sgd", "optim.lr=1e6",
+                        "optim.grad_clip=null", "trainer.max_steps=50", *TINY])
+    r = run(cfg, store, wandb_mode="disabled")
+    assert r["status"] == "diverged" and "loss became" in r["error"] and r["step"] < 50
+    assert json.loads((Store(store).run_dir(cfg.hash) / "result.json").read_text())["status"] == "diverged"
+
+
+def test_checkpoints_load_with_weights_only(store):
+    cfg = C.load(None, ["task=copy", "task.T=3", "trainer.max_steps=20", *TINY])
+    run(cfg, store, wandb_mode="disabled")
+    ckpt = torch.load(Store(store).checkpoint(cfg.hash), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 20 and ckpt["hyper_parameters"]["config"] == cfg.to_dict()
+
+
+def test_wandb_offline_run_holds_config_and_metrics(store, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline must be the default without a key
+    cfg = C.load(None, ["task=adding", "task.T=5", "trainer.max_steps=40", *TINY])
+    r = run(cfg, store, sweep="wb")
+    assert r["wandb_id"] == cfg.hash
+    files = glob.glob(str(Store(store).run_dir(cfg.hash) / "wandb" / "offline-run-*" / f"run-{cfg.hash}.wandb"))
+    assert len(files) == 1
+    config, history = config_and_history(files[0])
+    assert json.loads(config["model"]) == cfg.to_dict()["model"]
+    assert json.loads(config["seed"]) == 0
+    losses = [float(h["train/loss"]) for h in history if "train/loss" in h]
+    csv_losses = [row["train/loss"] for row in Store(store).metrics(cfg.hash) if "train/loss" in row]
+    assert losses and losses == csv_losses
+    assert any("test/loss" in h for h in history)
