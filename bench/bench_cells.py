@@ -11,8 +11,9 @@ Two clocks per call: wall (time.perf_counter) and CPU time of this process (time
 with one thread that is the compute of the call alone, robust to other jobs on a shared machine).
 Targets: fused 1.00x (it is the same kernel; differences are noise), custom <= 1.30x; `met` is
 judged on the CPU-time ratio and the wall ratio separately.
-"matmul FLOPs" is the variant's per-step matmul work relative to the reference (FGR adds the
-9 gate-to-gate matrices, NIG/NFG/NOG/CIFG drop a gate block).
+"matmul FLOPs" is the variant's per-step matmul work, as implemented, relative to the reference
+(NIG/NFG/NOG/CIFG drop a gate block; FGR multiplies [y, i, f, o]^{t-1} (4H) by a (4H x 4H)
+matrix holding R and the 9 gate-to-gate matrices, zeros in the block-input rows).
 """
 from __future__ import annotations
 
@@ -46,9 +47,8 @@ def matmul_flops(net: Recurrent, ref_gates: int, I: int, H: int) -> float:
     if net.fused:
         return 1.0
     cell = net.layers[0][0]
-    G = len(cell.blocks)
-    extra = cell.weight_fgr.numel() if hasattr(cell, "weight_fgr") else 0
-    return (G * H * (I + H) + extra) / (ref_gates * H * (I + H))
+    rec = cell.recurrent_matrix() if hasattr(cell, "recurrent_matrix") else cell.weight_hh
+    return (cell.weight_ih.numel() + rec.numel()) / (ref_gates * H * (I + H))
 
 
 def main(argv=None) -> None:

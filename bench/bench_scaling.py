@@ -9,9 +9,10 @@ Per cell and T:
 Time: median of `--repeats` runs (cells and T interleaved per repeat).
 Memory, measured on CPU (no allocator statistics there), two ways:
 * `peak MB`: peak of live tensor storage bytes allocated by torch ops during the call, tracked
-  by a TorchDispatchMode that records every op's output storages and drops them when their
-  storage is freed (StorageWeakRef). Tensors that exist before the call (inputs, parameters)
-  are not counted; allocations inside non-dispatched kernels' workspaces are not seen.
+  by a TorchDispatchMode that records every op's new output storages (outputs aliasing an
+  input -- views, in-place, out= -- are not new) and drops them when their storage is freed
+  (StorageWeakRef). Tensors that exist before the call (inputs, parameters) are not counted;
+  scratch memory inside a kernel (e.g. oneDNN workspaces) is not seen.
 * `saved MB` (train only): bytes of the distinct storages saved for backward, via
   torch.autograd.graph.saved_tensors_hooks (the activation memory of BPTT).
 The memory runs are separate from the timed runs (the tracker slows ops down).
@@ -45,10 +46,15 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # outputs sharing storage with an input (views, in-place, out=) are not new allocations
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type == "cpu":
                 s = t.untyped_storage()
                 key = s.data_ptr()
+                if key in inputs:
+                    continue
                 old = self.live.get(key)
                 if old is not None and old[0].expired():
                     self.current -= old[1]

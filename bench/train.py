@@ -62,7 +62,7 @@ def variant_tags(cfg: RunConfig) -> list[str]:
     return tags
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, attempt: int) -> L.Trainer:
+def _trainer(cfg: RunConfig, run_dir: Path, loggers: list) -> L.Trainer:
     t = cfg.trainer
     val = dict(check_val_every_n_epoch=1) if t.val_every is None else \
         dict(val_check_interval=t.val_every, check_val_every_n_epoch=None)
@@ -103,53 +103,54 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
 
 def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     ckpt = store.checkpoint(h)
+    step0 = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]) if ckpt else None
     if ckpt is not None:  # resuming: forget what was logged after the checkpoint
-        store.truncate_metrics(h, torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    attempt = len(store.metric_files(h))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task = task_class(cfg.task.name)(cfg)
-    dm = task.datamodule()
-    module = task.module(dm)
-    csv_logger = CSVLogger(save_dir=d, name="logs", version=attempt)
-    wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
-                      name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
-    trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), attempt)
-    result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
-              "seed": cfg.seed, "primary": task.primary, "mode": task.mode,
-              "baseline": task.baseline(), "params": sum(p.numel() for p in module.parameters()),
-              "git_commit": git_commit(), "command": reproduce_command(cfg), "wandb_id": h if wb else None,
-              "resumed_from_step": None, "error": None, "metrics": {}}
-    if ckpt is not None:
-        result["resumed_from_step"] = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    t0 = time.time()
+        store.truncate_metrics(h, step0)
+    result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
+              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": step0,
+              "error": None, "metrics": {}, "wandb_id": None}
+    trainer, wb, t0 = None, None, time.time()
     try:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        task = task_class(cfg.task.name)(cfg)
+        dm = task.datamodule()
+        module = task.module(dm)
+        result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
+                      params=sum(p.numel() for p in module.parameters()))
+        csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
+        wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
+                          name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
+        result["wandb_id"] = h if wb else None
+        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []))
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
+            return {**result, "status": "interrupted", "step": int(trainer.global_step)}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/") and v.numel() == 1}
         tested = trainer.test(module, datamodule=dm, verbose=False)
         metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
-        result.update(status="done", metrics=metrics, solved=task.solved(metrics))
-        if not all(math.isfinite(v) for v in metrics.values()):
-            result["status"] = "diverged"
+        finite = all(math.isfinite(v) for v in metrics.values())
+        result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
     except Diverged as e:
         result.update(status="diverged", error=str(e))
     except Exception as e:  # recorded, never raised: one run must not stop a sweep
-        (d / "run.log").open("a").write(traceback.format_exc())
+        with (d / "run.log").open("a") as f:
+            f.write(traceback.format_exc())
         result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     finally:
         finish(wb)
-    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
-    result["step"] = int(trainer.global_step)
-    result["wall_time_s"] = round(timer.time_elapsed("train") or (time.time() - t0), 3)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
+    result["step"] = int(trainer.global_step) if trainer else (step0 or 0)
+    result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
     result["beats_baseline"] = _beats(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if trainer.global_rank == 0:
+    if trainer is None or trainer.global_rank == 0:
         write_json(d / "result.json", result)
     return result
 
 
 def _beats(result: dict) -> Optional[bool]:
-    key, m = result["primary"], result["metrics"]
-    if result["status"] != "done" or key not in result["baseline"] or key not in m:
+    key, m = result.get("primary"), result["metrics"]
+    if result["status"] != "done" or key not in result.get("baseline", {}) or key not in m:
         return None
     return m[key] < result["baseline"][key] if result["mode"] == "min" else m[key] > result["baseline"][key]

@@ -64,7 +64,7 @@ class Recurrent(nn.Module):
                 self.rnns = nn.ModuleList([cls.torch_module(input_size, num_layers=self.num_layers,
                                                             dropout=cfg.dropout if self.num_layers > 1 else 0.0,
                                                             **kw)])
-            blocks = cls(1, 1, cfg).blocks
+            blocks = cls.block_names(cfg)
             for rnn in self.rnns:
                 for layer in range(rnn.num_layers):
                     for sfx in ("", "_reverse")[:self.dirs]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from collections import Counter
@@ -176,7 +177,8 @@ def fmt_value(v) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
-        return f"{v:g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.3g}"
+        text = f"{v:.6g}"
+        return text + ".0" if text.lstrip("-").isdigit() else text
     if isinstance(v, (list, dict)):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
@@ -198,6 +200,7 @@ def _task_info(name: str, config: dict) -> tuple[str, str, dict, bool]:
         return "test/loss", "min", {}, False
 
 
+@functools.lru_cache(maxsize=None)
 def _defaults(task_name: str) -> dict:
     try:
         from bench.config import resolve

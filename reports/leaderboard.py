@@ -12,7 +12,7 @@ import io
 import json
 import shlex
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from bench.config import ConfigError
 from bench.store import Store, write_atomic
@@ -79,7 +79,7 @@ def rows(groups: list[TaskGroup]) -> list[dict]:
                 "metric": g.primary, "mode": g.mode,
                 "mean": s.mean, "std": s.std, "ci95_low": s.ci_low, "ci95_high": s.ci_high, "n": s.n,
                 "baseline": g.baseline_value(),
-                "seeds": v.seeds, "seeds_used": [r.seed for r in v.usable()],
+                "seeds": [r.seed for r in v.runs], "seeds_used": [r.seed for r in v.usable()],
                 "runs": [r.hash for r in v.runs],
                 "statuses": {r.hash: r.status for r in v.runs},
                 "git_commit": v.commits(),
@@ -88,6 +88,12 @@ def rows(groups: list[TaskGroup]) -> list[dict]:
                 "commands": [cmds[k] for k in sorted(cmds)],
             })
     return out
+
+
+def _seeds_text(r: dict) -> str:
+    used = " ".join(map(str, r["seeds_used"])) or DASH
+    other = [f"seed {s} {r['statuses'][h]}" for s, h in zip(r["seeds"], r["runs"]) if s not in r["seeds_used"]]
+    return used + (f" ({', '.join(other)})" if other else "")
 
 
 def build_leaderboard(store: Union[Store, str, Path], sweeps: list[str], out_dir) -> dict[str, Path]:
@@ -121,11 +127,11 @@ def build_leaderboard(store: Union[Store, str, Path], sweeps: list[str], out_dir
     for g in groups:
         doc.h(2, f"{g.title}: `{g.primary}` ({'lower' if g.mode == 'min' else 'higher'} is better)")
         tr = [r for r in data if r["task"] == g.title and r["task_config"] == g.config]
-        doc.table(["rank", "variant", "mean ± std", "95% CI", "n", "seeds", "variant hash", "runs", "commit", "command"],
+        doc.table(["rank", "variant", "mean ± std", "95% CI", "n", "seeds used", "variant hash", "runs", "commit", "command"],
                   [[r["rank"] or DASH, r["variant"],
                     DASH if r["mean"] is None else (num(r["mean"]) + ("" if r["std"] is None else f" ± {num(r['std'])}")),
                     ci_text(next(v for v in g.variants if v.key == r["variant_hash"]).summary()), r["n"],
-                    " ".join(map(str, r["seeds"])), f"`{r['variant_hash']}`",
+                    _seeds_text(r), f"`{r['variant_hash']}`",
                     " ".join(f"`{h}`" for h in r["runs"]), " ".join(r["git_commit"]) or DASH,
                     f"`{r['command']}`"] for r in tr], "rlllrlllll")
     write_atomic(paths["md"], doc.markdown())

@@ -94,7 +94,7 @@ def long_families(groups: list[TaskGroup]) -> dict[str, list[TaskGroup]]:
 
 
 def solved_points(gs: list[TaskGroup]) -> tuple[dict, dict]:
-    """label -> {T: (solved, finished)} and label -> {T: unfinished count}. Diverged runs count as
+    """label -> {T: (solved, finished)} and label -> {T: Counter of the other statuses}. Diverged runs count as
     finished and not solved; failed / unfinished runs are counted apart (unknown outcome)."""
     points: dict[str, dict] = {}
     missing: dict[str, dict] = {}
@@ -104,12 +104,10 @@ def solved_points(gs: list[TaskGroup]) -> tuple[dict, dict]:
             fin = [r for r in v.runs if r.status in ("done", "diverged")]
             if not any((r.result or {}).get("solved") is not None for r in fin) and not \
                     any(r.status == "diverged" for r in fin):
-                if not fin:
-                    missing.setdefault(v.label, {})[T] = len(v.runs)
                 continue
             solved = sum(1 for r in fin if r.status == "done" and (r.result or {}).get("solved"))
             points.setdefault(v.label, {})[T] = (solved, len(fin))
-            missing.setdefault(v.label, {})[T] = len(v.runs) - len(fin)
+            missing.setdefault(v.label, {})[T] = Counter(r.status for r in v.runs if r not in fin)
     return {k: p for k, p in points.items() if p}, missing
 
 
@@ -177,6 +175,10 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         row.append(excluded_text(v))
         rows.append(row)
     doc.table(headers, rows, "l" + "r" * (len(headers) - 2) + "l")
+    mixed = [v.label for v in g.variants if len(v.commits()) > 1]
+    if mixed:
+        doc.p("**Warning:** the seeds of " + ", ".join(f"`{m}`" for m in mixed) + " were run from different "
+              "git commits (see the appendix): their spread mixes code changes with seed variation.")
     if ref and reference is None:
         doc.p(f"No variant of this task matches the reference "
               f"`{' '.join(f'{k}={fmt_value(x)}' for k, x in ref.items())}`: no p-values.")
@@ -263,9 +265,9 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
         if not points:
             continue
         rest = {k: v for k, v in gs[0].config.items() if k not in ("T", "name")}
-        fam = gs[0].name
-        if len(fams) > 1:
-            fam += " " + " ".join(f"{k}={fmt_value(v)}" for k, v in rest.items())
+        siblings = [o[0].config for o in fams.values() if o[0].name == gs[0].name]
+        differ = [k for k in rest if len({json.dumps(c.get(k), default=str) for c in siblings}) > 1]
+        fam = " ".join([gs[0].name] + [f"{k}={fmt_value(rest[k])}" for k in differ])
         if not solved.blocks:
             solved.h(2, "Long-dependency tasks: solved vs T")
             solved.p("Cells: seeds that solved the task / seeds that finished (diverged runs count as "
@@ -278,8 +280,9 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
             for T in Ts:
                 if T in points[label]:
                     s, n = points[label][T]
-                    extra = missing.get(label, {}).get(T, 0)
-                    row.append(f"{s}/{n}" + (f" (+{extra} not finished)" if extra else ""))
+                    extra = missing.get(label, {}).get(T) or {}
+                    row.append(f"{s}/{n}" + (" (" + ", ".join(f"+{c} {st}" for st, c in sorted(extra.items()))
+                                              + ")" if extra else ""))
                 else:
                     row.append(DASH)
             rows.append(row)

@@ -146,6 +146,17 @@ def preflight(opts: dict) -> None:
         raise SlurmError(f"slurm: unknown partition {opts['partition']!r}; available: {', '.join(names) or 'none'}")
 
 
+def check_configs(cfgs: list) -> None:
+    """Run configs SLURM cannot start as asked. Under SLURM, a run on several devices gets one
+    SLURM task per device and Lightning's SLURMEnvironment wires them up (strategy ddp); the
+    spawn launcher would start devices x tasks processes, and Lightning refuses the mismatch."""
+    for c in cfgs:
+        t = c.trainer
+        if (t.devices > 1 or t.num_nodes > 1) and t.strategy == "ddp_spawn":
+            raise SlurmError(f"run {c.hash}: trainer.strategy=ddp_spawn cannot run under SLURM; "
+                             "use trainer.strategy=ddp (one SLURM task per device)")
+
+
 # ---------------------------------------------------------------- submission
 
 
@@ -171,7 +182,7 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
                                **{k: v for k, v in (opts["sbatch"] or {}).items() if v is not None}},
     )
     if gpus:
-        params["gpus_per_node"] = gpus // max(1, nodes) if nodes > 1 else gpus
+        params["gpus_per_node"] = gpus   # Lightning's trainer.devices is per node, too
     if opts.get("mem_gb"):
         params["mem"] = f"{int(round(opts['mem_gb'] * 1024))}MB"
     if opts.get("srun_args"):
@@ -205,7 +216,7 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
                 for c in group:
                     jobs.append(ex.submit(RunJob(c.to_dict(), str(store.root.resolve()), name, wandb_mode,
                                                  retry_failed=retry_failed, max_requeues=opts["max_requeues"],
-                                                 project=project, step_delay_s=opts["step_delay_s"])))
+                                                 project=project, step_delay_s=opts["step_delay_s"], hash=c.hash)))
             submitted += [(c, j.job_id) for c, j in zip(group, jobs)]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError,
             subprocess.SubprocessError, ValueError) as e:
@@ -213,8 +224,8 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
             _record(store, name, submitted)
         elif not folder_existed:
             shutil.rmtree(folder, ignore_errors=True)
-            for parent in (folder.parent, store.root / "slurm"):
-                with_suppress_rmdir(parent)
+            if not opts.get("folder"):
+                with_suppress_rmdir(folder.parent)   # <store>/slurm, if we made it
             if not root_existed:
                 with_suppress_rmdir(store.root)
         raise SlurmError(f"slurm: sbatch rejected the job: {_first_error(str(e))}") from None
@@ -257,6 +268,7 @@ def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), w
     """Submit the runs of sweep `name` that are not finished, not running and not already queued.
     Returns the SLURM job ids (`<array>_<task>`, or `<job>` for a single run)."""
     opts = load_options(slurm_overrides)
+    check_configs(cfgs)
     preflight(opts)
     store = Store(store_root)
     skip = ("done", "diverged") if retry_failed else FINISHED
@@ -294,6 +306,7 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
     store = Store(store_root)
     hashes = store.sweep_hashes(name)
     todo = [from_resolved(store.config(h)) for h in failed_runs(store, hashes)]
+    check_configs(todo)
     if not todo:
         return []
     return _submit(name, todo, store_root, opts, wandb_mode, True, project)
@@ -302,15 +315,15 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
 # ---------------------------------------------------------------- states
 
 
-def _scontrol_jobs() -> dict[str, dict]:
+def _scontrol_jobs() -> Optional[dict[str, dict]]:
     """Every job the controller still knows (finished ones for MinJobAge), keyed by
-    `<array>_<task>` and by plain job id; pending array ranges are expanded."""
+    `<array>_<task>` and by plain job id; pending array ranges are expanded. None: no controller."""
     try:
         out = _run(["scontrol", "show", "job", "-o"], timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return None
     if out.returncode != 0:
-        return {}
+        return None
     jobs: dict[str, dict] = {}
     for line in out.stdout.splitlines():
         rec = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
@@ -369,6 +382,8 @@ def job_states(store, hashes: list[str]) -> dict[str, str]:
     if not wanted:
         return {}
     known = _scontrol_jobs()
+    if known is None:  # no controller answers (e.g. the store was copied off the cluster)
+        return {}
     missing = [j for j in wanted.values() if j not in known]
     acct = _sacct(missing)
     states = {}

@@ -85,6 +85,7 @@ class Preemption:
                         "running on until the time limit", name, restarts, self.max_requeues)
             return
         self.requeue = True
+        self.terminated = self.terminated or name
         handler = signal.getsignal(signal.SIGTERM)
         if callable(handler):
             handler(signal.SIGTERM, frame)
@@ -111,8 +112,8 @@ class RunJob:
 
     def __init__(self, cfg: dict, store_root: str, sweep: Optional[str], wandb_mode: Optional[str],
                  retry_failed: bool = False, max_requeues: int = 0, project: str = "rnnbench",
-                 step_delay_s: float = 0.0):
-        self.cfg, self.store_root, self.sweep = cfg, str(store_root), sweep
+                 step_delay_s: float = 0.0, hash: Optional[str] = None):
+        self.cfg, self.store_root, self.sweep, self.hash = cfg, str(store_root), sweep, hash
         self.wandb_mode, self.retry_failed, self.max_requeues = wandb_mode, retry_failed, max_requeues
         self.project = project
         self.step_delay_s = step_delay_s   # tests only: slow training down, results unchanged
@@ -130,6 +131,10 @@ class RunJob:
             from bench.train import run
 
             cfg = resolve(self.cfg)
+            expected = getattr(self, "hash", None)   # (absent in jobs pickled by older code)
+            if expected and cfg.hash != expected:  # the code changed between submit and start
+                raise RuntimeError(f"config of run {expected} now resolves to {cfg.hash}: the code on "
+                                   "the nodes differs from the code that submitted it")
             if self.step_delay_s:
                 _slow_down(self.step_delay_s)
             kwargs = dict(sweep=self.sweep, wandb_mode=self.wandb_mode, project=self.project)

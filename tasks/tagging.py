@@ -9,7 +9,6 @@ Baseline: the most frequent training tag of each word; unknown words get the maj
 """
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional
@@ -101,7 +100,6 @@ class TaggingData(TextDataModule):
                 ex.append(e)
             self.examples[s] = ex
             self.lengths[s] = [len(e["ids"]) for e in ex]
-        self._rand = random.Random(self.seed)
 
     def collate(self, items):
         ids, lengths = pad([e["ids"] for e in items], self.vocabs["word"].pad_id)

@@ -18,7 +18,8 @@ object with the fields of `TextDataConfig` (a family's Config usually subclasses
   `cfg.splits` mapping our split names to the hub's split names.
 * ClassLabel columns (and sequences of ClassLabel) are turned into their string names, so hub
   and local data give the same label strings.
-* `cfg.max_train` / `cfg.max_eval` keep the first N examples of a split (tests, reduced runs).
+* `cfg.max_train` / `cfg.max_eval` keep the first N examples of a split (tests, reduced runs);
+  with `cfg.subsample == "random"` N examples drawn with `cfg.data_seed` instead.
 * Errors are one line: a missing file raises `ConfigError("task.data_files.train: file X not
   found; expected <format help>")`, a malformed one `ValueError("X line 3: malformed ...;
   expected <format help>")`, a missing column `ConfigError("task.text_column: ...")`.
@@ -99,6 +100,8 @@ class TextDataConfig:
     data_seed: int = opt(1234, ge=0, help="seed of the validation carve (evaluation data)")
     max_train: Optional[int] = opt(None, ge=1, help="keep the first N training examples")
     max_eval: Optional[int] = opt(None, ge=1, help="keep the first N validation/test examples")
+    subsample: str = opt("first", choices=("first", "random"),
+                         help="max_train/max_eval keep the first N, or N drawn with data_seed (files sorted by label)")
     batch_size: int = opt(32, ge=1)
     eval_batch_size: Optional[int] = opt(None, ge=1, help="default: batch_size")
     bucket_pool: int = opt(50, ge=1, help="batches per length-sorted pool (1 = no bucketing)")
@@ -359,9 +362,12 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
     raw, where = _load_local(cfg, root, path) if root is not None else _load_hub(cfg, path)
     need = list(need) or [cfg.text_column, cfg.label_column]
     for split, ds in raw.items():
-        for i, col in enumerate(need):
+        for col in need:
             if col not in ds.column_names:
-                key = {0: "text_column", 1: "label_column"}.get(i, "columns")
+                keys = [k for k, v in getattr(cfg, "__dict__", {}).items() if v == col]
+                keys = ([k for k in keys if "column" in k] or
+                        [k for k in keys if k not in ("name", "format", "tokenizer", "dataset")] or ["columns"])
+                key = keys[0]
                 raise ConfigError(f"{path}{key}: column {col!r} not in {where[split]}; "
                                   f"available: {', '.join(ds.column_names)}")
         raw[split] = class_labels_to_names(ds, need[1:])
@@ -373,6 +379,8 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
     for split in ("train", "validation", "test"):
         cap = cfg.max_train if split == "train" else cfg.max_eval
         if cap is not None and len(raw[split]) > cap:
+            if getattr(cfg, "subsample", "first") == "random":
+                raw[split] = raw[split].shuffle(seed=cfg.data_seed)
             raw[split] = raw[split].select(range(cap))
     return datasets.DatasetDict({s: raw[s] for s in ("train", "validation", "test")})
 

@@ -257,6 +257,7 @@ class Seq2Seq(nn.Module):
             if i + 1 < tgt_in.size(1):
                 y = tgt_in[:, i + 1]
                 if teacher_forcing < 1.0:
+                    # global RNG: seeded by the run and saved in checkpoints (tasks.base)
                     use_gold = torch.rand(y.shape, generator=generator) < teacher_forcing
                     y = torch.where(use_gold.to(y.device), y, lg.argmax(-1))
         return torch.stack(logits, 1)
@@ -395,7 +396,6 @@ class TranslationModule(TaskModule):
         self.model = Seq2Seq(run_cfg.model, t, len(self.src_vocab), len(self.tgt_vocab),
                              self.src_vocab.pad_id, self.tgt_vocab.pad_id)
         self.bos, self.eos, self.pad = self.tgt_vocab[BOS], self.tgt_vocab[EOS], self.tgt_vocab.pad_id
-        self._gen = torch.Generator().manual_seed(run_cfg.seed)
         self._eval = {}
 
     def _loss(self, logits, tgt_out):
@@ -404,7 +404,7 @@ class TranslationModule(TaskModule):
 
     def training_step(self, batch, batch_idx):
         t = self.run_cfg.task
-        logits = self.model(batch["src"], batch["src_len"], batch["tgt_in"], t.teacher_forcing, self._gen)
+        logits = self.model(batch["src"], batch["src_len"], batch["tgt_in"], t.teacher_forcing)
         n = (batch["tgt_out"] != self.pad).sum()
         loss = self._loss(logits, batch["tgt_out"]) / n
         self.check_finite(loss)

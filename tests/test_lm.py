@@ -138,7 +138,7 @@ def test_char_lm_beats_unigram_and_samples(data_dir, store):
     c = load(None, ["task=tinyshakespeare", "task.max_train=3000", "task.bptt=50", "task.batch_size=16",
                     "task.eval_batch_size=4", "model.hidden_size=64", "model.embedding_size=32",
                     "optim.lr=0.01", "trainer.max_steps=100", "trainer.val_every=100"])
-    result = run(c, store)
+    result = run(c, store, wandb_mode="disabled")
     assert result["status"] == "done", result.get("error")
     m, b = result["metrics"], result["baseline"]
     assert result["primary"] == "test/bpc"

@@ -62,6 +62,7 @@ def test_imdb_datamodule_carves_validation_by_data_seed(data_dir):
     assert a.examples["validation"] == b.examples["validation"]    # run seed does not move eval data
     assert a.examples["validation"] != c.examples["validation"]    # data seed does
     assert max(a.lengths["train"]) <= 50 and len(a.examples["test"]) == 50
+    assert {e["label"] for e in a.examples["test"]} == {0, 1}      # random subsample of a sorted file
 
 
 @pytest.mark.parametrize("pool", ["last", "max", "mean"])

@@ -285,3 +285,12 @@ def test_time_limit_reported_failed_then_resubmitted(cluster, tmp_path):
     assert r["resumed_from_step"] == stopped_at
     assert job_states(store, [cfg_slow.hash, cfg_ok.hash]) == {}   # finished: the store's status stands
     assert resubmit_failed("tl", store_dir, [], None) == []
+
+
+def test_ddp_spawn_refused_before_anything_is_written(tmp_path):
+    from slurm.executor import SlurmError, submit
+
+    cfg = C.load(None, TINY + ["trainer.max_steps=10", "trainer.devices=2", "trainer.strategy=ddp_spawn"])
+    with pytest.raises(SlurmError, match="ddp_spawn cannot run under SLURM"):
+        submit("spawn", [cfg], tmp_path / "results", [], None)
+    assert not (tmp_path / "results").exists()

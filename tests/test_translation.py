@@ -158,7 +158,7 @@ def test_bring_your_own_parallel_files_learns_beats_copy_baseline(tmp_path, stor
                     "task.batch_size=32", "task.beam_size=3", "task.val_bleu=false",
                     "model.hidden_size=64", "model.embedding_size=32",
                     "optim.lr=0.01", "trainer.max_steps=150", "trainer.val_every=150"])
-    result = run(c, store)
+    result = run(c, store, wandb_mode="disabled")
     assert result["status"] == "done", result.get("error")
     assert result["primary"] == "test/bleu" and result["mode"] == "max"
     m, b = result["metrics"], result["baseline"]

@@ -43,7 +43,8 @@ class Cell(nn.Module):
     def fusable(cls, model_cfg) -> bool:
         return True
 
-    def block_names(self, model_cfg) -> tuple[str, ...]:
+    @classmethod
+    def block_names(cls, model_cfg) -> tuple[str, ...]:
         """Names of the gate blocks of weight_ih/weight_hh, in order."""
         raise NotImplementedError
 

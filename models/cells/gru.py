@@ -92,7 +92,8 @@ class GRUCell(Cell):
         super().__init__(input_size, hidden_size, model_cfg)
         self.reset_parameters()
 
-    def block_names(self, model_cfg):
+    @classmethod
+    def block_names(cls, model_cfg):
         return ("r", "z", "n")
 
     def project(self, x):

@@ -285,7 +285,8 @@ class LSTMCell(Cell):
                 and fl["input_activation"] and fl["output_activation"] and not fl["coupled"]
                 and not fl["gate_recurrence"])
 
-    def block_names(self, model_cfg):
+    @classmethod
+    def block_names(cls, model_cfg):
         fl = _flags(model_cfg)
         return tuple(b for b, on in (("i", fl["input_gate"]),
                                      ("f", fl["forget_gate"] and not fl["coupled"]),

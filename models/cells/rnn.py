@@ -72,7 +72,8 @@ class TanhRNNCell(Cell):
         super().__init__(input_size, hidden_size, model_cfg)
         self.reset_parameters()
 
-    def block_names(self, model_cfg):
+    @classmethod
+    def block_names(cls, model_cfg):
         return ("h",)
 
     def step(self, xp_t, state):

@@ -1,0 +1,144 @@
+"""Sweep files, the local executor: skip/resume, failure isolation, concurrent sweeps."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bench import config as C
+from bench.config import ConfigError
+from bench.store import Store
+from bench.sweep import LocalExecutor, expand
+
+TINY = """
+  task.T: {value: 4}
+  task.eval_size: {value: 64}
+  model.hidden_size: {value: 8}
+  trainer.max_steps: {value: 20}
+  trainer.val_every: {value: 10}
+"""
+
+
+def sweep_file(tmp_path, body: str, name="s", tiny=False) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body) + (TINY if tiny else ""))
+    return str(path)
+
+
+def test_grid_expands_sections_dicts_and_nested_parameters(tmp_path):
+    path = sweep_file(tmp_path, """
+        name: grid
+        method: grid
+        command: [rnnbench, train, "${args_no_hyphens}"]
+        metric: {name: test/loss, goal: minimize}
+        parameters:
+          task: {values: [copy, adding]}
+          model:
+            values:
+              - {cell: lstm, forget_bias: 0.0}
+              - {cell: gru}
+          optim:
+            parameters:
+              lr: {values: [0.01, 0.001]}
+          seed: {values: [0, 1]}
+          task.T: {value: 12}
+        """)
+    name, cfgs = expand(path)
+    assert name == "grid" and len(cfgs) == 2 * 2 * 2 * 2
+    assert {(c.task.name, c.task.T) for c in cfgs} == {("copy", 12), ("adding", 12)}
+    assert {(c.model.cell, c.model.forget_bias) for c in cfgs} == {("lstm", 0.0), ("gru", None)}
+    assert {c.optim.lr for c in cfgs} == {0.01, 0.001} and {c.seed for c in cfgs} == {0, 1}
+    assert len({c.hash for c in cfgs}) == len(cfgs)
+    # the same run defined on the command line has the same identity
+    one = C.load(None, ["task=adding", "task.T=12", "model.cell=gru", "optim.lr=0.01", "seed=1"])
+    assert one.hash in {c.hash for c in cfgs}
+
+
+def test_random_search_is_seeded_and_capped(tmp_path):
+    path = sweep_file(tmp_path, """
+        method: random
+        run_cap: 5
+        parameters:
+          task: {value: adding}
+          optim.lr: {distribution: log_uniform_values, min: 0.0001, max: 0.1}
+          model.hidden_size: {distribution: int_uniform, min: 8, max: 64}
+        """)
+    _, a = expand(path)
+    _, b = expand(path)
+    assert [c.hash for c in a] == [c.hash for c in b] and len(a) == 5
+    assert all(1e-4 <= c.optim.lr <= 0.1 and 8 <= c.model.hidden_size <= 64 for c in a)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("method: bayes\nparameters: {task: {value: copy}}", "method: invalid value 'bayes'; allowed: grid, random"),
+    ("parameters: {task: {value: copy}, optim.lr: {min: 0.1, max: 1}}", "parameters.optim.lr: grid search needs value or values"),
+    ("method: random\nparameters: {task: {value: copy}}", "run_cap: random search needs an integer run_cap >= 1"),
+    ("parameters: {task: {value: copy}, model.cell: {values: [lstm, nope]}}", "model.cell: invalid value 'nope'"),
+    ("parameters: {task: copy}", "parameters.task: expected a mapping with value/values/distribution"),
+])
+def test_bad_sweep_files_give_one_line(tmp_path, body, message):
+    with pytest.raises(ConfigError) as e:
+        expand(sweep_file(tmp_path, body))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sweep_isolates_failures_and_divergence_then_skips_finished(tmp_path):
+    path = sweep_file(tmp_path, """
+        name: mixed
+        parameters:
+          task: {value: adding}
+          model:
+            values:
+              - {cell: lstm}
+              - {cell: gru}
+              - {cell: rnn_relu}
+          trainer.accelerator: {values: [cpu]}
+        """, tiny=True)
+    _, cfgs = expand(path)
+    # one config diverges (huge lr, no clipping), one crashes (no GPU on this machine)
+    bad = [C.load(None, ["task=adding", "task.T=4", "model.cell=rnn_relu", "optim.name=sgd", "optim.lr=1e6",
+                         "optim.grad_clip=null", "trainer.max_steps=20", "trainer.val_every=10"]),
+           C.load(None, ["task=adding", "task.T=4", "trainer.accelerator=gpu", "trainer.max_steps=20"])]
+    store = Store(tmp_path / "results")
+    states = LocalExecutor(store, "mixed", workers=2, progress=False, wandb_mode="disabled").run(cfgs + bad)
+    assert [states[c.hash] for c in cfgs] == ["done"] * 3
+    assert states[bad[0].hash] == "diverged" and store.result(bad[0].hash)["step"] < 20
+    failed = store.result(bad[1].hash)
+    assert failed["status"] == "failed" and "gpu" in failed["error"].lower()
+    assert set(store.sweep_hashes("mixed")) == {c.hash for c in cfgs + bad}
+    # running it again starts nothing: no new attempt appears
+    before = {h: len(store.metric_files(h)) for h in states}
+    LocalExecutor(store, "mixed", workers=2, progress=False, wandb_mode="disabled").run(cfgs + bad)
+    assert {h: len(store.metric_files(h)) for h in states} == before
+
+
+def test_two_sweeps_at_once_never_run_a_config_twice(tmp_path):
+    path = sweep_file(tmp_path, """
+        name: race
+        parameters:
+          task: {value: adding}
+          model.cell: {values: [lstm, gru]}
+          seed: {values: [0, 1, 2]}
+        """, tiny=True)
+    store = tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench.cli", "sweep", path, "--store", str(store), "--workers", "2",
+           "--wandb", "disabled", "--no-report"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    s = Store(store)
+    _, cfgs = expand(path)
+    assert all(s.status(c.hash) == "done" for c in cfgs)
+    assert all(len(s.metric_files(c.hash)) == 1 for c in cfgs)  # one attempt each
+
+
+def test_cli_sweep_dry_run_lists_runs(tmp_path, capsys):
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n  model.cell: {values: [lstm, gru]}\n")
+    assert main(["sweep", path, "--dry-run", "--store", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in sweep s" in out and out.count("pending") == 2
