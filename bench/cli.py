@@ -76,6 +76,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--fields", action="store_true", help="list every config field with default and allowed values")
 
+    p = sub.add_parser("sample", help="generate text from a language-model checkpoint")
+    p.add_argument("checkpoint", help="a run's checkpoints/last.ckpt, or a run hash in --store")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--length", type=int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
     from reports.cli import add_parsers
     add_parsers(sub)
     return ap
@@ -190,15 +198,33 @@ def cmd_config(a) -> int:
     return 0
 
 
+def cmd_sample(a) -> int:
+    from pathlib import Path
+
+    from bench.store import Store
+    from tasks.lm import sample
+
+    path = Path(a.checkpoint)
+    if not path.is_file():
+        path = Store(a.store).checkpoint(a.checkpoint) or path
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {a.checkpoint}: no such file, nor a run hash with a checkpoint in {a.store}")
+    if a.length < 1:
+        raise ConfigError(f"--length: invalid value {a.length}; allowed: an integer >= 1")
+    print(sample(path, a.prompt, a.length, a.temperature, a.seed))
+    return 0
+
+
 def main(argv=None) -> int:
     _quiet()
     a = parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config}
+    handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config,
+                "sample": cmd_sample}
     try:
         if a.cmd in handlers:
             return handlers[a.cmd](a)
         return a.func(a)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"rnnbench {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 

@@ -64,6 +64,7 @@ class Variant:
     config: dict                    # config minus seed
     runs: list[Run]
     label: str = ""
+    label_keys: tuple = ()          # the config keys (besides model.cell) its label names
     primary: str = "test/loss"
 
     def usable(self, metric: Optional[str] = None) -> list[Run]:
@@ -271,22 +272,21 @@ def _label_variants(groups: list[TaskGroup]) -> None:
     keys = sorted({k for f in flat.values() for k in f}, key=_key_order)
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1]
 
+    def label_keys(v: Variant, full: bool) -> tuple:
+        f = flat[v.key]
+        defaults = _defaults(v.config.get("task", {}).get("name", "copy")) if not full else {}
+        skip = _fixed_by_cell(f.get("model.cell")) if not full else set()
+        return tuple(k for k in differing if k != "model.cell" and k not in skip
+                     and (full or k not in defaults or defaults[k] != f.get(k)))
+
     def label(v: Variant, full: bool) -> str:
         f = flat[v.key]
-        cell = f.get("model.cell", "?")
-        defaults = _defaults(v.config.get("task", {}).get("name", "copy")) if not full else {}
-        skip = _fixed_by_cell(cell) if not full else set()
-        parts = [str(cell)]
-        for k in differing:
-            if k == "model.cell" or k in skip:
-                continue
-            if not full and k in defaults and defaults[k] == f.get(k):
-                continue
-            parts.append(f"{_short_key(k)}={fmt_value(f.get(k))}")
-        return " ".join(parts)
+        return " ".join([str(f.get("model.cell", "?"))] +
+                        [f"{_short_key(k)}={fmt_value(f.get(k))}" for k in label_keys(v, full)])
 
     for full in (False, True):
         labels = {v.key: label(v, full) for v in variants}
+        keys_of = {v.key: label_keys(v, full) for v in variants}
         by_task_ok = all(len({labels[v.key] for v in g.variants}) == len(g.variants) for g in groups)
         # a label must name one setting across the whole report (solved-vs-T joins tasks by label)
         same_label_same_cfg = True
@@ -301,6 +301,7 @@ def _label_variants(groups: list[TaskGroup]) -> None:
         counts = Counter(labels[v.key] for v in g.variants)
         for v in g.variants:
             v.label = labels[v.key] + (f" [{v.key[:6]}]" if counts[labels[v.key]] > 1 else "")
+            v.label_keys = keys_of[v.key]
 
 
 def _title_tasks(groups: list[TaskGroup]) -> None:
@@ -341,8 +342,9 @@ def _matches(flat: dict, k: str, v) -> bool:
 
 
 def find_reference(g: TaskGroup, ref: dict) -> Optional[Variant]:
-    """The one variant of the task matching every KEY=VALUE; None when none does.
-    Several matches are an error: the reference must be a single setting."""
+    """The one variant of the task matching every KEY=VALUE; None when none does. When several
+    match, the one whose label names no key beyond the given ones (so `cell=lstm` picks "lstm",
+    not "lstm forget_bias=1.0"); if that is not a single one, it is an error."""
     if not ref:
         return None
     all_keys = {k for v in g.variants for k in flatten(v.config)}
@@ -350,6 +352,9 @@ def find_reference(g: TaskGroup, ref: dict) -> Optional[Variant]:
         if k not in all_keys and not any(x.endswith("." + k) for x in all_keys):
             raise ConfigError(f"--reference {k}: unknown config key; e.g. model.cell, model.forget_bias, optim.lr")
     hits = [v for v in g.variants if all(_matches(flatten(v.config), k, val) for k, val in ref.items())]
+    if len(hits) > 1:  # the one whose label names nothing beyond the given keys (`cell=lstm` -> "lstm")
+        exact = [v for v in hits if all(any(lk == k or lk.endswith("." + k) for k in ref) for lk in v.label_keys)]
+        hits = exact if len(exact) == 1 else hits
     if len(hits) > 1:
         raise ConfigError(f"--reference {' '.join(f'{k}={fmt_value(v)}' for k, v in ref.items())}: matches "
                           f"{len(hits)} variants of task {g.title} ({'; '.join(h.label for h in hits)}); add keys")
