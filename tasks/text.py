@@ -272,18 +272,14 @@ def _load_local(cfg, root: Path, path: str):
                                       "options": options})
             else:
                 ds = datasets.load_dataset(fmt, data_files={split: fl}, split=split)
-        except ValueError as e:
-            msg = str(e).splitlines()[0] if str(e) else ""
-            if " line " in msg and "malformed" in msg:
-                raise ValueError(msg) from None
-            raise ValueError(f"{', '.join(fl)}: could not be read as {fmt}; "
-                             f"expected {FORMAT_HELP.get(fmt, fmt)}") from None
-        except Exception as e:  # datasets wraps parse errors in its own exception types
-            cause = e
-            while cause.__cause__ is not None or cause.__context__ is not None:
+        except Exception as e:  # datasets may wrap a parser's error in its own exception types
+            cause, depth = e, 0
+            while cause is not None and depth < 20:
+                depth += 1
+                msg = str(cause).splitlines()[0] if str(cause) else ""
+                if isinstance(cause, ValueError) and any(f in msg for f in fl):
+                    raise (ConfigError if isinstance(cause, ConfigError) else ValueError)(msg) from None
                 cause = cause.__cause__ or cause.__context__
-                if isinstance(cause, ValueError) and "malformed" in str(cause):
-                    raise ValueError(str(cause).splitlines()[0]) from None
             raise ValueError(f"{', '.join(fl)}: could not be read as {fmt}; "
                              f"expected {FORMAT_HELP.get(fmt, fmt)}") from None
         if len(ds) == 0:

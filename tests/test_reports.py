@@ -238,6 +238,63 @@ def test_report_figures_html_and_solved_vs_T(report):
     assert _table(md, "### adding") == [{"variant": "lstm optim.grad_clip=null optim.lr=1e+25", "T=5": "0/1"}]
 
 
+def _fake_store(root: Path, specs: list[tuple[list[str], float]]) -> Store:
+    """A store of written result.json files (no training): (overrides, test/loss) per run."""
+    import yaml
+
+    from bench.store import write_json
+
+    store = Store(root)
+    hashes = []
+    for overrides, loss in specs:
+        cfg = load(None, ["task=copy", "task.T=5", "model.hidden_size=8"] + overrides)
+        d = store.run_dir(cfg.hash)
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(d / "result.json", {"hash": cfg.hash, "status": "done", "step": 20, "seed": cfg.seed,
+                                       "metrics": {"test/loss": loss}, "primary": "test/loss", "mode": "min",
+                                       "baseline": {"test/loss": 1.5}, "params": 100, "wall_time_s": 1.0,
+                                       "git_commit": "abc", "command": None, "solved": False,
+                                       "beats_baseline": loss < 1.5})
+        hashes.append(cfg.hash)
+    store.record_sweep("fake", hashes)
+    return store
+
+
+def test_variant_labels_single_seed_and_reference(tmp_path):
+    from reports.collect import find_reference, group, store_runs
+    from reports.report import build_report
+
+    store = _fake_store(tmp_path / "results", [
+        ([], 1.0), (["seed=1"], 1.2), (["seed=2"], 1.1),
+        (["model.forget_bias=0.0"], 2.0), (["model.forget_bias=0.0", "seed=1"], 2.5),
+        (["model.forget_bias=1.0"], 0.9),
+        (["model.cell=lstm_nig"], 1.4), (["model.cell=lstm_nig", "seed=1"], 1.6),
+    ])
+    md = build_report(store, ["fake"], tmp_path / "out", reference=["cell=lstm"]).read_text()
+    rows = {r["variant"]: r for r in _table(md, "## Task: copy T=5")}
+    # labels name what differs; lstm_nig's fixed switches (input_gate, peepholes) are not repeated
+    assert set(rows) == {"lstm (ref)", "lstm forget_bias=0.0", "lstm forget_bias=1.0", "lstm_nig"}
+    one = rows["lstm forget_bias=1.0"]
+    assert one["n"] == "1" and one["95% CI"] == "n/a (1 seed)" and one["test/loss mean ± std"] == "0.9"
+    assert one["p (Welch vs ref)"] == "n/a" and one["beats baseline"] == "yes (1/1 seeds)"
+    assert rows["lstm (ref)"]["test/loss mean ± std"] == "1.1 ± 0.1"
+    p = sps.ttest_ind([2.0, 2.5], [1.0, 1.2, 1.1], equal_var=False).pvalue
+    q = sps.ttest_ind([1.4, 1.6], [1.0, 1.2, 1.1], equal_var=False).pvalue
+    assert _close(rows["lstm forget_bias=0.0"]["p (Welch vs ref)"], p, rel=5e-3)
+    assert _close(rows["lstm_nig"]["p (Welch vs ref)"], q, rel=5e-3)
+    lo, hi = sorted([p, q])
+    holm = {lo: min(1.0, 2 * lo), hi: max(min(1.0, 2 * lo), hi)}
+    assert _close(rows["lstm_nig"]["p (Holm)"], holm[q], rel=5e-3)
+    assert _close(rows["lstm forget_bias=0.0"]["p (Holm)"], holm[p], rel=5e-3)
+    (g,) = group(store_runs(store, ["fake"]))
+    assert find_reference(g, {"cell": "lstm"}).label == "lstm"  # the lstm whose label names nothing else
+    assert find_reference(g, {"forget_bias": 1.0}).label == "lstm forget_bias=1.0"
+    assert find_reference(g, {"model.cell": "gru"}) is None
+    with pytest.raises(Exception, match="matches 4 variants"):  # lstm and lstm_nig both name no key
+        find_reference(g, {"hidden_size": 8})
+
+
 # ---------------------------------------------------------------- leaderboard
 
 
