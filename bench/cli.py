@@ -125,9 +125,12 @@ def cmd_sweep(a) -> int:
         print(f"{len(cfgs)} runs in sweep {name}")
         return 0
     if a.executor == "slurm":
-        from slurm.executor import submit
+        from slurm.executor import resubmit_failed, submit
 
-        jobs = submit(name, cfgs, a.store, a.slurm, a.wandb)
+        if a.retry_failed:
+            jobs = resubmit_failed(name, a.store, a.slurm, a.wandb, project=a.project)
+        else:
+            jobs = submit(name, cfgs, a.store, a.slurm, a.wandb, project=a.project)
         print(f"sweep {name}: submitted {len(jobs)} SLURM job(s): {', '.join(map(str, jobs)) or 'none (all finished)'}")
         print(f"watch with: rnnbench status {name} --store {a.store}")
         return 0

@@ -337,7 +337,7 @@ def _fmt(v) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, (list, dict)):
-        return "'" + json.dumps(v) + "'"
+        return json.dumps(v)
     return str(v)
 
 

@@ -123,12 +123,13 @@ class Store:
         return rows
 
     def truncate_metrics(self, h: str, step: int) -> None:
-        """Drop rows logged after `step` (work lost with an interrupted attempt), by rename."""
+        """Drop rows logged after the checkpoint at global step `step` (work lost with an
+        interrupted attempt), by rename. Rows before that checkpoint carry steps <= step - 1."""
         for path in self.metric_files(h):
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
                 fields, rows = reader.fieldnames or [], list(reader)
-            keep = [r for r in rows if r.get("step") in (None, "") or int(float(r["step"])) <= step]
+            keep = [r for r in rows if r.get("step") in (None, "") or int(float(r["step"])) < step]
             if len(keep) == len(rows):
                 continue
             buf = _csv_text(fields, keep)

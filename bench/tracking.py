@@ -30,9 +30,7 @@ def wandb_logger(run_dir: Path, run_id: str, config: dict, *, mode: Optional[str
     if mode == "disabled":
         return None
     try:
-        from lightning.pytorch.loggers import WandbLogger
-
-        logger = WandbLogger(project=project, group=group, name=name, tags=tags, id=run_id,
+        logger = _SafeWandbLogger(project=project, group=group, name=name, tags=tags, id=run_id,
                              resume="allow", save_dir=str(run_dir), mode=mode, config=config,
                              job_type="train")
         logger.experiment  # start it now so a failure is caught here, not mid-training
@@ -40,6 +38,36 @@ def wandb_logger(run_dir: Path, run_id: str, config: dict, *, mode: Optional[str
     except Exception as e:  # tracking must never fail a run; the CSV log is always kept
         log.warning("W&B tracking off for this run: %s", str(e).splitlines()[0] if str(e) else e)
         return None
+
+
+def _safe(method):
+    def call(self, *args, **kwargs):
+        if self._broken:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # e.g. the wandb-core service killed by a SLURM signal
+            self._broken = True
+            log.warning("W&B logging stopped for this run (the CSV log goes on): %s", e)
+    return call
+
+
+def _safe_logger_class():
+    from lightning.pytorch.loggers import WandbLogger
+
+    class SafeWandbLogger(WandbLogger):
+        """A WandbLogger whose failures are warnings: tracking never fails a run."""
+        _broken = False
+        log_metrics = _safe(WandbLogger.log_metrics)
+        log_hyperparams = _safe(WandbLogger.log_hyperparams)
+        finalize = _safe(WandbLogger.finalize)
+        after_save_checkpoint = _safe(WandbLogger.after_save_checkpoint)
+
+    return SafeWandbLogger
+
+
+def _SafeWandbLogger(**kwargs):
+    return _safe_logger_class()(**kwargs)
 
 
 def finish(logger) -> None:

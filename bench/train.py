@@ -88,6 +88,8 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
+    if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files
+        return _run(cfg, store, h, d, sweep, wandb_mode, project)
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}
@@ -101,10 +103,22 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         return _run(cfg, store, h, d, sweep, wandb_mode, project)
 
 
+def _rank() -> int:
+    """This process's global rank under DDP (Lightning's launcher or SLURM sets it); 0 alone."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _ckpt_step(ckpt) -> Optional[int]:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]) if ckpt else None
+
+
 def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     ckpt = store.checkpoint(h)
-    step0 = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]) if ckpt else None
-    if ckpt is not None:  # resuming: forget what was logged after the checkpoint
+    step0 = _ckpt_step(ckpt)
+    if ckpt is not None and _rank() == 0:  # resuming: forget what was logged after the checkpoint
         store.truncate_metrics(h, step0)
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
               "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": step0,
@@ -140,11 +154,12 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     finally:
         finish(wb)
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
-    result["step"] = int(trainer.global_step) if trainer else (step0 or 0)
+    # ddp_spawn trains in child processes: the parent's trainer never counts their steps
+    result["step"] = max(int(trainer.global_step) if trainer else 0, _ckpt_step(store.checkpoint(h)) or 0)
     result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
     result["beats_baseline"] = _beats(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if trainer is None or trainer.global_rank == 0:
+    if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
 

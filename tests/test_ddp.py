@@ -48,9 +48,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(run=False, reason="bench.train.run claims the run lock in every process: with "
-                   "strategy=ddp Lightning re-runs the command for rank 1, whose run() finds the lock "
-                   "held by rank 0 and returns 'busy', and rank 0 then waits for it forever")
 def test_ddp_subprocess_launcher_via_cli(tmp_path):
     import subprocess
     import sys

@@ -1,0 +1,179 @@
+"""Published-comparison sweeps expand to the papers' configurations; the claim checker's verdicts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.sweep import expand
+from reports.papers import AGREES, DISAGREES, INCONCLUSIVE, all_claims, check_claim
+
+SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
+NAMES = ["copy", "adding", "greff", "jozefowicz", "orthinit"]
+
+
+def _cfgs(name):
+    return expand(SWEEPS / f"paper_{name}.yaml")[1]
+
+
+def _params(cfg) -> int:
+    from tasks.registry import task_class
+
+    m = task_class(cfg.task.name)(cfg).module(None)
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_files_exist_and_expand(name):
+    for suffix in ("", "_cpu"):
+        sweep_name, cfgs = expand(SWEEPS / f"paper_{name}{suffix}.yaml")
+        assert sweep_name == f"paper_{name}{suffix}" and cfgs
+    claims = yaml.safe_load((SWEEPS / f"paper_{name}.claims.yaml").read_text())
+    assert claims["name"] == name and claims["full"] == f"paper_{name}.yaml"
+    assert claims["reduced"] == f"paper_{name}_cpu.yaml" and claims["claims"]
+
+
+@pytest.mark.parametrize("name,Ts", [("copy", {100, 200, 300, 500}), ("adding", {100, 200, 400, 750})])
+def test_arjovsky_full_configs(name, Ts):
+    cfgs = _cfgs(name)
+    assert {c.task.T for c in cfgs} == Ts
+    for c in cfgs:
+        assert c.task.batch_size == 20
+        o = c.optim
+        assert (o.name, o.lr, o.alpha, o.grad_clip) == ("rmsprop", 1e-3, 0.9, 1.0)
+    units = {c.model.cell: c.model.hidden_size for c in cfgs}
+    if name == "copy":
+        assert units == {"rnn_tanh": 80, "irnn": 80, "lstm": 40, "gru": 47}
+        assert all(c.task.n_categories == 8 and c.task.n_symbols == 10 for c in cfgs)
+    else:
+        assert units == {"rnn_tanh": 128, "irnn": 128, "lstm": 128}
+    irnn = next(c for c in cfgs if c.model.cell == "irnn")
+    assert irnn.model.recurrent_init == "identity"
+
+
+def test_copy_gru_matches_lstm_parameter_count():
+    cfgs = [c for c in _cfgs("copy") if c.task.T == 100 and c.seed == 0]
+    p = {c.model.cell: _params(c) for c in cfgs}
+    assert abs(p["gru"] - p["lstm"]) / p["lstm"] < 0.02
+    # and no other GRU width is closer
+    import dataclasses
+
+    gru = next(c for c in cfgs if c.model.cell == "gru")
+    for h in (46, 48):
+        other = dataclasses.replace(gru, model=dataclasses.replace(gru.model, hidden_size=h))
+        assert abs(_params(other) - p["lstm"]) >= abs(p["gru"] - p["lstm"])
+
+
+@pytest.mark.parametrize("name", ["copy", "adding"])
+def test_arjovsky_reduced_keeps_units_and_optimizer(name):
+    full, red = _cfgs(name), _cfgs(f"{name}_cpu")
+    key = lambda c: (c.model.cell, c.model.hidden_size, repr(c.optim), c.task.batch_size)
+    assert {key(c) for c in red} == {key(c) for c in full}
+    assert {c.task.T for c in red} < {c.task.T for c in full}
+
+
+def test_greff_variants_and_seeds():
+    want = {"lstm_vanilla", "lstm_nig", "lstm_nfg", "lstm_nog", "lstm_niaf", "lstm_noaf", "lstm_np",
+            "lstm_cifg", "lstm_fgr"}
+    for name in ("greff", "greff_cpu"):
+        cfgs = _cfgs(name)
+        assert {c.model.cell for c in cfgs} == want
+        assert {c.task.name for c in cfgs} == {"adding", "lm"}      # one synthetic, one real task
+        assert len({c.seed for c in cfgs}) >= 3                     # enough for a Welch t-test
+    cfgs = _cfgs("greff")
+    by = {c.model.cell: c.model for c in cfgs}
+    assert by["lstm_vanilla"].peepholes and not by["lstm_np"].peepholes
+    assert not by["lstm_nfg"].forget_gate and not by["lstm_noaf"].output_activation and by["lstm_cifg"].coupled
+
+
+def test_jozefowicz_and_orthinit():
+    for name in ("jozefowicz", "jozefowicz_cpu"):
+        models = {(c.model.cell, c.model.forget_bias) for c in _cfgs(name)}
+        assert models == {("lstm", 0.0), ("lstm", 1.0), ("gru", None)}
+    for name in ("orthinit", "orthinit_cpu"):
+        cfgs = _cfgs(name)
+        assert {(c.model.cell, c.model.recurrent_init) for c in cfgs} == {("rnn_tanh", "default"), ("rnn_tanh", "orthogonal")}
+        assert {c.task.name for c in cfgs} == {"copy", "adding"}
+
+
+def test_claims_files_load():
+    kinds = {"beats_baseline", "better_than_ref", "worse_than_ref", "not_worse_than_ref", "gradflow_ratio"}
+    names = {c["name"] for c in all_claims()}
+    assert set(NAMES) <= names
+    for c in all_claims():
+        assert all(x["kind"] in kinds for x in c["claims"])
+
+
+# ---------------------------------------------------------------- the checker on hand-made results
+
+
+def run(cell, loss, T=100, seed=0, status="done", base=0.17, **model):
+    return {"config": {"seed": seed, "task": {"name": "copy", "T": T}, "model": {"cell": cell, **model}},
+            "status": status, "metrics": {"test/loss": loss}, "baseline": {"test/loss": base},
+            "primary": "test/loss", "mode": "min"}
+
+
+BEATS = {"kind": "beats_baseline", "select": {"model.cell": "lstm"}, "expect": {100: True, 200: False}}
+
+
+def test_beats_baseline_agrees():
+    runs = [run("lstm", 0.05, 100), run("lstm", 0.169, 200, base=0.17), run("gru", 0.0, 200)]
+    r = check_claim(BEATS, runs, margin=0.05)
+    assert r["verdict"] == AGREES, r
+
+
+def test_beats_baseline_disagrees():
+    runs = [run("lstm", 0.05, 100), run("lstm", 0.01, 200)]   # beats at 200, paper says it does not
+    assert check_claim(BEATS, runs)["verdict"] == DISAGREES
+
+
+def test_beats_baseline_missed_success_full_vs_reduced():
+    runs = [run("lstm", 0.3, 100), run("lstm", 0.3, 200)]
+    assert check_claim(BEATS, runs, reduced=False)["verdict"] == DISAGREES
+    assert check_claim(BEATS, runs, reduced=True)["verdict"] == INCONCLUSIVE
+
+
+def test_beats_baseline_ignores_unfinished_and_reports_missing():
+    runs = [run("lstm", 0.05, 100), run("lstm", float("nan"), 200, status="diverged")]
+    r = check_claim(BEATS, runs)
+    assert r["verdict"] == AGREES and "200" in r["why"]
+    assert check_claim(BEATS, [])["verdict"] == INCONCLUSIVE
+
+
+def _welch_claim(kind):
+    return {"kind": kind, "select": {"model.cell": "lstm_nfg"}, "ref": {"model.cell": "lstm_vanilla"},
+            "task": {"task.name": "copy"}}
+
+
+def test_welch_claims():
+    ref = [run("lstm_vanilla", x, seed=i) for i, x in enumerate([0.10, 0.11, 0.12])]
+    worse = [run("lstm_nfg", x, seed=i) for i, x in enumerate([0.30, 0.31, 0.32])]
+    better = [run("lstm_nfg", x, seed=i) for i, x in enumerate([0.01, 0.011, 0.012])]
+    same = [run("lstm_nfg", x, seed=i) for i, x in enumerate([0.105, 0.125, 0.10])]
+    assert check_claim(_welch_claim("worse_than_ref"), ref + worse)["verdict"] == AGREES
+    assert check_claim(_welch_claim("worse_than_ref"), ref + better)["verdict"] == DISAGREES
+    assert check_claim(_welch_claim("worse_than_ref"), ref + same)["verdict"] == INCONCLUSIVE
+    assert check_claim(_welch_claim("not_worse_than_ref"), ref + same)["verdict"] == AGREES
+    assert check_claim(_welch_claim("not_worse_than_ref"), ref + better)["verdict"] == AGREES
+    assert check_claim(_welch_claim("not_worse_than_ref"), ref + worse)["verdict"] == DISAGREES
+    assert check_claim(_welch_claim("better_than_ref"), ref + better)["verdict"] == AGREES
+    assert check_claim(_welch_claim("better_than_ref"), ref + worse)["verdict"] == DISAGREES
+    # one seed a side: no test
+    assert check_claim(_welch_claim("worse_than_ref"), ref[:1] + worse[:1])["verdict"] == INCONCLUSIVE
+    # a diverged seed is not a value
+    diverged = worse[:1] + [run("lstm_nfg", float("inf"), seed=5, status="diverged")]
+    assert check_claim(_welch_claim("worse_than_ref"), ref + diverged)["verdict"] == INCONCLUSIVE
+    # other tasks are ignored
+    other = [{**r, "config": {**r["config"], "task": {"name": "adding", "T": 100}}} for r in worse]
+    assert check_claim(_welch_claim("worse_than_ref"), ref + other)["verdict"] == INCONCLUSIVE
+
+
+def test_gradflow_claim():
+    c = {"kind": "gradflow_ratio", "select": {"model.recurrent_init": "orthogonal"},
+         "ref": {"model.recurrent_init": "default"}, "min_ratio": 10}
+    curve = lambda init, last: {"config": {"model": {"cell": "rnn_tanh", "recurrent_init": init}}, "phase": "init",
+                                "norm": [1.0, 0.5, last]}
+    assert check_claim(c, [], gradflow=[curve("orthogonal", 1e-2), curve("default", 1e-6)])["verdict"] == AGREES
+    assert check_claim(c, [], gradflow=[curve("orthogonal", 5e-6), curve("default", 1e-6)])["verdict"] == DISAGREES
+    assert check_claim(c, [], gradflow=[])["verdict"] == INCONCLUSIVE
