@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "bench" / "sweeps"
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "does not agree", "inconclusive"
 DASH = "—"
+LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the baseline by this (relative)
 
 
 # ---------------------------------------------------------------- run dicts
@@ -159,6 +160,8 @@ def _beats(claim, runs, margin, reduced) -> dict:
         why = "; ".join(f"T={r['T']}: {r['why']}" for r in rows if r["verdict"] == INCONCLUSIVE and r["ours"] != DASH)
     else:
         verdict, why = AGREES, ""
+        if reduced and any(r["paper"] == "does not beat" and r["verdict"] == AGREES for r in rows):
+            why = "weak: shortened runs are biased towards not beating"
     if missing and verdict != INCONCLUSIVE or (missing and run_v):
         why = (why + "; " if why else "") + f"checked at T={', '.join(str(r['T']) for r, v in zip(rows, verdicts) if v)} only (T={', '.join(missing)} not run)"
     return {"verdict": verdict, "why": why, "rows": rows,
@@ -174,6 +177,12 @@ def _versus(claim, runs, alpha) -> dict:
         return {**base, "verdict": INCONCLUSIVE, "ours": f"n={len(a)} vs n={len(b)}",
                 "why": "fewer than 2 finished seeds on a side: no t-test"}
     ma, mb = stats.mean(a), stats.mean(b)
+    base_v = _baseline(runs)
+    if base_v is not None:  # a comparison between two models that learnt nothing says nothing
+        learnt = (lambda m: m < base_v * (1 - LEARNT_MARGIN)) if low else (lambda m: m > base_v * (1 + LEARNT_MARGIN))
+        if not learnt(ma) and not learnt(mb):
+            return {**base, "verdict": INCONCLUSIVE, "ours": f"{fmt(ma)} vs {fmt(mb)}, baseline {fmt(base_v)}, n={len(a)}/{len(b)}",
+                    "why": f"neither variant learnt the task (both means within {LEARNT_MARGIN:.0%} of the trivial baseline, or worse)"}
     p = stats.welch(a, b)
     if p is None:  # both constant
         p = 1.0 if _same(ma, mb) else 0.0
@@ -263,7 +272,7 @@ def _sweep_summary(path: Path) -> dict:
     name, cfgs = expand(path)
     vals = lambda f: sorted({f(c) for c in cfgs}, key=str)
     return {"name": name, "runs": len(cfgs), "steps": vals(lambda c: c.trainer.max_steps),
-            "seeds": vals(lambda c: c.seed), "T": vals(lambda c: getattr(c.task, "T", None)),
+            "seeds": vals(lambda c: c.seed), "T": [t for t in vals(lambda c: getattr(c.task, "T", None)) if t is not None] or ["n/a"],
             "tasks": vals(lambda c: c.task.name), "hidden": vals(lambda c: c.model.hidden_size)}
 
 
@@ -366,6 +375,9 @@ def _plot_bars(runs, path: Path, title: str) -> Optional[Path]:
         b = _baseline([r for v in variants.values() for r in v])
         if b is not None:
             ax.axhline(b, ls="--", color="k", lw=1)
+        allv = [x for lab in labels for x in values(variants[lab]) if x > 0]
+        if allv and max(allv) / min(allv) > 50:
+            ax.set_yscale("log")
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels([l.replace("lstm_", "") for l in labels], rotation=45, ha="right", fontsize=7)
         ax.set_title(task, fontsize=9)
@@ -507,6 +519,10 @@ def build(claims: dict, store, out_root, full: bool = False) -> Path:
     if sweep in times:
         md.append(f"- sweep wall time: {times[sweep]} s ({times[sweep] / 60:.1f} min) on 2 CPU cores, "
                   "`--workers 2` (includes ~8 s start-up per run)\n")
+    commits = sorted({r.get("git_commit") for r in runs} - {None})
+    if commits:
+        md.append(f"- code: git {', '.join(f'`{c}`' for c in commits)}"
+                  + (" (runs made while the checkout changed; `+dirty` = uncommitted changes)" if len(commits) > 1 or any(c.endswith("+dirty") for c in commits) else "") + "\n")
     md.append(f"- summed training time of the runs (Lightning timer, excludes start-up and test): "
               f"{sum(wall):.0f} s\n")
     md.append(f"\nReproduce: `rnnbench sweep bench/sweeps/{claims['reduced']} --workers 2 --store results_papers "

@@ -177,3 +177,12 @@ def test_gradflow_claim():
     assert check_claim(c, [], gradflow=[curve("orthogonal", 1e-2), curve("default", 1e-6)])["verdict"] == AGREES
     assert check_claim(c, [], gradflow=[curve("orthogonal", 5e-6), curve("default", 1e-6)])["verdict"] == DISAGREES
     assert check_claim(c, [], gradflow=[])["verdict"] == INCONCLUSIVE
+
+
+def test_welch_claim_inconclusive_when_neither_learnt():
+    ref = [run("lstm_vanilla", x, seed=i, base=0.167) for i, x in enumerate([0.170, 0.171, 0.172])]
+    same = [run("lstm_nfg", x, seed=i, base=0.167) for i, x in enumerate([0.168, 0.169, 0.170])]
+    worse = [run("lstm_nfg", x, seed=i, base=0.167) for i, x in enumerate([0.30, 0.31, 0.32])]
+    r = check_claim(_welch_claim("not_worse_than_ref"), ref + same)
+    assert r["verdict"] == INCONCLUSIVE and "neither" in r["why"]
+    assert check_claim(_welch_claim("worse_than_ref"), ref + worse)["verdict"] == INCONCLUSIVE
