@@ -198,9 +198,10 @@ class LocalExecutor:
                     counts["failed" if status in ("failed", "diverged") else "done"] += 1
                     if bar is not None:
                         bar.update(1)
-                counts.update(running=len(running), left=len(queue))
-                if bar is not None:
-                    bar.set_postfix(counts, refresh=True)
+                now = dict(counts, running=len(running), left=len(queue))
+                if bar is not None and now != counts:
+                    bar.set_postfix(now, refresh=True)
+                counts = now
                 time.sleep(0.2)
         except KeyboardInterrupt:
             for proc, _, _ in running.values():

@@ -1,4 +1,4 @@
-"""The layer stack: `Recurrent(input_size, model_cfg)`, see DESIGN.md (Models).
+"""The layer stack: `Recurrent(input_size, model_cfg)`, see README.md (Models).
 
     out, state = net(x, lengths=None, state=None)
 
