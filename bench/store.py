@@ -67,6 +67,15 @@ class Store:
         path = self.run_dir(h) / "checkpoints" / "last.ckpt"
         return path if path.is_file() else None
 
+    def checkpoint_step(self, h: str) -> Optional[int]:
+        """Global step of the run's last checkpoint; None without one."""
+        path = self.checkpoint(h)
+        if path is None:
+            return None
+        import torch
+
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
     @contextlib.contextmanager
     def claim(self, h: str) -> Iterator[bool]:
         """Hold the run's lock for the block; yields False if another process holds it.

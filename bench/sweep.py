@@ -217,12 +217,7 @@ class LocalExecutor:
         status = self.store.status(cfg.hash)
         if status in FINISHED or status == "running":
             return status
-        ckpt = self.store.checkpoint(cfg.hash)
-        step = 0
-        if ckpt is not None:
-            import torch
-
-            step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+        step = self.store.checkpoint_step(cfg.hash) or 0
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         write_json(self.store.run_dir(cfg.hash) / "result.json",
                    {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",

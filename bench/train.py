@@ -111,13 +111,9 @@ def _rank() -> int:
     return 0
 
 
-def _ckpt_step(ckpt) -> Optional[int]:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]) if ckpt else None
-
-
 def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     ckpt = store.checkpoint(h)
-    step0 = _ckpt_step(ckpt)
+    step0 = store.checkpoint_step(h)
     if ckpt is not None and _rank() == 0:  # resuming: forget what was logged after the checkpoint
         store.truncate_metrics(h, step0)
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
@@ -155,7 +151,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         finish(wb)
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
-    result["step"] = max(int(trainer.global_step) if trainer else 0, _ckpt_step(store.checkpoint(h)) or 0)
+    result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
     result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
     result["beats_baseline"] = _beats(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
