@@ -30,6 +30,13 @@ def _quiet() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def _count(text: str) -> int:
+    """A non-negative integer option (0 = automatic)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 0 (0 = automatic)")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="results", help="result store directory (default: ./results)")
 
@@ -56,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="sweep YAML (W&B sweep shape)")
     p.add_argument("overrides", nargs="*", help="key=value applied to every run")
     p.add_argument("--executor", choices=("local", "slurm"), default="local")
-    p.add_argument("--workers", type=int, default=0, help="parallel runs (default: GPUs, else CPU cores)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--workers", type=_count, default=0, help="parallel runs (default: GPUs, else CPU cores)")
+    p.add_argument("--threads", type=_count, default=0, help="torch threads per run (default: cores / workers)")
     p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")

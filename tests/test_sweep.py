@@ -142,3 +142,14 @@ def test_cli_sweep_dry_run_lists_runs(tmp_path, capsys):
     assert main(["sweep", path, "--dry-run", "--store", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "2 runs in sweep s" in out and out.count("pending") == 2
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--threads"])
+def test_cli_sweep_rejects_negative_counts_in_one_line(tmp_path, flag):
+    path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n")
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", path, flag, "-1", "--store",
+                        str(tmp_path / "r")], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        f"argument {flag}: invalid value '-1'; allowed: an integer >= 0 (0 = automatic)")
+    assert not (tmp_path / "r").exists()
