@@ -156,6 +156,13 @@ class OptimConfig:
     grad_clip: Optional[float] = opt(1.0, gt=0, help="clip gradients by global norm; null = off")
     plateau_factor: Optional[float] = opt(None, gt=0, lt=1, help="multiply lr by this when val loss stalls; null = off")
     plateau_patience: int = opt(0, ge=0, help="validations without improvement before lr decay")
+    lr_decay: Optional[float] = opt(None, gt=0, lt=1, help="multiply lr by this every epoch after "
+                                    "lr_decay_start epochs (Zaremba et al. 2014); null = off")
+    lr_decay_start: int = opt(1, ge=0, help="epochs at the initial lr before lr_decay applies")
+
+    def check(self, path: str) -> None:
+        if self.lr_decay is not None and self.plateau_factor is not None:
+            raise ConfigError(f"{path}lr_decay: conflicts with plateau_factor; allowed: one of them")
 
 
 @dataclass
@@ -172,6 +179,15 @@ class TrainerConfig:
     deterministic: bool = opt(True, help="torch deterministic algorithms")
     num_workers: int = opt(0, ge=0, help="data loader workers")
     stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")
+    test_on: str = opt("last", choices=("last", "best"),
+                       help="test the last weights, or the checkpoint with the best validation score")
+    monitor: Optional[str] = opt(None, help="validation metric for test_on=best; null = the val/ "
+                                 "counterpart of the task's primary metric")
+
+    def check(self, path: str) -> None:
+        if self.monitor is not None and not self.monitor.startswith("val/"):
+            raise ConfigError(f"{path}monitor: invalid value {self.monitor!r}; allowed: a validation "
+                              f"metric such as val/loss, val/acc, val/f1, val/ppl, val/bleu")
 
 
 def _task_choices():

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +31,8 @@ from tasks.base import Diverged
 from tasks.registry import task_class
 
 log = logging.getLogger("rnnbench")
+# training loaders skip the batches a resumed epoch already did (tasks.base.SkipDone)
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,8 +65,21 @@ def variant_tags(cfg: RunConfig) -> list[str]:
     return tags
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, loggers: list) -> L.Trainer:
+def monitor(cfg: RunConfig, task) -> tuple[str, str]:
+    """(metric, mode) that picks the best checkpoint: trainer.monitor, else val/<primary metric>."""
+    key = cfg.trainer.monitor or "val/" + task.primary.split("/", 1)[1]
+    mode = task.mode if key.split("/", 1)[-1] == task.primary.split("/", 1)[1] else \
+        ("min" if key.endswith(("loss", "ppl", "bpc")) else "max")
+    return key, mode
+
+
+def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     t = cfg.trainer
+    best = []
+    if t.test_on == "best":
+        key, mode = monitor(cfg, task)
+        best = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=key, mode=mode,
+                                save_top_k=1, enable_version_counter=False, save_last=False)]
     val = dict(check_val_every_n_epoch=1) if t.val_every is None else \
         dict(val_check_interval=t.val_every, check_val_every_n_epoch=None)
     return L.Trainer(
@@ -74,8 +90,9 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list) -> L.Trainer:
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
         logger=loggers, log_every_n_steps=max(1, min(50, (t.val_every or 50) // 2)),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                   enable_version_counter=False),  # the latest, at every validation
+        # best first, so last.ckpt records the best callback's state after this validation
+        callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                          enable_version_counter=False),  # the latest, at every validation
                    Timer()],
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
@@ -125,19 +142,29 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         task = task_class(cfg.task.name)(cfg)
         dm = task.datamodule()
         module = task.module(dm)
+        if cfg.model.init_range is not None:
+            from models.init import uniform_all_
+            uniform_all_(module, cfg.model.init_range)
         result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
                       params=sum(p.numel() for p in module.parameters()))
         csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
         wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                           name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
         result["wandb_id"] = h if wb else None
-        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []))
+        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/") and v.numel() == 1}
-        tested = trainer.test(module, datamodule=dm, verbose=False)
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+        if best is not None:
+            if not best.best_model_path:
+                raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
+            step = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"]
+            result["tested"] = {"checkpoint": "best", "step": int(step), best.monitor: float(best.best_model_score)}
+        tested = trainer.test(module, datamodule=dm, verbose=False,
+                              ckpt_path=best.best_model_path if best is not None else None)
         metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
         finite = all(math.isfinite(v) for v in metrics.values())
         result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))

@@ -34,6 +34,8 @@ class ModelConfig:
     output_activation: bool = opt(True, help="LSTM tanh on the cell state (False = NOAF)")
     coupled: bool = opt(False, help="LSTM coupled input-forget gate f = 1 - i (CIFG)")
     gate_recurrence: bool = opt(False, help="LSTM full gate recurrence (FGR)")
+    init_range: Optional[float] = opt(None, gt=0, help="every weight of the whole network (embeddings and "
+                                      "head too) U(-r, r), as Zaremba et al. 2014; null = per-layer defaults")
     impl: str = opt("auto", choices=("auto", "fused", "custom"),
                     help="auto = fused torch.nn kernels when the variant allows it")
 
@@ -64,5 +66,9 @@ class ModelConfig:
         if self.forget_bias is not None and (not self.forget_gate or self.coupled):
             raise ConfigError(f"{path}forget_bias: needs a forget gate of its own; "
                               f"got forget_gate={self.forget_gate}, coupled={self.coupled}")
+        if self.init_range is not None:
+            for key in ("recurrent_init", "input_init", "forget_bias"):
+                if getattr(self, key) != defaults[key]:
+                    raise ConfigError(f"{path}init_range: overrides {key}={getattr(self, key)!r}; allowed: one of them")
         if self.impl == "fused" and not cls.fusable(self):
             raise ConfigError(f"{path}impl: 'fused' not possible for this variant; allowed: auto, custom")

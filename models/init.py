@@ -75,3 +75,10 @@ def init_from_config(weight_ih, weight_hh, bias_ih, bias_hh, blocks: tuple, mode
                forget_block=blocks.index("f") if "f" in blocks else None,
                forget_bias=getattr(model_cfg, "forget_bias", None),
                zero_bias=rec == "identity")
+
+
+def uniform_all_(module: nn.Module, r: float) -> None:
+    """Every parameter of `module` U(-r, r) (model.init_range)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-r, r)

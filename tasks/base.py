@@ -1,11 +1,13 @@
 """What every task family provides, and the LightningModule base all task modules share."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Optional
 
 import lightning as L
 import torch
+from torch.utils.data import Sampler
 
 
 class Diverged(RuntimeError):
@@ -14,6 +16,32 @@ class Diverged(RuntimeError):
     def __init__(self, step: int, loss: float):
         super().__init__(f"loss became {loss} at step {step}")
         self.step = step
+
+
+class SkipDone(Sampler):
+    """`inner` without its first `skip` items, keeping len(inner): a run resumed mid-epoch trains on
+    exactly the batches it had not reached (Lightning counts the done ones and ends the epoch when
+    this runs out), so the resumed run equals an uninterrupted one."""
+
+    def __init__(self, inner, skip: int = 0):
+        self.inner = inner
+        self.skip = skip if 0 < skip < len(inner) else 0  # == len: the epoch was done
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+
+def batches_done(trainer) -> int:
+    """Training batches of the current epoch done before a mid-epoch resume; 0 otherwise."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    return loop.batch_progress.current.completed if loop is not None and loop.restarting else 0
 
 
 class Task:
@@ -63,6 +91,10 @@ class TaskModule(L.LightningModule):
                                       weight_decay=o.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.lr_decay is not None:
+            start, gamma = o.lr_decay_start, o.lr_decay
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: gamma ** max(0, epoch - start + 1))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         if o.plateau_factor is None:
             return opt
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -3,7 +3,8 @@
 Data: one contiguous token stream per split, batchified into `batch_size` columns (Zaremba et al.
 2014 style). Training uses truncated BPTT with (k1, k2): every k1 steps the loss of those k1
 steps is back-propagated through the last k2 steps (k2 >= k1; k1 = k2 = bptt by default). The
-hidden state is carried across batches (detached) and reset at the start of each epoch.
+hidden state is carried across batches (detached), reset at the start of each epoch, and saved
+in checkpoints (every rank's) so a mid-epoch resume goes on from it.
 
 Metrics: `loss` (nats per token), `ppl` (exp loss), `bpc` (bits per character of the text the
 scored tokens stand for: for characters it is loss / ln 2; for words each word counts its length
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.config import ConfigError, opt
 from tasks import text
-from tasks.base import Task, TaskModule
+from tasks.base import SkipDone, Task, TaskModule, batches_done
 
 EOS, UNK = text.EOS, text.UNK
 
@@ -199,7 +200,10 @@ class LMData(L.LightningDataModule):
 
     def train_dataloader(self):
         c = self.cfg
-        return DataLoader(TBPTTWindows(self._streams("train", c.batch_size), c.K1, c.K2), batch_size=None)
+        ds = TBPTTWindows(self._streams("train", c.batch_size), c.K1, c.K2)
+        # its own generator: making an iterator must not draw from the global (dropout) RNG
+        return DataLoader(ds, batch_size=None, sampler=SkipDone(range(len(ds)), batches_done(self.trainer)),
+                          generator=torch.Generator())
 
     def _eval(self, split):
         c = self.cfg
@@ -259,6 +263,7 @@ class LMModule(TaskModule):
             self.head.weight = self.embed.weight
         self.register_buffer("chars", token_chars(self.vocab_tokens, t.level), persistent=False)
         self._carry = None
+        self._carry_restored = False
         self._eval_carry = None
         self._sums = {}
 
@@ -288,7 +293,9 @@ class LMModule(TaskModule):
         return loss, nxt
 
     def on_train_epoch_start(self):
-        self._carry = None
+        if not self._carry_restored:  # a mid-epoch resume goes on from the saved state
+            self._carry = None
+        self._carry_restored = False
 
     def training_step(self, batch, batch_idx):
         if batch["reset"]:
@@ -351,6 +358,20 @@ class LMModule(TaskModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["vocab"] = {"itos": list(self.vocab_tokens), "unk": UNK, "pad": None}
+        if self._carry is not None:  # every rank's state (rank 0 alone writes the file)
+            world = self.trainer.world_size if self._trainer is not None else 1
+            states = [self.all_gather(s) if world > 1 else s[None] for s in self._carry]
+            checkpoint["lm_carry"] = {"world": world, "states": [s.cpu() for s in states]}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        carry = checkpoint.get("lm_carry")
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        if carry and carry["world"] == world:  # another world size streams other rows: start fresh
+            self._carry = tuple(s[rank].to(self.device) for s in carry["states"])
+        else:
+            self._carry = None
+        self._carry_restored = self._carry is not None
 
 
 class LMTask(Task):

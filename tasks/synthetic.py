@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.config import opt
 from models.recurrent import Recurrent
-from tasks.base import Task, TaskModule
+from tasks.base import SkipDone, Task, TaskModule, batches_done
 
 _VAL, _TEST, _TRAIN = 1, 2, 3  # stream ids mixed into generator seeds
 
@@ -53,10 +53,11 @@ class SyntheticData(L.LightningDataModule):
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
-    def _loader(self, ds):
+    def _loader(self, ds, train: bool = False):
         # its own generator: making an iterator must not draw from the global RNG (dropout's),
         # or a resumed run would see other dropout masks than an uninterrupted one
-        return DataLoader(ds, batch_size=None, shuffle=False, generator=torch.Generator())
+        skip = batches_done(self.trainer) if train else 0
+        return DataLoader(ds, batch_size=None, sampler=SkipDone(range(len(ds)), skip), generator=torch.Generator())
 
     def train_dataloader(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
@@ -64,10 +65,10 @@ class SyntheticData(L.LightningDataModule):
             n = max(1, self.cfg.train_size // self.cfg.batch_size)
             order = torch.randperm(n, generator=_generator(self.seed, epoch)).tolist()
             ds = _Batches(self.task.make, n, self.cfg.batch_size, (self.cfg.data_seed, _TRAIN), *self._rank())
-            return self._loader(torch.utils.data.Subset(ds, order))
+            return self._loader(torch.utils.data.Subset(ds, order), train=True)
         ds = _Batches(self.task.make, self.steps, self.cfg.batch_size,
                       (self.cfg.data_seed, self.seed, _TRAIN, epoch), *self._rank())
-        return self._loader(ds)
+        return self._loader(ds, train=True)
 
     def _eval(self, stream):
         n = math.ceil(self.cfg.eval_size / self.cfg.batch_size)

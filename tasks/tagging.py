@@ -169,6 +169,33 @@ def span_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
     return float(f1_score(gold, pred)) if gold else 0.0
 
 
+class SpanF1(torchmetrics.Metric):
+    """Entity-level F1 (seqeval's default, conlleval rules) from summed counts, so DDP ranks
+    reduce exactly: true positives, predicted and gold entities."""
+
+    full_state_update = False
+
+    def __init__(self, tag_names: list[str]):
+        super().__init__()
+        self.tag_names = list(tag_names)
+        for name in ("tp", "n_pred", "n_gold"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, gold: torch.Tensor, lengths: torch.Tensor) -> None:
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        for p, g, n in zip(pred.tolist(), gold.tolist(), lengths.tolist()):
+            ps = set(get_entities([self.tag_names[t] for t in p[:n]]))
+            gs = set(get_entities([self.tag_names[t] for t in g[:n]]))
+            self.tp += len(ps & gs)
+            self.n_pred += len(ps)
+            self.n_gold += len(gs)
+
+    def compute(self) -> torch.Tensor:
+        denom = self.n_pred + self.n_gold
+        return (2.0 * self.tp / denom).float() if denom > 0 else torch.tensor(0.0)
+
+
 class TaggingModule(TaskModule):
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, tags: Vocab, n_chars: int = 0):
         super().__init__(run_cfg)
@@ -185,7 +212,8 @@ class TaggingModule(TaskModule):
         self.head = nn.Linear(self.rnn.output_size, len(tags))
         self.acc = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=len(tags),
                                                            ignore_index=IGNORE) for s in ("val", "test")})
-        self._spans = {"val": ([], []), "test": ([], [])}
+        self.f1 = nn.ModuleDict({s: SpanF1(self.tag_names) for s in ("val", "test")}) \
+            if c.metric == "span_f1" else None
 
     def forward(self, batch):
         x = self.embed(batch["ids"])
@@ -210,29 +238,15 @@ class TaggingModule(TaskModule):
         self.log(f"{split}/loss", loss, on_epoch=True, batch_size=n, sync_dist=True)
         self.acc[split].update(pred, y)
         self.log(f"{split}/acc", self.acc[split], on_epoch=True, batch_size=n)
-        if self.run_cfg.task.metric == "span_f1":
-            gold, guess = self._spans[split]
-            for row_p, row_y, L in zip(pred.tolist(), y.tolist(), batch["lengths"].tolist()):
-                gold.append([self.tag_names[t] for t in row_y[:L]])
-                guess.append([self.tag_names[t] for t in row_p[:L]])
-
-    def _epoch_end(self, split):
-        if self.run_cfg.task.metric == "span_f1":
-            gold, guess = self._spans[split]
-            self.log(f"{split}/f1", span_f1(gold, guess))
-            self._spans[split] = ([], [])
+        if self.f1 is not None:
+            self.f1[split].update(pred, y, batch["lengths"])
+            self.log(f"{split}/f1", self.f1[split], on_epoch=True, batch_size=n)
 
     def validation_step(self, batch, batch_idx):
         self._eval(batch, "val")
 
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
     def test_step(self, batch, batch_idx):
         self._eval(batch, "test")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
 
 
 class TaggingTask(Task):

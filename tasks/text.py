@@ -63,6 +63,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bench.config import ConfigError, opt
+from tasks.base import SkipDone, batches_done
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 ENV_DATA = "RNNBENCH_DATA"
@@ -686,8 +687,10 @@ class TextDataModule(L.LightningDataModule):
                                      pool=c.bucket_pool)
         if train and self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-        return DataLoader(ListDataset(self.examples[split]), batch_sampler=sampler,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+            sampler = SkipDone(sampler, batches_done(self.trainer))
+        # its own generator: making an iterator must not draw from the global (dropout) RNG
+        return DataLoader(ListDataset(self.examples[split]), batch_sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers, generator=torch.Generator())
 
     def train_dataloader(self):
         return self._loader("train", True)

@@ -32,6 +32,12 @@ def load(*overrides):
     (["seed=-1", "task=copy"], "seed: invalid value -1; allowed: a number >= 0"),
     (["task=copy", "trainer.accelerator=tpu"], "trainer.accelerator: invalid value 'tpu'; allowed: cpu, gpu, auto"),
     (["task=copy", "model.dropout=1.0"], "model.dropout: invalid value 1.0; allowed: a number < 1"),
+    (["task=copy", "optim.lr_decay=0.5", "optim.plateau_factor=0.5"],
+     "optim.lr_decay: conflicts with plateau_factor; allowed: one of them"),
+    (["task=copy", "model.init_range=0.1", "model.recurrent_init=orthogonal"],
+     "model.init_range: overrides recurrent_init='orthogonal'; allowed: one of them"),
+    (["task=copy", "trainer.test_on=first"], "trainer.test_on: invalid value 'first'; allowed: last, best"),
+    (["task=copy", "trainer.monitor=test/loss"], "trainer.monitor: invalid value 'test/loss'; allowed: a validation metric"),
 ])
 def test_bad_values_give_one_line_naming_field_and_allowed(overrides, message):
     with pytest.raises(C.ConfigError) as e:

@@ -57,3 +57,19 @@ def test_ddp_subprocess_launcher_via_cli(tmp_path):
                         "trainer.strategy=ddp", "--store", str(store), "--wandb", "disabled"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and ": done" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_ddp_lm_checkpoint_keeps_every_ranks_carried_state(tmp_path, data_dir):
+    from bench.train import run
+
+    cfg = C.load(None, ["task=tinyshakespeare", "task.max_train=4000", "task.bptt=20", "task.batch_size=8",
+                        "task.eval_batch_size=4", "model.hidden_size=8", "model.embedding_size=8",
+                        "trainer.max_steps=6", "trainer.val_every=3", "trainer.limit_val_batches=1",
+                        "trainer.devices=2", "trainer.strategy=ddp_spawn"])
+    r = run(cfg, tmp_path, wandb_mode="disabled")
+    assert r["status"] == "done", r
+    carry = torch.load(Store(tmp_path).checkpoint(cfg.hash), map_location="cpu", weights_only=True)["lm_carry"]
+    assert carry["world"] == 2
+    for s in carry["states"]:   # (world, layers, streams per rank, hidden): the ranks read other rows
+        assert s.shape == (2, 1, 4, 8) and not torch.equal(s[0], s[1])

@@ -9,7 +9,7 @@ import torch
 
 from bench.config import ConfigError, load
 from tasks.registry import task_class
-from tasks.tagging import IGNORE, TaggingTask, span_f1
+from tasks.tagging import IGNORE, SpanF1, TaggingTask, span_f1
 from tasks.text import Vocab
 
 SMALL = ["model.hidden_size=16", "model.embedding_size=16", "model.bidirectional=true"]
@@ -68,6 +68,24 @@ def test_span_f1_is_entity_level():
     assert span_f1(gold, gold) == 1.0
     assert span_f1(gold, [["B-PER", "O", "O", "B-LOC"]]) == pytest.approx(0.5)   # half a name = wrong
     assert span_f1(gold, [["O", "O", "O", "O"]]) == 0.0
+
+
+def test_span_f1_metric_equals_seqeval_and_sums_across_shards():
+    names = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 12, (40,), generator=g)
+    gold = torch.randint(0, 5, (40, 12), generator=g)
+    pred = torch.where(torch.rand(40, 12, generator=g) < 0.7, gold, torch.randint(0, 5, (40, 12), generator=g))
+    rows = lambda t: [[names[i] for i in r[:n]] for r, n in zip(t.tolist(), lengths.tolist())]
+    whole = SpanF1(names)
+    whole.update(pred, gold, lengths)
+    assert whole.compute().item() == pytest.approx(span_f1(rows(gold), rows(pred)), abs=1e-6)
+    # two "ranks" each see half; summing their counts (what DDP reduction does) gives the same F1
+    a, b = SpanF1(names), SpanF1(names)
+    a.update(pred[:17], gold[:17], lengths[:17])
+    b.update(pred[17:], gold[17:], lengths[17:])
+    a.merge_state(b)
+    assert a.compute().item() == pytest.approx(whole.compute().item(), abs=1e-7)
 
 
 @pytest.mark.parametrize("impl", ["auto", "custom"])

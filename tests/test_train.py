@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from bench import config as C
@@ -145,3 +146,94 @@ def test_wandb_offline_run_holds_config_and_metrics(store, monkeypatch):
     csv_losses = [row["train/loss"] for row in Store(store).metrics(cfg.hash) if "train/loss" in row]
     assert losses and losses == csv_losses
     assert any("test/loss" in h for h in history)
+
+
+class _Crash(Exception):
+    pass
+
+
+SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=160", "task.batch_size=16",
+         "model.dropout=0.2", "model.hidden_size=16", "trainer.max_steps=24", "task.eval_size=32"]
+
+
+@pytest.mark.parametrize("overrides,crash_at", [
+    # fixed training set of 10 batches an epoch: the last checkpoint (step 16) is mid-epoch
+    (SYNTH + ["trainer.val_every=4"], 17),
+    # ... or it is at the end of an epoch (step 10)
+    (SYNTH + ["trainer.val_every=5"], 12),
+    # character LM: the carried hidden state must survive the checkpoint too
+    (["task=tinyshakespeare", "task.max_train=4000", "task.bptt=20", "task.batch_size=8",
+     "task.eval_batch_size=4", "model.hidden_size=16", "model.embedding_size=8", "model.dropout=0.1",
+     "trainer.max_steps=30", "trainer.val_every=7", "trainer.limit_val_batches=2"], 17),
+    # bucketed text batches, and test_on=best
+    (["task=sst2", "task.max_train=400", "task.max_eval=64", "task.batch_size=16", "model.hidden_size=16",
+     "model.embedding_size=16", "model.dropout=0.2", "trainer.max_steps=40", "trainer.val_every=9",
+     "trainer.test_on=best"], 17),
+], ids=["synthetic", "synthetic-epoch-end", "lm", "sentiment"])
+def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir, overrides, crash_at):
+    """A run that crashes between checkpoints (mid-epoch or not) and is retried resumes on
+    the batches it had not trained on, with the same state, and ends with the same numbers."""
+    cfg = C.load(None, overrides)
+    clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
+    assert clean["status"] == "done", clean["error"]
+
+    import lightning as L
+    import bench.train as T
+    real = T._trainer
+
+    class CrashAt(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            if trainer.global_step == crash_at:
+                raise _Crash("node lost")
+
+    def crashing(*a, **k):
+        t = real(*a, **k)
+        t.callbacks.append(CrashAt())
+        return t
+    monkeypatch.setattr(T, "_trainer", crashing)
+    crashed = run(cfg, tmp_path / "crashed", wandb_mode="disabled")
+    assert crashed["status"] == "failed" and "node lost" in crashed["error"]
+    monkeypatch.setattr(T, "_trainer", real)
+    resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
+    assert 0 < resumed["resumed_from_step"] < crash_at
+    assert resumed["metrics"] == clean["metrics"]
+    assert resumed.get("tested") == clean.get("tested")
+    steps = lambda root: [(r["step"], r["train/loss"]) for r in Store(root).metrics(cfg.hash) if "train/loss" in r]
+    assert steps(tmp_path / "crashed") == steps(tmp_path / "clean")
+
+
+def test_lr_decay_keeps_lr_then_multiplies_every_epoch():
+    cfg = C.load(None, ["task=adding", "optim.name=sgd", "optim.lr=1.0", "optim.lr_decay=0.5",
+                        "optim.lr_decay_start=2", "model.hidden_size=4"])
+    task = task_class("adding")(cfg)
+    conf = task.module(task.datamodule()).configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == [1.0, 1.0, 0.5, 0.25, 0.125] and conf["lr_scheduler"]["interval"] == "epoch"
+
+
+def test_test_on_best_tests_the_best_validation_checkpoint(store):
+    cfg = C.load(None, ["task=adding", "task.T=6", "trainer.max_steps=120", "optim.lr=0.05",
+                        "trainer.test_on=best", *TINY])
+    r = run(cfg, store, wandb_mode="disabled")
+    vals = [(row["val/loss"], row["step"]) for row in Store(store).metrics(cfg.hash) if "val/loss" in row]
+    best_loss, best_step = min(vals)
+    assert r["tested"] == {"checkpoint": "best", "step": best_step + 1, "val/loss": pytest.approx(best_loss)}
+    ckpt = torch.load(Store(store).run_dir(cfg.hash) / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["global_step"] == best_step + 1
+
+
+def test_init_range_covers_every_weight_of_the_network(store, data_dir):
+    cfg = C.load(None, ["task=ptb", "task.max_train=2000", "task.max_eval=400", "model.hidden_size=16",
+                        "model.embedding_size=16", "model.init_range=0.05", "optim.lr=1e-9", "optim.name=sgd",
+                        "trainer.max_steps=1", "trainer.val_every=1", "trainer.limit_val_batches=1"])
+    r = run(cfg, store, wandb_mode="disabled")
+    state = torch.load(Store(store).checkpoint(cfg.hash), weights_only=True)["state_dict"]
+    assert {k.split(".")[0] for k in state} >= {"embed", "rnn", "head"}
+    for k, w in state.items():
+        if w.is_floating_point():
+            assert w.abs().max() <= 0.05 + 1e-6 and w.std() > 0.02, k    # U(-r, r): std r/sqrt(3)
