@@ -162,7 +162,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
             if not best.best_model_path:
                 raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
             step = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"]
-            result["tested"] = {"checkpoint": "best", "step": int(step), best.monitor: float(best.best_model_score)}
+            score = best.best_model_score  # None in a ddp_spawn parent: only the path comes back
+            result["tested"] = {"checkpoint": "best", "step": int(step),
+                                best.monitor: None if score is None else float(score)}
         tested = trainer.test(module, datamodule=dm, verbose=False,
                               ckpt_path=best.best_model_path if best is not None else None)
         metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
