@@ -79,7 +79,8 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     if t.test_on == "best":
         key, mode = monitor(cfg, task)
         best = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=key, mode=mode,
-                                save_top_k=1, enable_version_counter=False, save_last=False)]
+                                save_top_k=1, enable_version_counter=False, save_last=False,
+                                save_on_train_epoch_end=False)]
     val = dict(check_val_every_n_epoch=1) if t.val_every is None else \
         dict(val_check_interval=t.val_every, check_val_every_n_epoch=None)
     return L.Trainer(
@@ -92,7 +93,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
         logger=loggers, log_every_n_steps=max(1, min(50, (t.val_every or 50) // 2)),
         # best first, so last.ckpt records the best callback's state after this validation
         callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                          enable_version_counter=False),  # the latest, at every validation
+                                          enable_version_counter=False, save_on_train_epoch_end=False),  # the latest, at every validation
                    Timer()],
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,

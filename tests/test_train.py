@@ -161,6 +161,9 @@ SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=16
     (SYNTH + ["trainer.val_every=4"], 17),
     # ... or it is at the end of an epoch (step 10)
     (SYNTH + ["trainer.val_every=5"], 12),
+    # ... validated once an epoch and bounded by max_epochs, with the lr decayed every epoch
+    (SYNTH + ["trainer.val_every=null", "trainer.max_epochs=4", "trainer.max_steps=1000",
+              "optim.lr_decay=0.5", "optim.lr_decay_start=1"], 25),
     # character LM: the carried hidden state must survive the checkpoint too
     (["task=tinyshakespeare", "task.max_train=4000", "task.bptt=20", "task.batch_size=8",
      "task.eval_batch_size=4", "model.hidden_size=16", "model.embedding_size=8", "model.dropout=0.1",
@@ -169,7 +172,7 @@ SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=16
     (["task=sst2", "task.max_train=400", "task.max_eval=64", "task.batch_size=16", "model.hidden_size=16",
      "model.embedding_size=16", "model.dropout=0.2", "trainer.max_steps=40", "trainer.val_every=9",
      "trainer.test_on=best"], 17),
-], ids=["synthetic", "synthetic-epoch-end", "lm", "sentiment"])
+], ids=["synthetic", "synthetic-epoch-end", "max-epochs-lr-decay", "lm", "sentiment"])
 def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir, overrides, crash_at):
     """A run that crashes between checkpoints (mid-epoch or not) and is retried resumes on
     the batches it had not trained on, with the same state, and ends with the same numbers."""
