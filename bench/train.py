@@ -91,9 +91,11 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
         logger=loggers, log_every_n_steps=max(1, min(50, (t.val_every or 50) // 2)),
-        # best first, so last.ckpt records the best callback's state after this validation
+        # last.ckpt: the latest, at every validation (best first, so it records the best callback's
+        # state). Saved at validation end, never train-epoch end: Lightning resumes from the latter
+        # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                          enable_version_counter=False, save_on_train_epoch_end=False),  # the latest, at every validation
+                                          enable_version_counter=False, save_on_train_epoch_end=False),
                    Timer()],
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
