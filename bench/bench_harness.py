@@ -76,7 +76,7 @@ def lightning(cfg, steps: int, warmup: int) -> float:
     task = task_class(cfg.task.name)(cfg)
     timer = StepTimer(warmup)
     with tempfile.TemporaryDirectory() as d:
-        trainer = _trainer(cfg, Path(d), [CSVLogger(d, name="logs")])
+        trainer = _trainer(cfg, Path(d), [CSVLogger(d, name="logs")], task)
         trainer.callbacks.append(timer)
         trainer.limit_val_batches = 0
         trainer.fit(task.module(None), datamodule=task.datamodule())

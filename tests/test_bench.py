@@ -1,0 +1,41 @@
+"""The benchmark entry points run end to end on tiny sizes and print their tables (figures are
+measured by running them, not here)."""
+import re
+
+import pytest
+
+from bench import bench_cells, bench_harness, bench_scaling
+
+
+def rows(text: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first}")]
+
+
+def test_bench_cells_times_every_path_against_its_reference(capsys):
+    bench_cells.main(["--batch", "2", "--T", "3", "--hidden", "4", "--repeats", "1",
+                      "--cells", "lstm,lstm_cifg,gru"])
+    out = capsys.readouterr().out
+    for cell in ("lstm", "lstm_cifg", "gru"):
+        assert re.search(rf"^\| {cell} \| custom \|.*\d+\.\d+x", out, re.M), out
+
+
+def test_bench_cells_rejects_an_unknown_cell():
+    with pytest.raises(SystemExit, match="--cells: unknown cell 'nope'; allowed: .*lstm"):
+        bench_cells.main(["--cells", "nope"])
+
+
+def test_bench_scaling_memory_grows_with_T_in_training_only(capsys):
+    bench_scaling.main(["--cells", "lstm", "--T", "4,8,16", "--batch", "2", "--hidden", "4",
+                        "--input", "3", "--chunk", "4", "--repeats", "1"])
+    fits = {r[1]: r for r in rows(capsys.readouterr().out, "lstm") if len(r) == 8}
+    assert float(fits["train"][6]) > 0            # saved-for-backward MB per step of T
+    assert float(fits["stream"][4]) == 0          # streaming peak memory is flat in T
+
+
+def test_bench_harness_compares_lightning_with_a_bare_loop(capsys):
+    bench_harness.main(["--steps", "3", "--warmup", "1", "--repeats", "1", "model.hidden_size=8", "task.T=5"])
+    out = capsys.readouterr().out
+    table = {r[0]: r for r in rows(out, "") if len(r) == 3 and r[2].endswith("x")}
+    assert table["bare PyTorch loop"][2] == "1.000x"
+    assert float(table["Lightning (rnnbench run setup)"][1]) > 0
