@@ -34,7 +34,8 @@ def test_bench_scaling_memory_grows_with_T_in_training_only(capsys):
 
 
 def test_bench_harness_compares_lightning_with_a_bare_loop(capsys):
-    bench_harness.main(["--steps", "3", "--warmup", "1", "--repeats", "1", "model.hidden_size=8", "task.T=5"])
+    bench_harness.main(["--steps", "3", "--warmup", "1", "--repeats", "1", "model.hidden_size=8", "task.T=5",
+                        "task.batch_size=4", "task.eval_size=8"])
     out = capsys.readouterr().out
     table = {r[0]: r for r in rows(out, "") if len(r) == 3 and r[2].endswith("x")}
     assert table["bare PyTorch loop"][2] == "1.000x"
