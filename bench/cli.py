@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   rnnbench status default
   rnnbench report default --out reports/out/default
   rnnbench leaderboard default --out reports/out/default
+  rnnbench vectors bench/configs/reference/imdb.yaml task.max_len=null --out imdb.w2v.txt
 """
 
 
@@ -34,6 +35,12 @@ def _count(text: str) -> int:
     """A non-negative integer option (0 = automatic)."""
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 0 (0 = automatic)")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1")
     return int(text)
 
 
@@ -90,6 +97,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+
+    p = sub.add_parser("vectors", help="train word2vec vectors on a task's training text (for task.embeddings)")
+    p.add_argument("config", nargs="?", help="YAML run config whose task names the text")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. task=imdb task.max_len=null")
+    p.add_argument("--out", required=True, help="output file (word2vec text format)")
+    p.add_argument("--splits", default="train", help="comma-separated splits to read (default: train)")
+    p.add_argument("--dim", type=_positive, default=300, help="vector size (= model.embedding_size of the runs)")
+    p.add_argument("--window", type=_positive, default=5)
+    p.add_argument("--min-count", type=_positive, default=5)
+    p.add_argument("--epochs", type=_positive, default=5)
+    p.add_argument("--sg", action="store_true", help="skip-gram (default: CBOW)")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--workers", type=_positive, default=1, help="more than 1 is faster but not reproducible")
 
     from reports.cli import add_parsers
     add_parsers(sub)
@@ -225,11 +245,25 @@ def cmd_sample(a) -> int:
     return 0
 
 
+def cmd_vectors(a) -> int:
+    from bench import config as C
+    from bench.word_vectors import sentences, train_vectors
+
+    path, overrides = _split(a.config, a.overrides)
+    cfg = C.load(path, overrides)
+    splits = [s.strip() for s in a.splits.split(",") if s.strip()]
+    sents = sentences(cfg.task, splits)
+    print(f"{len(sents)} texts, {sum(map(len, sents))} tokens ({', '.join(splits)})", file=sys.stderr)
+    n = train_vectors(sents, a.out, a.dim, a.window, a.min_count, a.epochs, a.sg, a.seed, a.workers)
+    print(f"wrote {n} vectors of size {a.dim} to {a.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     _quiet()
     a = parser().parse_args(argv)
     handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config,
-                "sample": cmd_sample}
+                "sample": cmd_sample, "vectors": cmd_vectors}
     try:
         if a.cmd in handlers:
             return handlers[a.cmd](a)

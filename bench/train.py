@@ -148,6 +148,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         if cfg.model.init_range is not None:
             from models.init import uniform_all_
             uniform_all_(module, cfg.model.init_range)
+        pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
+        if pretrained:
+            result["pretrained"] = pretrained
         result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
                       params=sum(p.numel() for p in module.parameters()))
         csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))

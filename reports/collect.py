@@ -185,15 +185,16 @@ def fmt_value(v) -> str:
     return str(v)
 
 
-def _task_info(name: str, config: dict) -> tuple[str, str, dict, bool]:
-    """(primary, mode, baseline, long_dependency) from the task class (runs without result.json)."""
+def _task_info(name: str, config: dict, baseline: bool = True) -> tuple[str, str, dict, bool]:
+    """(primary, mode, baseline, long_dependency) from the task class (runs without result.json);
+    `baseline=False` skips computing the baseline (it may load the data set)."""
     try:
         from bench.config import resolve
         from tasks.registry import task_class
 
         cls = task_class(name)
         try:
-            baseline = cls(resolve(config)).baseline()
+            baseline = cls(resolve(config)).baseline() if baseline else {}
         except Exception:
             baseline = {}
         return cls.primary, cls.mode, baseline, bool(getattr(cls, "long_dependency", False))
@@ -236,7 +237,9 @@ def group(runs: list[Run]) -> list[TaskGroup]:
         task_cfg = run.config.get("task") or {}
         tkey = config_hash({"task": task_cfg})
         if tkey not in tasks:
-            primary, mode, baseline, longdep = _task_info(task_cfg.get("name", "?"), run.config)
+            known = any((r.result or {}).get("baseline") for r in runs
+                        if config_hash({"task": r.config.get("task") or {}}) == tkey)
+            primary, mode, baseline, longdep = _task_info(task_cfg.get("name", "?"), run.config, not known)
             tasks[tkey] = TaskGroup(tkey, task_cfg.get("name", "?"), task_cfg, primary, mode, baseline,
                                     long_dependency=longdep or "T" in task_cfg)
         g = tasks[tkey]

@@ -63,6 +63,11 @@ class Task:
     def module(self, datamodule: L.LightningDataModule) -> L.LightningModule:
         raise NotImplementedError
 
+    def pretrained(self, module: L.LightningModule) -> dict:
+        """Load pretrained parts (e.g. word vectors) into a freshly initialised module; returns what
+        was loaded (file, checksum, coverage) for the run's record. Default: nothing."""
+        return {}
+
     def baseline(self) -> dict[str, float]:
         """Scores of the trivial predictor, reported beside the model's (e.g. {'loss': ...})."""
         return {}

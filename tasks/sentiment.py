@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,8 @@ from torch import nn
 
 from bench.config import opt
 from tasks.base import Task, TaskModule
-from tasks.text import (TextDataConfig, TextDataModule, Vocab, column_list, lengths_to_mask, pad,
-                        token_column)
+from tasks.text import (TextDataConfig, TextDataModule, Vocab, column_list, init_embedding,
+                        lengths_to_mask, pad, token_column)
 
 SPLITS = ("train", "validation", "test")
 
@@ -38,6 +39,9 @@ class SentimentConfig(TextDataConfig):
     pool: str = opt("last", choices=("last", "max", "mean"),
                     help="sequence summary: last valid state (both directions), or masked max/mean over time")
     embed_dropout: float = opt(0.0, ge=0, lt=1, help="dropout on the word embeddings")
+    embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
+                                    "for the training-vocab words; width = model.embedding_size")
+    freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
 
 
 class SentimentData(TextDataModule):
@@ -149,8 +153,15 @@ class SentimentTask(Task):
     def module(self, datamodule=None) -> SentimentModule:
         dm = datamodule or self.datamodule()
         dm.setup()
-        return SentimentModule(self.run, len(dm.vocabs["word"]), dm.vocabs["word"].pad_id,
-                               len(dm.vocabs["label"]))
+        word = dm.vocabs["word"]
+        return SentimentModule(self.run, len(word), word.pad_id, len(dm.vocabs["label"]))
+
+    def pretrained(self, module) -> dict:
+        if not self.cfg.embeddings:
+            return {}
+        dm = self.datamodule()
+        dm.setup()
+        return init_embedding(module.embed, dm.vocabs["word"], self.cfg.embeddings, self.cfg.freeze_embeddings)
 
     def baseline(self) -> dict:
         """Majority training label on the test split."""

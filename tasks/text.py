@@ -35,6 +35,9 @@ Vocabulary  -- `Vocab.build(token_lists, min_freq=1, max_size=None, specials=(PA
 `v.decode(ids)`, `v[token]`, `len(v)`, `v.pad_id`, `v.unk_id`, `v.itos`. `v.to_dict()` is plain
 dicts/lists/strings (safe for `torch.load(weights_only=True)`); `Vocab.from_dict(d)` restores.
 
+Word vectors  -- `init_embedding(embed, vocab, path, freeze)` starts the rows of the training-vocab
+words from a GloVe / word2vec text file (`rnnbench vectors` makes one with gensim).
+
 Batches  -- `BucketBatchSampler(lengths, batch_size, shuffle, seed, pool=50)`: batches of similar
 lengths, a pure function of (seed, epoch) (`set_epoch`, called by Lightning every epoch), sharded
 over ranks when torch.distributed is initialised. `pad(seqs, value) -> (B, T) tensor, lengths`;
@@ -50,6 +53,7 @@ vocabularies travel inside Lightning checkpoints.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import re
@@ -513,6 +517,59 @@ class Vocab:
 def char_vocab(token_lists: Iterable[Iterable[str]], min_freq: int = 1) -> Vocab:
     """Character vocabulary over the words of `token_lists` (pass the training split only)."""
     return Vocab.build(((ch for tok in toks for ch in tok) for toks in token_lists), min_freq=min_freq)
+
+
+# ---------------------------------------------------------------- pretrained word vectors
+
+
+VECTORS_HELP = ("word vectors as text, one 'word v1 ... vD' a line (GloVe; the word2vec text format's "
+                "'count dim' first line is skipped), .gz allowed")
+
+
+def load_vectors(path, vocab: "Vocab", dim: int, field: str = "task.embeddings") -> dict[str, list[float]]:
+    """Vectors of the `vocab` words found in a GloVe / word2vec text file (first occurrence wins)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{field}: file {p} not found; expected {VECTORS_HELP}")
+    rows: dict[str, list[float]] = {}
+    with _open(p) as f:
+        for i, line in enumerate(f, 1):
+            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if i == 1 and len(parts) == 2 and all(x.isdigit() for x in parts):
+                continue
+            if len(parts) != dim + 1:
+                raise ValueError(f"{p} line {i}: {len(parts) - 1} numbers, but model.embedding_size is {dim}; "
+                                 f"expected {VECTORS_HELP}")
+            if parts[0] in vocab and parts[0] not in rows:
+                try:
+                    rows[parts[0]] = [float(x) for x in parts[1:]]
+                except ValueError:
+                    raise ValueError(f"{p} line {i}: malformed; expected {VECTORS_HELP}") from None
+    return rows
+
+
+def init_embedding(embed: torch.nn.Embedding, vocab: "Vocab", path, freeze: bool = False,
+                   field: str = "task.embeddings") -> dict:
+    """Start the rows of `vocab` words found in the vectors file from their vectors; the other rows
+    keep their init, rescaled to the vectors' standard deviation; the pad row is zero. `freeze`
+    stops their training. Returns {"embeddings": path, "sha256", "words_found", "vocab_size"}."""
+    rows = load_vectors(path, vocab, embed.embedding_dim, field)
+    if not rows:
+        raise ConfigError(f"{field}: no word of the training vocabulary is in {path}")
+    vec = torch.tensor(list(rows.values()), dtype=embed.weight.dtype)
+    idx = torch.tensor([vocab[w] for w in rows])
+    with torch.no_grad():
+        w = embed.weight
+        w.mul_(vec.std() / w.std().clamp(min=1e-12))
+        w[idx] = vec
+        if embed.padding_idx is not None:
+            w[embed.padding_idx] = 0
+    embed.weight.requires_grad_(not freeze)
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"embeddings": str(path), "sha256": digest.hexdigest(), "words_found": len(rows), "vocab_size": len(vocab)}
 
 
 # ---------------------------------------------------------------- batching and padding

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import ConfigError, opt
+from bench.config import opt
 from tasks import text
 from tasks.base import Task, TaskModule
 

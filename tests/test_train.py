@@ -234,7 +234,7 @@ def test_init_range_covers_every_weight_of_the_network(store, data_dir):
     cfg = C.load(None, ["task=ptb", "task.max_train=2000", "task.max_eval=400", "model.hidden_size=16",
                         "model.embedding_size=16", "model.init_range=0.05", "optim.lr=1e-9", "optim.name=sgd",
                         "trainer.max_steps=1", "trainer.val_every=1", "trainer.limit_val_batches=1"])
-    r = run(cfg, store, wandb_mode="disabled")
+    run(cfg, store, wandb_mode="disabled")
     state = torch.load(Store(store).checkpoint(cfg.hash), weights_only=True)["state_dict"]
     assert {k.split(".")[0] for k in state} >= {"embed", "rnn", "head"}
     for k, w in state.items():
