@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +18,14 @@ from torch import nn
 
 from bench.config import opt
 from tasks.base import Task, TaskModule
-from tasks.text import (TextDataConfig, TextDataModule, Vocab, column_list, init_embedding,
+from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, column_list,
                         lengths_to_mask, pad, token_column)
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class SentimentConfig(TextDataConfig):
+class SentimentConfig(WordVectorsConfig):
     # defaults: SST-2 sentence level (stsa.binary); presets: bench/configs/task/{sst2,imdb}.yaml
     dataset: str = opt("SetFit/sst2", help="hub data set id (used when no local data dir is set)")
     format: str = opt("label_text", choices=TextDataConfig.__dataclass_fields__["format"].metadata["choices"],
@@ -39,9 +38,6 @@ class SentimentConfig(TextDataConfig):
     pool: str = opt("last", choices=("last", "max", "mean"),
                     help="sequence summary: last valid state (both directions), or masked max/mean over time")
     embed_dropout: float = opt(0.0, ge=0, lt=1, help="dropout on the word embeddings")
-    embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
-                                    "for the training-vocab words; width = model.embedding_size")
-    freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
 
 
 class SentimentData(TextDataModule):
@@ -136,7 +132,7 @@ class SentimentModule(TaskModule):
         self._eval(batch, "test")
 
 
-class SentimentTask(Task):
+class SentimentTask(WordVectorsTask, Task):
     Config = SentimentConfig
     primary = "test/acc"
     mode = "max"
@@ -155,13 +151,6 @@ class SentimentTask(Task):
         dm.setup()
         word = dm.vocabs["word"]
         return SentimentModule(self.run, len(word), word.pad_id, len(dm.vocabs["label"]))
-
-    def pretrained(self, module) -> dict:
-        if not self.cfg.embeddings:
-            return {}
-        dm = self.datamodule()
-        dm.setup()
-        return init_embedding(module.embed, dm.vocabs["word"], self.cfg.embeddings, self.cfg.freeze_embeddings)
 
     def baseline(self) -> dict:
         """Majority training label on the test split."""

@@ -20,8 +20,8 @@ from torch import nn
 
 from bench.config import opt
 from tasks.base import Task, TaskModule
-from tasks.text import (TextDataConfig, TextDataModule, Vocab, char_vocab, column_list, init_embedding,
-                        pad, token_column)
+from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, char_vocab,
+                        column_list, pad, token_column)
 
 SPLITS = ("train", "validation", "test")
 IGNORE = -100
@@ -29,7 +29,7 @@ MAX_WORD_CHARS = 20
 
 
 @dataclass
-class TaggingConfig(TextDataConfig):
+class TaggingConfig(WordVectorsConfig):
     # defaults: UD English EWT UPOS; presets: bench/configs/task/{ud_pos,conll_ner}.yaml
     dataset: str = opt("universal-dependencies/universal_dependencies",
                        help="hub data set id (used when no local data dir is set)")
@@ -54,9 +54,6 @@ class TaggingConfig(TextDataConfig):
     embed_dropout: float = opt(0.0, ge=0, lt=1, help="dropout on the word (+char) features")
     unk_replace: float = opt(0.0, ge=0, lt=1,
                              help="training: replace a word seen once in train by <unk> with this probability")
-    embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
-                                    "for the training-vocab words; width = model.embedding_size")
-    freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
 
     def check(self, path: str) -> None:
         if self.max_len is not None:
@@ -252,7 +249,7 @@ class TaggingModule(TaskModule):
         self._eval(batch, "test")
 
 
-class TaggingTask(Task):
+class TaggingTask(WordVectorsTask, Task):
     Config = TaggingConfig
     primary = "test/acc"
     mode = "max"
@@ -273,13 +270,6 @@ class TaggingTask(Task):
         n_chars = len(dm.vocabs["char"]) if "char" in dm.vocabs else 0
         word = dm.vocabs["word"]
         return TaggingModule(self.run, len(word), word.pad_id, dm.vocabs["tag"], n_chars)
-
-    def pretrained(self, module) -> dict:
-        if not self.cfg.embeddings:
-            return {}
-        dm = self.datamodule()
-        dm.setup()
-        return init_embedding(module.embed, dm.vocabs["word"], self.cfg.embeddings, self.cfg.freeze_embeddings)
 
     def baseline(self) -> dict:
         dm = self.datamodule()

@@ -36,7 +36,8 @@ Vocabulary  -- `Vocab.build(token_lists, min_freq=1, max_size=None, specials=(PA
 dicts/lists/strings (safe for `torch.load(weights_only=True)`); `Vocab.from_dict(d)` restores.
 
 Word vectors  -- `init_embedding(embed, vocab, path, freeze)` starts the rows of the training-vocab
-words from a GloVe / word2vec text file (`rnnbench vectors` makes one with gensim).
+words from a GloVe / word2vec text file (`rnnbench vectors` makes one with gensim). A family gets
+`task.embeddings` / `task.freeze_embeddings` by subclassing `WordVectorsConfig` and `WordVectorsTask`.
 
 Batches  -- `BucketBatchSampler(lengths, batch_size, shuffle, seed, pool=50)`: batches of similar
 lengths, a pure function of (seed, epoch) (`set_epoch`, called by Lightning every epoch), sharded
@@ -110,6 +111,15 @@ class TextDataConfig:
     batch_size: int = opt(32, ge=1)
     eval_batch_size: Optional[int] = opt(None, ge=1, help="default: batch_size")
     bucket_pool: int = opt(50, ge=1, help="batches per length-sorted pool (1 = no bucketing)")
+
+
+@dataclass
+class WordVectorsConfig(TextDataConfig):
+    """TextDataConfig plus pretrained word vectors (families whose module has a word `embed`)."""
+
+    embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
+                                    "for the training-vocab words; width = model.embedding_size")
+    freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
 
 
 # ---------------------------------------------------------------- local-file parsers
@@ -570,6 +580,17 @@ def init_embedding(embed: torch.nn.Embedding, vocab: "Vocab", path, freeze: bool
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return {"embeddings": str(path), "sha256": digest.hexdigest(), "words_found": len(rows), "vocab_size": len(vocab)}
+
+
+class WordVectorsTask:
+    """Task mixin: `task.embeddings` into `module.embed`, for the datamodule's "word" vocabulary."""
+
+    def pretrained(self, module) -> dict:
+        if not self.cfg.embeddings:
+            return {}
+        dm = self.datamodule()
+        dm.setup()
+        return init_embedding(module.embed, dm.vocabs["word"], self.cfg.embeddings, self.cfg.freeze_embeddings)
 
 
 # ---------------------------------------------------------------- batching and padding

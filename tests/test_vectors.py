@@ -133,6 +133,7 @@ def test_word_vectors_tool_min_count_one_line(tmp_path, capsys):
     from bench.cli import main
 
     assert main(["vectors", *write_sentiment(tmp_path), "--out", str(tmp_path / "x"), "--min-count", "1000"]) == 2
+    # 54 texts: the 60 written less the validation carve
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "rnnbench vectors: error: --min-count: no word occurs 1000 times in the 54 texts"  # 60 less the validation carve
+        "rnnbench vectors: error: --min-count: no word occurs 1000 times in the 54 texts"
     assert not (tmp_path / "x").exists()
