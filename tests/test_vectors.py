@@ -137,3 +137,15 @@ def test_word_vectors_tool_min_count_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "rnnbench vectors: error: --min-count: no word occurs 1000 times in the 54 texts"
     assert not (tmp_path / "x").exists()
+
+
+def test_train_with_a_missing_vectors_file_fails_in_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    missing = tmp_path / "none.txt"
+    code = main(["train", *write_sentiment(tmp_path), f"task.embeddings={missing}", "model.embedding_size=4",
+                 "model.hidden_size=4", "trainer.max_steps=2", "--store", str(tmp_path / "store"),
+                 "--wandb", "disabled"])
+    assert code == 1
+    assert f"  error: ConfigError: task.embeddings: file {missing} not found; expected {HELP}" in \
+        capsys.readouterr().out.splitlines()
