@@ -25,9 +25,14 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line naming the field and what is allowed."""
 
 
-def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = ""):
-    """A config field with its allowed values. `choices` may be a callable (late-bound registry)."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help}
+def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = "",
+        new: bool = False):
+    """A config field with its allowed values. `choices` may be a callable (late-bound registry).
+
+    `new=True` marks a field added after runs were stored: while it holds its default it is left
+    out of the config hash, so adding it changes no existing run's hash (every field added from
+    now on sets it)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help, "new": new}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -208,7 +213,23 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        return config_hash(self.to_dict())
+        return config_hash(hash_view(self))
+
+
+def hash_view(obj) -> dict:
+    """The dict a config is hashed from: `to_dict`, less `new` fields still at their defaults."""
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            out[f.name] = hash_view(value)
+            continue
+        if f.metadata.get("new"):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if value == default:
+                continue
+        out[f.name] = copy.deepcopy(value)
+    return out
 
 
 def config_hash(d: dict, n: int = 12) -> str:
