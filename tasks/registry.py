@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "sentiment": "tasks.sentiment:SentimentTask",
     "tagging": "tasks.tagging:TaggingTask",
     "timeseries": "tasks.timeseries:TimeSeriesTask",
+    "pixels": "tasks.pixels:PixelTask",
 }
 
 
