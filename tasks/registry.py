@@ -10,6 +10,7 @@ TASKS: dict[str, str] = {
     "translation": "tasks.translation:TranslationTask",
     "sentiment": "tasks.sentiment:SentimentTask",
     "tagging": "tasks.tagging:TaggingTask",
+    "treebank": "tasks.treebank:TreebankTask",
 }
 
 
