@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from models.registry import CELLS, TREE_CELLS, cell_class
 
 # LSTM-family switches (Greff et al. 2015); a cell lists the ones it supports in `switches`.

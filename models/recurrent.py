@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 from models import init as minit
 from models.registry import CELLS, TREE_CELLS, cell_class
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional
+from typing import Optional, Protocol
 
 import lightning as L
 import torch
@@ -42,6 +42,12 @@ def batches_done(trainer) -> int:
     """Training batches of the current epoch done before a mid-epoch resume; 0 otherwise."""
     loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
     return loop.batch_progress.current.completed if loop is not None and loop.restarting else 0
+
+
+class TaskConfig(Protocol):
+    """What the runner needs of a task family's config dataclass (each family defines its own)."""
+
+    name: str
 
 
 class Task:

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from models.registry import TREE_CELLS, cell_class
 from models.tree.base import batch_trees
 from tasks.base import Task

@@ -262,7 +262,8 @@ def test_adagrad_and_binary_classes():
 
 def test_sweep_report_and_leaderboard_over_the_family(tmp_path):
     from bench.store import Store
-    from bench.sweep import LocalExecutor, expand
+    from bench.sweep import expand
+    from bench.train import run
     from reports.leaderboard import build_leaderboard
     from reports.report import build_report
 
@@ -278,12 +279,12 @@ parameters:
       - {cell: treelstm_childsum, hidden_size: 8, embedding_size: 8}
   seed: {values: [0, 1]}
   optim: {value: adagrad}
-  trainer: {value: {max_steps: 6, val_every: 3}}
+  trainer: {value: {max_steps: 4, val_every: 2}}
 """)
     name, cfgs = expand(path)
     store = Store(tmp_path / "results")
-    states = LocalExecutor(store, name, workers=2, threads=1, progress=False, wandb_mode="disabled").run(cfgs)
-    assert list(states.values()) == ["done"] * 4
+    store.record_sweep(name, [c.hash for c in cfgs])      # as the executor does; runs in this process
+    assert [run(c, store.root, sweep=name, wandb_mode="disabled")["status"] for c in cfgs] == ["done"] * 4
     md = build_report(store, [name], tmp_path / "report").read_text()
     assert "test/fine_root" in md and "recnn" in md and "treelstm_childsum" in md
     paths = build_leaderboard(store, [name], tmp_path / "lb")
