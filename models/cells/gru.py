@@ -6,6 +6,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from models.cells import kernels
 from models.cells.base import Cell
 
 
@@ -112,6 +113,7 @@ class GRUCell(Cell):
 
     def scan(self, xp, state, mask=None):
         dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
-        hs, hT = _GRUScan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),
-                                self.bias_hh[2 * self.hidden_size:].to(dt), mask, torch.is_grad_enabled())
+        scan = kernels.GRUScan if kernels.usable(xp) else _GRUScan      # C++ scan on CPU
+        hs, hT = scan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),
+                            self.bias_hh[2 * self.hidden_size:].to(dt), mask, torch.is_grad_enabled())
         return hs, (hT,)
