@@ -23,7 +23,49 @@ __m256d Sleef_expd4_u10avx2(__m256d);
 __m256d Sleef_tanhd4_u10avx2(__m256d);
 }
 
+// Fortran BLAS of torch's own build (MKL on x86 wheels); weak, so a build without it falls back
+// to ATen matmuls. Row-major helpers below; every matrix is contiguous.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
+
 namespace {
+
+inline void blas(char ta, char tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                 float beta, float* c, int ldc) {
+  const float one = 1.f;
+  sgemm_(&ta, &tb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+inline void blas(char ta, char tb, int m, int n, int k, const double* a, int lda, const double* b, int ldb,
+                 double beta, double* c, int ldc) {
+  const double one = 1.;
+  dgemm_(&ta, &tb, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+template <typename T> inline bool have_blas();
+template <> inline bool have_blas<float>() { return sgemm_ != nullptr; }
+template <> inline bool have_blas<double>() { return dgemm_ != nullptr; }
+
+template <typename T> inline Tensor wrap(const T* p, int64_t r, int64_t c) {
+  return at::from_blob(const_cast<T*>(p), {r, c}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// out (r x n) = beta * out + x (r x k) . w^T, w (n x k): the recurrent matmul of a forward step
+template <typename T> void mm_xwt(T* out, const T* x, const T* w, int64_t r, int64_t n, int64_t k, T beta) {
+  if (have_blas<T>()) return blas('T', 'N', n, r, k, w, k, x, k, beta, out, n);
+  Tensor o = wrap(out, r, n);
+  if (beta == T(0)) at::mm_out(o, wrap(x, r, k), wrap(w, n, k).t());
+  else o.addmm_(wrap(x, r, k), wrap(w, n, k).t());
+}
+// out (r x n) = beta * out + d (r x k) . w, w (k x n): the recurrent matmul of a backward step
+template <typename T> void mm_dw(T* out, const T* d, const T* w, int64_t r, int64_t n, int64_t k, T beta) {
+  if (have_blas<T>()) return blas('N', 'N', n, r, k, w, n, d, k, beta, out, n);
+  Tensor o = wrap(out, r, n);
+  if (beta == T(0)) at::mm_out(o, wrap(d, r, k), wrap(w, k, n));
+  else o.addmm_(wrap(d, r, k), wrap(w, k, n));
+}
 
 // in place over n contiguous values: p = sigmoid(p) = 1 / (1 + exp(-p)), or p = tanh(p)
 template <typename T> void vsig(T* p, int64_t n);
@@ -94,17 +136,17 @@ void lstm_fwd_loop(const Spec& sp, const Tensor& xp, Tensor& S, Tensor& C, Tenso
   const T* pci = sp.peep && sp.oi >= 0 ? w_ci.data_ptr<T>() : nullptr;
   const T* pcf = sp.peep && sp.of >= 0 ? w_cf.data_ptr<T>() : nullptr;
   const T* pco = sp.peep && sp.oo >= 0 ? w_co.data_ptr<T>() : nullptr;
-  Tensor rt = w_rec.t();
   std::vector<T> cbuf(H);
+  const T* pw = w_rec.data_ptr<T>();
   for (int64_t t = 0; t < Tn; ++t) {
-    Tensor a = A[keep ? t : 0];
-    at::addmm_out(a, xp[t], S[t], rt);
-    T* pa = a.data_ptr<T>();
-    const T* cp = C[keep ? t : t % 2].data_ptr<T>();
-    T* cn = C[keep ? t + 1 : (t + 1) % 2].data_ptr<T>();
-    T* hcp = sp.out_act ? HC[keep ? t : 0].data_ptr<T>() : nullptr;
-    const T* sp_prev = S[t].data_ptr<T>();
-    T* sn = S[t + 1].data_ptr<T>();
+    T* pa = A.data_ptr<T>() + (keep ? t : 0) * B * GH;
+    std::memcpy(pa, xp.data_ptr<T>() + t * B * GH, B * GH * sizeof(T));
+    mm_xwt<T>(pa, S.data_ptr<T>() + t * B * HS, pw, B, GH, HS, T(1));
+    const T* cp = (C.data_ptr<T>() + (keep ? t : t % 2) * C.stride(0));
+    T* cn = (C.data_ptr<T>() + (keep ? t + 1 : (t + 1) % 2) * C.stride(0));
+    T* hcp = sp.out_act ? (HC.data_ptr<T>() + (keep ? t : 0) * HC.stride(0)) : nullptr;
+    const T* sp_prev = (S.data_ptr<T>() + (t) * S.stride(0));
+    T* sn = (S.data_ptr<T>() + (t + 1) * S.stride(0));
     for (int64_t b = 0; b < B; ++b) {
       const bool m = mk ? mk[t * B + b] : true;
       T* ar = pa + b * GH;
@@ -159,6 +201,7 @@ std::vector<Tensor> lstm_forward(Tensor xp, Tensor h0, Tensor c0, Tensor a0, Ten
                                  bool keep) {
   const Spec sp(spec);
   xp = xp.contiguous();
+  w_rec = w_rec.contiguous();
   const int64_t Tn = xp.size(0), B = xp.size(1), GH = xp.size(2), H = h0.size(-1);
   Tensor S = xp.new_empty({Tn + 1, B, w_rec.size(1)});
   S[0].narrow(1, 0, H).copy_(h0);
@@ -189,15 +232,16 @@ void lstm_bwd_loop(const Spec& sp, const Tensor& dhs, Tensor& G, Tensor& G2, Ten
   const int64_t si = sp.fgr && sp.oi >= 0 ? H + sp.src(sp.oi) * H : -1;
   const int64_t sf = sp.fgr && sp.of >= 0 ? H + sp.src(sp.of) * H : -1;
   const T* pdhs = dhs.data_ptr<T>();
+  std::vector<T> dcb(H);
   for (int64_t t = Tn - 1; t >= 0; --t) {
     T* g_ = G.data_ptr<T>();      // [dh | da] (B, HS), gradient w.r.t. the state after step t
     T* dc_ = DC.data_ptr<T>();
     T* dc2 = DC2.data_ptr<T>();
-    const T* pa = A[t].data_ptr<T>();
-    T* pd = dA[t].data_ptr<T>();
-    const T* cp = C[t].data_ptr<T>();
-    const T* cn = C[t + 1].data_ptr<T>();
-    const T* hcp = sp.out_act ? HC[t].data_ptr<T>() : nullptr;
+    const T* pa = (A.data_ptr<T>() + (t) * A.stride(0));
+    T* pd = (dA.data_ptr<T>() + (t) * dA.stride(0));
+    const T* cp = (C.data_ptr<T>() + (t) * C.stride(0));
+    const T* cn = (C.data_ptr<T>() + (t + 1) * C.stride(0));
+    const T* hcp = sp.out_act ? (HC.data_ptr<T>() + (t) * HC.stride(0)) : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       T* gr = g_ + b * HS;
       const T* dhr = pdhs + (t * B + b) * H;
@@ -209,50 +253,65 @@ void lstm_bwd_loop(const Spec& sp, const Tensor& dhs, Tensor& G, Tensor& G2, Ten
         continue;
       }
       const T* a = pa + b * GH;
-      for (int64_t j = 0; j < H; ++j) {
-        const T dh = gr[j], c0 = cp[b * H + j];
-        const T hc = sp.out_act ? hcp[b * H + j] : cn[b * H + j];
-        T dc = dc_[b * H + j], dhc = dh;
-        if (sp.oo >= 0) {
-          const T o = a[sp.oo + j];
-          T dO = dh * hc;
-          if (so >= 0) dO += gr[so + j];
-          const T dpo = dO * o * (T(1) - o);
-          d[sp.oo + j] = dpo;
-          dhc = dh * o;
-          if (pco) dc += dpo * pco[j];
+      const T* c0 = cp + b * H;
+      const T* hc = sp.out_act ? hcp + b * H : cn + b * H;
+      T* dc = dcb.data();                  // total gradient w.r.t. c^t
+      const T* dcin = dc_ + b * H;
+      T* dcp = dc2 + b * H;                // -> gradient w.r.t. c^{t-1}
+      if (sp.oo >= 0) {
+        const T* o = a + sp.oo;
+        T* dpo = d + sp.oo;
+        const T* dao = so >= 0 ? gr + so : nullptr;
+        for (int64_t j = 0; j < H; ++j) {
+          const T dO = gr[j] * hc[j] + (dao ? dao[j] : T(0));
+          dpo[j] = dO * o[j] * (T(1) - o[j]);
+          const T dhc = gr[j] * o[j];
+          dc[j] = dcin[j] + (sp.out_act ? dhc * (T(1) - hc[j] * hc[j]) : dhc) + (pco ? dpo[j] * pco[j] : T(0));
         }
-        dc += sp.out_act ? dhc * (T(1) - hc * hc) : dhc;
-        const T g = a[sp.og + j];
-        const T i = sp.oi >= 0 ? a[sp.oi + j] : T(1);
-        const T dg = dc * i;
-        T dcp;
-        if (sp.coupled) {
-          T di = dc * (g - c0);
-          if (si >= 0) di += gr[si + j];
-          d[sp.oi + j] = di * i * (T(1) - i);
-          dcp = dc - dg;
-        } else {
-          const T f = sp.of >= 0 ? a[sp.of + j] : T(1);
-          if (sp.oi >= 0) {
-            T di = dc * g;
-            if (si >= 0) di += gr[si + j];
-            d[sp.oi + j] = di * i * (T(1) - i);
-          }
-          if (sp.of >= 0) {
-            T df = dc * c0;
-            if (sf >= 0) df += gr[sf + j];
-            d[sp.of + j] = df * f * (T(1) - f);
-          }
-          dcp = dc * f;
-        }
-        d[sp.og + j] = sp.in_act ? dg * (T(1) - g * g) : dg;
-        if (pci) dcp += d[sp.oi + j] * pci[j];
-        if (pcf) dcp += d[sp.of + j] * pcf[j];
-        dc2[b * H + j] = dcp;
+      } else {
+        for (int64_t j = 0; j < H; ++j)
+          dc[j] = dcin[j] + (sp.out_act ? gr[j] * (T(1) - hc[j] * hc[j]) : gr[j]);
       }
+      const T* g = a + sp.og;
+      const T* i = sp.oi >= 0 ? a + sp.oi : nullptr;
+      const T* f = sp.of >= 0 ? a + sp.of : nullptr;
+      T* dpg = d + sp.og;
+      if (i) for (int64_t j = 0; j < H; ++j) dpg[j] = dc[j] * i[j];      // dg, activation below
+      else for (int64_t j = 0; j < H; ++j) dpg[j] = dc[j];
+      if (sp.coupled) {                    // c = c0 + i (g - c0)
+        T* dpi = d + sp.oi;
+        const T* dai = si >= 0 ? gr + si : nullptr;
+        for (int64_t j = 0; j < H; ++j) {
+          const T di = dc[j] * (g[j] - c0[j]) + (dai ? dai[j] : T(0));
+          dpi[j] = di * i[j] * (T(1) - i[j]);
+          dcp[j] = dc[j] - dpg[j];
+        }
+      } else {
+        if (i) {
+          T* dpi = d + sp.oi;
+          const T* dai = si >= 0 ? gr + si : nullptr;
+          for (int64_t j = 0; j < H; ++j) {
+            const T di = dc[j] * g[j] + (dai ? dai[j] : T(0));
+            dpi[j] = di * i[j] * (T(1) - i[j]);
+          }
+        }
+        if (f) {
+          T* dpf = d + sp.of;
+          const T* daf = sf >= 0 ? gr + sf : nullptr;
+          for (int64_t j = 0; j < H; ++j) {
+            const T df = dc[j] * c0[j] + (daf ? daf[j] : T(0));
+            dpf[j] = df * f[j] * (T(1) - f[j]);
+            dcp[j] = dc[j] * f[j];
+          }
+        } else {
+          for (int64_t j = 0; j < H; ++j) dcp[j] = dc[j];
+        }
+      }
+      if (sp.in_act) for (int64_t j = 0; j < H; ++j) dpg[j] *= T(1) - g[j] * g[j];
+      if (pci) for (int64_t j = 0; j < H; ++j) dcp[j] += d[sp.oi + j] * pci[j];
+      if (pcf) for (int64_t j = 0; j < H; ++j) dcp[j] += d[sp.of + j] * pcf[j];
     }
-    at::mm_out(G2, dA[t], w_rec);          // gradient w.r.t. the state before step t
+    mm_dw<T>(G2.data_ptr<T>(), pd, w_rec.data_ptr<T>(), B, HS, GH, T(0));  // w.r.t. the state before t
     if (mk) {
       T* g2 = G2.data_ptr<T>();
       for (int64_t b = 0; b < B; ++b)
@@ -269,6 +328,7 @@ std::vector<Tensor> lstm_backward(Tensor dhs, Tensor dhT, Tensor dcT, Tensor daT
                                   Tensor w_co, Tensor mask, std::vector<int64_t> spec) {
   const Spec sp(spec);
   dhs = dhs.contiguous();
+  w_rec = w_rec.contiguous();
   const int64_t Tn = A.size(0), B = A.size(1), GH = A.size(2), H = C.size(2), HS = S.size(2);
   Tensor G = dhs.new_zeros({B, HS}), G2 = dhs.new_empty({B, HS});
   G.narrow(1, 0, H).copy_(dhT);
@@ -301,14 +361,15 @@ void gru_fwd_loop(const Tensor& xp, Tensor& S, Tensor& G, Tensor& gh, const Tens
                   const Tensor& bpad, const Tensor& mask, bool keep) {
   const int64_t Tn = xp.size(0), B = xp.size(1), H = S.size(2);
   const bool* mk = mask_ptr(mask);
-  Tensor wt = w_hh.t();
   const T* px = xp.data_ptr<T>();
+  const T* pb = bpad.data_ptr<T>();
   for (int64_t t = 0; t < Tn; ++t) {
-    at::addmm_out(gh, bpad, S[t], wt);
+    for (int64_t b = 0; b < B; ++b) std::memcpy(gh.data_ptr<T>() + b * 3 * H, pb, 3 * H * sizeof(T));
+    mm_xwt<T>(gh.data_ptr<T>(), S.data_ptr<T>() + t * B * H, w_hh.data_ptr<T>(), B, 3 * H, H, T(1));
     const T* pg = gh.data_ptr<T>();
-    T* pG = G[keep ? t : 0].data_ptr<T>();
-    const T* hp = S[t].data_ptr<T>();
-    T* hn = S[t + 1].data_ptr<T>();
+    T* pG = (G.data_ptr<T>() + (keep ? t : 0) * G.stride(0));
+    const T* hp = (S.data_ptr<T>() + (t) * S.stride(0));
+    T* hn = (S.data_ptr<T>() + (t + 1) * S.stride(0));
     for (int64_t b = 0; b < B; ++b) {
       const T* x = px + (t * B + b) * 3 * H;
       const T* g = pg + b * 3 * H;
@@ -331,6 +392,7 @@ void gru_fwd_loop(const Tensor& xp, Tensor& S, Tensor& G, Tensor& gh, const Tens
 
 std::vector<Tensor> gru_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor b_hn, Tensor mask, bool keep) {
   xp = xp.contiguous();
+  w_hh = w_hh.contiguous();
   const int64_t Tn = xp.size(0), B = xp.size(1), H = h0.size(-1);
   Tensor S = xp.new_empty({Tn + 1, B, H});
   S[0].copy_(h0);
@@ -353,10 +415,10 @@ void gru_bwd_loop(const Tensor& dhs, Tensor& dh, Tensor& dh2, Tensor& dX, Tensor
   for (int64_t t = Tn - 1; t >= 0; --t) {
     T* pdh = dh.data_ptr<T>();
     T* pz = dh2.data_ptr<T>();             // dh * z (dh where the step is skipped), then + dR R
-    const T* pG = G[t].data_ptr<T>();
-    const T* hp = S[t].data_ptr<T>();
-    T* px = dX[t].data_ptr<T>();
-    T* pr = dR[t].data_ptr<T>();
+    const T* pG = (G.data_ptr<T>() + (t) * G.stride(0));
+    const T* hp = (S.data_ptr<T>() + (t) * S.stride(0));
+    T* px = (dX.data_ptr<T>() + (t) * dX.stride(0));
+    T* pr = (dR.data_ptr<T>() + (t) * dR.stride(0));
     for (int64_t b = 0; b < B; ++b) {
       const T* q = pG + b * 4 * H;
       T* dx = px + b * 3 * H;
@@ -381,13 +443,14 @@ void gru_bwd_loop(const Tensor& dhs, Tensor& dh, Tensor& dh2, Tensor& dX, Tensor
         pz[b * H + j] = d * z;
       }
     }
-    dh2.addmm_(dR[t], w_hh);
+    mm_dw<T>(dh2.data_ptr<T>(), pr, w_hh.data_ptr<T>(), B, H, 3 * H, T(1));
     std::swap(dh, dh2);
   }
 }
 
 std::vector<Tensor> gru_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor G, Tensor w_hh, Tensor mask) {
   dhs = dhs.contiguous();
+  w_hh = w_hh.contiguous();
   const int64_t Tn = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
   Tensor dh = dhT.contiguous().clone(), dh2 = dhs.new_empty({B, H});
   Tensor dX = dhs.new_empty({Tn, B, 3 * H}), dR = dhs.new_empty({Tn, B, 3 * H});
@@ -403,19 +466,19 @@ std::vector<Tensor> gru_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor G, Ten
 // ----------------------------------------------------------------------------- Elman RNN
 std::vector<Tensor> elman_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor mask, bool relu) {
   xp = xp.contiguous();
+  w_hh = w_hh.contiguous();
   const int64_t Tn = xp.size(0), B = xp.size(1), H = xp.size(2);
   Tensor S = xp.new_empty({Tn + 1, B, H});
   S[0].copy_(h0);
-  Tensor wt = w_hh.t();
   mask = mask.contiguous();
   const bool* mk = mask_ptr(mask);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "elman_forward", [&] {
     using T = scalar_t;
     for (int64_t t = 0; t < Tn; ++t) {
-      Tensor hn = S[t + 1];
-      at::addmm_out(hn, xp[t], S[t], wt);
-      T* p = hn.data_ptr<T>();
-      const T* hp = S[t].data_ptr<T>();
+      T* p = S.data_ptr<T>() + (t + 1) * B * H;
+      std::memcpy(p, xp.data_ptr<T>() + t * B * H, B * H * sizeof(T));
+      mm_xwt<T>(p, S.data_ptr<T>() + t * B * H, w_hh.data_ptr<T>(), B, H, H, T(1));
+      const T* hp = (S.data_ptr<T>() + (t) * S.stride(0));
       if (relu) for (int64_t k = 0; k < B * H; ++k) p[k] = p[k] < T(0) ? T(0) : p[k];  // NaN stays NaN, as relu_
       else vtanh(p, B * H);
       if (mk)
@@ -428,6 +491,7 @@ std::vector<Tensor> elman_forward(Tensor xp, Tensor h0, Tensor w_hh, Tensor mask
 
 std::vector<Tensor> elman_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor w_hh, Tensor mask, bool relu) {
   dhs = dhs.contiguous();
+  w_hh = w_hh.contiguous();
   const int64_t Tn = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
   Tensor dA = dhs.new_empty({Tn, B, H});
   Tensor dh = dhT.contiguous().clone(), dh2 = dhs.new_empty({B, H});
@@ -437,8 +501,8 @@ std::vector<Tensor> elman_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor w_hh
     using T = scalar_t;
     const T* pdhs = dhs.data_ptr<T>();
     for (int64_t t = Tn - 1; t >= 0; --t) {
-      const T* h = S[t + 1].data_ptr<T>();
-      T* d = dA[t].data_ptr<T>();
+      const T* h = (S.data_ptr<T>() + (t + 1) * S.stride(0));
+      T* d = (dA.data_ptr<T>() + (t) * dA.stride(0));
       T* pdh = dh.data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) {
         const bool m = mk ? mk[t * B + b] : true;
@@ -450,8 +514,8 @@ std::vector<Tensor> elman_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor w_hh
           pdh[k] = 0;
         }
       }
-      if (mk) at::addmm_out(dh2, dh, dA[t], w_hh);
-      else at::mm_out(dh2, dA[t], w_hh);
+      if (mk) std::memcpy(dh2.data_ptr<T>(), dh.data_ptr<T>(), B * H * sizeof(T));
+      mm_dw<T>(dh2.data_ptr<T>(), d, w_hh.data_ptr<T>(), B, H, H, mk ? T(1) : T(0));
       std::swap(dh, dh2);
     }
   });
