@@ -232,7 +232,8 @@ void lstm_bwd_loop(const Spec& sp, const Tensor& dhs, Tensor& G, Tensor& G2, Ten
   const int64_t si = sp.fgr && sp.oi >= 0 ? H + sp.src(sp.oi) * H : -1;
   const int64_t sf = sp.fgr && sp.of >= 0 ? H + sp.src(sp.of) * H : -1;
   const T* pdhs = dhs.data_ptr<T>();
-  std::vector<T> dcb(H);
+  std::vector<T> dcb(H), zb(HS, T(0));
+  const T* zero = zb.data();
   for (int64_t t = Tn - 1; t >= 0; --t) {
     T* g_ = G.data_ptr<T>();      // [dh | da] (B, HS), gradient w.r.t. the state after step t
     T* dc_ = DC.data_ptr<T>();
@@ -261,16 +262,18 @@ void lstm_bwd_loop(const Spec& sp, const Tensor& dhs, Tensor& G, Tensor& G2, Ten
       if (sp.oo >= 0) {
         const T* o = a + sp.oo;
         T* dpo = d + sp.oo;
-        const T* dao = so >= 0 ? gr + so : nullptr;
+        const T* dao = so >= 0 ? gr + so : zero;
+        const T* wco = pco ? pco : zero;
         for (int64_t j = 0; j < H; ++j) {
-          const T dO = gr[j] * hc[j] + (dao ? dao[j] : T(0));
-          dpo[j] = dO * o[j] * (T(1) - o[j]);
-          const T dhc = gr[j] * o[j];
-          dc[j] = dcin[j] + (sp.out_act ? dhc * (T(1) - hc[j] * hc[j]) : dhc) + (pco ? dpo[j] * pco[j] : T(0));
+          dpo[j] = (gr[j] * hc[j] + dao[j]) * o[j] * (T(1) - o[j]);
+          dc[j] = gr[j] * o[j];                          // d hc
         }
+        if (sp.out_act) for (int64_t j = 0; j < H; ++j) dc[j] = dcin[j] + dc[j] * (T(1) - hc[j] * hc[j]) + dpo[j] * wco[j];
+        else for (int64_t j = 0; j < H; ++j) dc[j] = dcin[j] + dc[j] + dpo[j] * wco[j];
+      } else if (sp.out_act) {
+        for (int64_t j = 0; j < H; ++j) dc[j] = dcin[j] + gr[j] * (T(1) - hc[j] * hc[j]);
       } else {
-        for (int64_t j = 0; j < H; ++j)
-          dc[j] = dcin[j] + (sp.out_act ? gr[j] * (T(1) - hc[j] * hc[j]) : gr[j]);
+        for (int64_t j = 0; j < H; ++j) dc[j] = dcin[j] + gr[j];
       }
       const T* g = a + sp.og;
       const T* i = sp.oi >= 0 ? a + sp.oi : nullptr;
@@ -280,26 +283,26 @@ void lstm_bwd_loop(const Spec& sp, const Tensor& dhs, Tensor& G, Tensor& G2, Ten
       else for (int64_t j = 0; j < H; ++j) dpg[j] = dc[j];
       if (sp.coupled) {                    // c = c0 + i (g - c0)
         T* dpi = d + sp.oi;
-        const T* dai = si >= 0 ? gr + si : nullptr;
+        const T* dai = si >= 0 ? gr + si : zero;
         for (int64_t j = 0; j < H; ++j) {
-          const T di = dc[j] * (g[j] - c0[j]) + (dai ? dai[j] : T(0));
+          const T di = dc[j] * (g[j] - c0[j]) + dai[j];
           dpi[j] = di * i[j] * (T(1) - i[j]);
           dcp[j] = dc[j] - dpg[j];
         }
       } else {
         if (i) {
           T* dpi = d + sp.oi;
-          const T* dai = si >= 0 ? gr + si : nullptr;
+          const T* dai = si >= 0 ? gr + si : zero;
           for (int64_t j = 0; j < H; ++j) {
-            const T di = dc[j] * g[j] + (dai ? dai[j] : T(0));
+            const T di = dc[j] * g[j] + dai[j];
             dpi[j] = di * i[j] * (T(1) - i[j]);
           }
         }
         if (f) {
           T* dpf = d + sp.of;
-          const T* daf = sf >= 0 ? gr + sf : nullptr;
+          const T* daf = sf >= 0 ? gr + sf : zero;
           for (int64_t j = 0; j < H; ++j) {
-            const T df = dc[j] * c0[j] + (daf ? daf[j] : T(0));
+            const T df = dc[j] * c0[j] + daf[j];
             dpf[j] = df * f[j] * (T(1) - f[j]);
             dcp[j] = dc[j] * f[j];
           }
@@ -423,24 +426,26 @@ void gru_bwd_loop(const Tensor& dhs, Tensor& dh, Tensor& dh2, Tensor& dX, Tensor
       const T* q = pG + b * 4 * H;
       T* dx = px + b * 3 * H;
       T* dr = pr + b * 3 * H;
-      const bool m = mk ? mk[t * B + b] : true;
+      const T* dh = pdh + b * H;
+      const T* dn = pdhs + (t * B + b) * H;
+      T* hz = pz + b * H;
+      if (mk && !mk[t * B + b]) {          // step skipped: the gradient passes through
+        for (int64_t j = 0; j < 3 * H; ++j) dx[j] = dr[j] = 0;
+        for (int64_t j = 0; j < H; ++j) hz[j] = dh[j] + dn[j];
+        continue;
+      }
+      const T* r = q; const T* z = q + H; const T* n = q + 2 * H; const T* ghn = q + 3 * H;
+      const T* h0 = hp + b * H;
       for (int64_t j = 0; j < H; ++j) {
-        const T d = pdh[b * H + j] + pdhs[(t * B + b) * H + j];
-        if (!m) {
-          dx[j] = dx[H + j] = dx[2 * H + j] = 0;
-          dr[j] = dr[H + j] = dr[2 * H + j] = 0;
-          pz[b * H + j] = d;
-          continue;
-        }
-        const T r = q[j], z = q[H + j], n = q[2 * H + j], ghn = q[3 * H + j];
-        const T dpn = d * (T(1) - z) * (T(1) - n * n);
-        const T dpr = dpn * ghn * r * (T(1) - r);
-        const T dpz = d * (hp[b * H + j] - n) * z * (T(1) - z);
-        dx[j] = dr[j] = dpr;
-        dx[H + j] = dr[H + j] = dpz;
+        const T d = dh[j] + dn[j];
+        const T dpn = d * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+        const T dpr = dpn * ghn[j] * r[j] * (T(1) - r[j]);
+        const T dpz = d * (h0[j] - n[j]) * z[j] * (T(1) - z[j]);
+        dx[j] = dpr; dr[j] = dpr;
+        dx[H + j] = dpz; dr[H + j] = dpz;
         dx[2 * H + j] = dpn;
-        dr[2 * H + j] = dpn * r;
-        pz[b * H + j] = d * z;
+        dr[2 * H + j] = dpn * r[j];
+        hz[j] = d * z[j];
       }
     }
     mm_dw<T>(dh2.data_ptr<T>(), pr, w_hh.data_ptr<T>(), B, H, 3 * H, T(1));
@@ -504,16 +509,15 @@ std::vector<Tensor> elman_backward(Tensor dhs, Tensor dhT, Tensor S, Tensor w_hh
       const T* h = (S.data_ptr<T>() + (t + 1) * S.stride(0));
       T* d = (dA.data_ptr<T>() + (t) * dA.stride(0));
       T* pdh = dh.data_ptr<T>();
-      for (int64_t b = 0; b < B; ++b) {
-        const bool m = mk ? mk[t * B + b] : true;
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t k = b * H + j;
-          const T g = pdh[k] + pdhs[t * B * H + k];
-          if (!m) { d[k] = 0; pdh[k] = g; continue; }   // skipped step: gradient passes through
-          d[k] = relu ? (h[k] > T(0) ? g : T(0)) : g * (T(1) - h[k] * h[k]);
-          pdh[k] = 0;
+      const T* dn = pdhs + t * B * H;
+      for (int64_t k = 0; k < B * H; ++k) pdh[k] += dn[k];
+      if (relu) for (int64_t k = 0; k < B * H; ++k) d[k] = h[k] > T(0) ? pdh[k] : T(0);
+      else for (int64_t k = 0; k < B * H; ++k) d[k] = pdh[k] * (T(1) - h[k] * h[k]);
+      if (mk)
+        for (int64_t b = 0; b < B; ++b) {
+          if (mk[t * B + b]) std::memset(pdh + b * H, 0, H * sizeof(T));
+          else std::memset(d + b * H, 0, H * sizeof(T));   // skipped step: gradient passes through
         }
-      }
       if (mk) std::memcpy(dh2.data_ptr<T>(), dh.data_ptr<T>(), B * H * sizeof(T));
       mm_dw<T>(dh2.data_ptr<T>(), d, w_hh.data_ptr<T>(), B, H, H, mk ? T(1) : T(0));
       std::swap(dh, dh2);
