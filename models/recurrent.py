@@ -29,9 +29,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.schema import ConfigError
 from models import init as minit
 from models.cells import kernels
-from models.registry import cell_class
+from models.registry import CELLS, TREE_CELLS, cell_class
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -101,6 +102,9 @@ class Recurrent(nn.Module):
     def __init__(self, input_size: int, model_cfg):
         super().__init__()
         cfg = model_cfg
+        if cfg.cell in TREE_CELLS:
+            raise ConfigError(f"model.cell: {cfg.cell!r} is a tree cell, for task.name=treebank only; "
+                              f"allowed here: {', '.join(CELLS)}")
         self.cfg = cfg
         self.cell_cls = cls = cell_class(cfg.cell)
         self.input_size, self.hidden_size = input_size, cfg.hidden_size
