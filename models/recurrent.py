@@ -38,16 +38,18 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def choose(cls, cfg, device_type: str | None = None) -> str:
-    """The implementation `model.impl=auto` takes, from measurements (bench/bench_small.py).
+    """The implementation `model.impl=auto` takes, from measurements (python -m bench.bench_small).
 
-    Fixed per (cell, device type), never timed at run time, so a config always gets the same
-    one on the same kind of machine. On CPU, torch has oneDNN kernels for the LSTM only: its
-    GRU and RNN are a loop of ATen ops, 1.5-3x (GRU) and 1.1-2.5x (RNN) slower than the C++
-    scans of the custom path at the suite's sizes (hidden 40-128, batch 20-64). The LSTM stays
-    fused (oneDNN; within 10-15 % of the custom scans). With dropout between stacked layers the
-    fused modules draw their dropout masks inside the kernel, so those configs stay fused (same
-    random numbers as before). On CUDA (cuDNN) every fusable variant is fused. The device type
-    is CUDA when torch sees a GPU (Lightning's `accelerator=auto`), else CPU.
+    A fixed table per (cell, device type), never timed at run time, so a config gets the same
+    implementation on the same kind of machine. On CPU, torch has oneDNN kernels for the LSTM
+    only; its GRU and RNN are a loop of ATen ops, slower than the custom path's C++ scans at
+    every size measured (hidden 40-256, one thread: GRU 1.1-5x, RNN 1.2-3.5x). So GRU and RNN
+    (tanh, ReLU, IRNN) take the custom path on CPU when the C++ scans are built. The LSTM stays
+    on oneDNN: the custom scans are within about 15 % of it either way, and its stored results
+    keep their implementation. Stacked layers with dropout stay fused (torch draws those
+    dropout masks inside its kernel, so the random numbers would differ). On CUDA (cuDNN)
+    every fusable variant is fused. The device type is CUDA when torch sees a GPU (as
+    Lightning's `accelerator=auto`), else CPU.
     """
     if cfg.impl == "custom" or not cls.fusable(cfg):
         return "custom"
