@@ -24,14 +24,16 @@ _state: dict = {}
 
 
 def available() -> bool:
+    """The C++ scans are built and loaded (building them on the first call), and not switched
+    off by RNNBENCH_CPU_KERNELS=0."""
+    if os.environ.get("RNNBENCH_CPU_KERNELS", "1") == "0":
+        return False
     if "ok" not in _state:
         _state["ok"] = _load()
     return _state["ok"]
 
 
 def _load() -> bool:
-    if os.environ.get("RNNBENCH_CPU_KERNELS", "1") == "0":
-        return False
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False                            # built for AVX2 (Sleef's AVX2 exp/tanh)
     try:
