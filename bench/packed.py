@@ -37,6 +37,8 @@ import yaml
 
 from bench.config import ConfigError, RunConfig, config_hash, load
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
+
+__all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
 from bench.store import Store, write_atomic, write_json
 from bench.train import beats_baseline, git_commit, reproduce_command, variant_tags
 from models.init import uniform_all_
