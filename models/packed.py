@@ -82,25 +82,25 @@ def packed_recurrent(rnns: Sequence, x: torch.Tensor) -> torch.Tensor:
 
 def _scan(kind, xp, w_t, b_rec, H) -> torch.Tensor:
     """The recurrence over time-major xp (T, K, B, G*H), zero initial state -> (T, K, B, H)."""
-    T, K, B, _ = xp.shape
+    _, K, B, _ = xp.shape
     h = xp.new_zeros(K, B, H)
     c = xp.new_zeros(K, B, H) if kind == "lstm" else None
     outs = []
-    for t in range(T):
+    for x_t in xp.unbind(0):   # one backward node for all steps (indexing xp[t] costs O(T) each)
         if kind == "rnn_tanh":
-            h = torch.tanh(torch.baddbmm(xp[t], h, w_t))
+            h = torch.tanh(torch.baddbmm(x_t, h, w_t))
         elif kind == "rnn_relu":
-            h = torch.relu(torch.baddbmm(xp[t], h, w_t))
+            h = torch.relu(torch.baddbmm(x_t, h, w_t))
         elif kind == "lstm":
-            g = torch.baddbmm(xp[t], h, w_t)
+            g = torch.baddbmm(x_t, h, w_t)
             i, f, o = torch.sigmoid(g[..., :2 * H]).chunk(2, -1) + (torch.sigmoid(g[..., 3 * H:]),)
             c = torch.addcmul(f * c, i, torch.tanh(g[..., 2 * H:3 * H]))
             h = o * torch.tanh(c)
         else:
             gh = torch.baddbmm(b_rec, h, w_t)
-            rz = torch.sigmoid(xp[t, ..., :2 * H] + gh[..., :2 * H])
+            rz = torch.sigmoid(x_t[..., :2 * H] + gh[..., :2 * H])
             r, z = rz[..., :H], rz[..., H:]
-            n = torch.tanh(torch.addcmul(xp[t, ..., 2 * H:], r, gh[..., 2 * H:]))
+            n = torch.tanh(torch.addcmul(x_t[..., 2 * H:], r, gh[..., 2 * H:]))
             h = torch.addcmul(n, z, h - n)                                # (1 - z) n + z h
         outs.append(h)
     return torch.stack(outs)
