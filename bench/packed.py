@@ -35,7 +35,8 @@ import lightning as L
 import torch
 import yaml
 
-from bench.config import ConfigError, RunConfig, config_hash, load
+from bench.config import RunConfig, load
+from bench.schema import ConfigError, config_hash
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
 __all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
