@@ -309,3 +309,18 @@ def test_bench_trees_compares_level_batching_with_recursion(capsys):
     assert all(r["ratio"] > 0 for r in out) and "level-batched" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--cells: unknown tree cell 'lstm'"):
         bench_trees.main(["--cells", "lstm"])
+
+
+def test_published_table_of_the_paper_report():
+    from reports.papers import load_claims, matches
+    from reports.published_table import published_table
+
+    claims = load_claims("socher")
+    runs = [{"config": {"seed": s, "model": {"cell": "rntn"}}, "status": st, "wall_time_s": 100.0,
+             "metrics": {"test/fine_root": v, "test/binary_root": 0.86}}
+            for s, v, st in ((0, 0.44, "done"), (1, 0.46, "done"), (2, None, "failed"))]
+    md = published_table(claims["published"], runs, matches)
+    row = next(x for x in md.splitlines() if x.startswith("| RNTN"))
+    assert row.split(" | ")[1:3] == ["45.7 / 44.0 / 45.0 ± 1.4 (n=2) ✓", "85.4 / 84.0 / 86.0 ± 0.0 (n=2) ✓"]
+    assert row.endswith("| 100 | seed 2: failed |")
+    assert "| RNN (recnn, d=30) | 43.2 / 42.0 / — |" in md
