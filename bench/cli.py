@@ -135,8 +135,14 @@ def cmd_train(a) -> int:
     print(f"run {cfg.hash}: {result['status']}  ->  {Store(a.store).run_dir(cfg.hash)}")
     if result.get("metrics"):
         print("  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(result["metrics"].items())))
+    if result.get("baseline"):
+        verdict = {True: "beats it", False: "does not beat it"}.get(result.get("beats_baseline"), "")
+        print("  baseline: " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(result["baseline"].items()))
+              + (f"  ({result.get('primary')}: {verdict})" if verdict else ""))
     if result.get("error"):
         print(f"  error: {result['error']}")
+    if result.get("stored") and result["status"] == "failed":
+        print(f"  stored failure from {result.get('finished_at', 'an earlier run')}; rerun with --retry-failed")
     return 0 if result["status"] in ("done", "diverged", "busy") else 1
 
 
@@ -216,10 +222,15 @@ def cmd_config(a) -> int:
     if a.fields:
         from models.config import ModelConfig
 
+        from tasks.registry import TASKS, task_class
+
         for line in C.describe(ModelConfig, "model.") + C.describe(C.OptimConfig, "optim.") + \
                 C.describe(C.TrainerConfig, "trainer.") + ["seed = 0  [int]"]:
             print(line)
-        print("task.*: see the task presets in bench/configs/task/ (task.name picks the family)")
+        for name in TASKS:  # task.name picks the family; presets: bench/configs/task/
+            print(f"# task.name={name}")
+            for line in C.describe(task_class(name).Config, "task."):
+                print(line)
         return 0
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
