@@ -10,6 +10,8 @@ TASKS: dict[str, str] = {
     "translation": "tasks.translation:TranslationTask",
     "sentiment": "tasks.sentiment:SentimentTask",
     "tagging": "tasks.tagging:TaggingTask",
+    "timeseries": "tasks.timeseries:TimeSeriesTask",
+    "pixels": "tasks.pixels:PixelTask",
 }
 
 
