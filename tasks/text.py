@@ -393,8 +393,9 @@ def resolve_files(cfg, root: Path, path: str = "task.") -> dict[str, list[str]]:
                     hub = f"; to use the hub data set {cfg.dataset} instead, set {path}data_files={{}}" \
                         if getattr(cfg, "dataset", "") else ""
                     where = f" (relative to the current directory: neither {path}data_dir nor ${ENV_DATA} is set{hub})"
+                fmt = getattr(cfg, "format", "csv")  # the time-series family reads CSV only
                 raise ConfigError(f"{path}data_files.{split}: file {p} not found{where}; "
-                                  f"expected {FORMAT_HELP.get(cfg.format, cfg.format)}")
+                                  f"expected {FORMAT_HELP.get(fmt, fmt)}")
             full.append(str(p))
         out[split] = full
     if "train" not in out:

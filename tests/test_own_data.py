@@ -334,3 +334,58 @@ def test_wall_time_with_test_on_best_is_the_training_time(tmp_path):
     last, best = (torch.load(ckpt / f"{n}.ckpt", weights_only=True)["callbacks"]["Timer"]["time_elapsed"]["train"]
                   for n in ("last", "best"))
     assert last <= r["wall_time_s"] < last + 0.5 * best and r["wall_time_s"] <= elapsed, (r["wall_time_s"], last, best)
+
+
+# ---------------------------------------------------------------- the README's worked examples
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## Bring your own data", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block.replace("\\\n", " "), comments=True)
+    cmds = []
+    for i, w in enumerate(words):
+        if words[i - 1: i + 1] == ["rnnbench", "train"]:
+            cmds.append([])
+        elif w != "rnnbench":
+            cmds[-1].append(w)
+    return cmds
+
+
+def _byod_files(d):
+    import gzip
+
+    (d / "rt-polarity.txt").write_bytes("".join(f"{i % 2} a caf\xe9 line {i}\n" for i in range(40)).encode("latin-1"))
+    (d / "reviews.csv").write_text("review,stars\n" + "".join(f"text {i} here,{i % 3}\n" for i in range(30)))
+    chunk = "He PRP B-NP\nran VBD B-VP\n\nA DT B-NP\ndog NN I-NP\n\n"
+    with gzip.open(d / "train.txt.gz", "wt") as f:
+        f.write(chunk * 5)
+    with gzip.open(d / "test.txt.gz", "wt") as f:
+        f.write(chunk + "1. LS B-LST\n\n")
+    ud = "".join(f"{i}\tw{i}\tw\t{'NOUN' if i % 2 else 'VERB'}\t_\t_\t0\troot\t_\t_\n" for i in (1, 2, 3)) + "\n"
+    with zipfile.ZipFile(d / "de_gsd-ud-train.conllu.zip", "w") as z:
+        z.writestr("de_gsd-ud-train.conllu", ud * 5)
+    for s in ("dev", "test"):
+        (d / f"de_gsd-ud-{s}.conllu").write_text(ud)
+    for s in ("train", "val", "test"):
+        (d / f"{s}.fr").write_text("".join(f"un chat {i} .\n" for i in range(12)))
+        (d / f"{s}.en").write_text("".join(f"a cat {i} .\n" for i in range(12)))
+    (d / "corpus.txt").write_text("".join(f"the cat sat on mat {i}\n" for i in range(400)))
+    (d / "prices.csv").write_text("date,open,close\n" + "".join(f"2020-01-{i:03d},{i + 1},{i + 2}\n" for i in range(300)))
+
+
+def test_readme_worked_examples_load(tmp_path):
+    """Every `rnnbench train` example of the README section loads its data as written."""
+    _byod_files(tmp_path)
+    cmds = _readme_commands()
+    assert len(cmds) == 7
+    for words in cmds:
+        over = [w.replace("DIR", str(tmp_path)) for w in words] + ["task.batch_size=2", "task.eval_batch_size=2"]
+        cfg = C.load(None, over)
+        dm = task_class(cfg.task.name)(cfg).datamodule()
+        dm.setup("fit")
+        if cfg.task.name == "tagging" and cfg.task.label_column == "chunk":
+            assert dm.info["labels"]["unseen"] == {"test": {"B-LST": 1}}
