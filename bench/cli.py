@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 
 EXAMPLES = """examples:
   rnnbench train task=copy task.T=20 model.cell=gru seed=1
@@ -220,17 +220,7 @@ def cmd_config(a) -> int:
     from bench import config as C
 
     if a.fields:
-        from models.config import ModelConfig
-
-        from tasks.registry import TASKS, task_class
-
-        for line in C.describe(ModelConfig, "model.") + C.describe(C.OptimConfig, "optim.") + \
-                C.describe(C.TrainerConfig, "trainer.") + ["seed = 0  [int]"]:
-            print(line)
-        for name in TASKS:  # task.name picks the family; presets: bench/configs/task/
-            print(f"# task.name={name}")
-            for line in C.describe(task_class(name).Config, "task."):
-                print(line)
+        print("\n".join(C.field_lines()))
         return 0
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
@@ -243,7 +233,7 @@ def cmd_sample(a) -> int:
     from pathlib import Path
 
     from bench.store import Store
-    from tasks.lm import sample
+    from bench.inference import sample
 
     path = Path(a.checkpoint)
     if not path.is_file():

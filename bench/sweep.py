@@ -26,7 +26,8 @@ from typing import Optional
 
 import yaml
 
-from bench.config import SECTIONS, ConfigError, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")

@@ -12,6 +12,9 @@ TASKS: dict[str, str] = {
     "tagging": "tasks.tagging:TaggingTask",
     "timeseries": "tasks.timeseries:TimeSeriesTask",
     "pixels": "tasks.pixels:PixelTask",
+    "one_to_many": "tasks.one_to_many:OneToManyTask",
+    "sentence_lm": "tasks.sentence_lm:SentenceLMTask",
+    "treebank": "tasks.treebank:TreebankTask",
 }
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from bench.config import opt
+from bench.schema import opt
 from tasks.base import Task, TaskModule
 from tasks.text import (LabelsConfig, TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
                         char_vocab, column_list, handle_unseen, pad, token_column)
@@ -58,7 +58,7 @@ class TaggingConfig(WordVectorsConfig, LabelsConfig):
     def check(self, path: str) -> None:
         super().check(path)
         if self.max_len is not None:
-            from bench.config import ConfigError
+            from bench.schema import ConfigError
             raise ConfigError(f"{path}max_len: tagging keeps whole sentences; allowed: null")
 
 
