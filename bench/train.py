@@ -223,7 +223,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     if train_s is None and trainer is not None:
         train_s = _train_time(trainer)
     result["wall_time_s"] = round(train_s or (time.time() - t0), 3)
-    result["beats_baseline"] = _beats(result)
+    result["beats_baseline"] = beats_baseline(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
@@ -236,7 +236,8 @@ def _train_time(trainer) -> float:
     return timer.time_elapsed("train") if timer else 0.0
 
 
-def _beats(result: dict) -> Optional[bool]:
+def beats_baseline(result: dict) -> Optional[bool]:
+    """Whether a finished run's primary metric beats the task's trivial baseline; None if undefined."""
     key, m = result.get("primary"), result["metrics"]
     if result["status"] != "done" or key not in result.get("baseline", {}) or key not in m:
         return None
