@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import warnings
 
 from bench.schema import ConfigError
 
@@ -18,17 +16,6 @@ EXAMPLES = """examples:
   rnnbench leaderboard default --out reports/out/default
   rnnbench vectors bench/configs/reference/imdb.yaml task.max_len=null --out imdb.w2v.txt
 """
-
-
-def _quiet() -> None:
-    """Keep run logs readable: drop third-party chatter that says nothing about the run."""
-    for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
-                ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
-                ".*Experiment logs directory.*"):
-        warnings.filterwarnings("ignore", message=msg)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
-    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def _count(text: str) -> int:
@@ -255,7 +242,7 @@ def cmd_vectors(a) -> int:
 
 
 def main(argv=None) -> int:
-    _quiet()
+    quiet_logs()
     a = parser().parse_args(argv)
     handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config,
                 "sample": cmd_sample, "vectors": cmd_vectors}

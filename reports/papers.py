@@ -32,7 +32,12 @@ from typing import Optional
 
 import yaml
 
+from bench.store import Store
+from bench.sweep import expand
+from models.registry import CELLS
 from reports import stats
+from reports.gradflow import measure_run, plot
+from reports.plots import plt  # matplotlib with the Agg backend set
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "bench" / "sweeps"
@@ -241,8 +246,6 @@ def all_claims() -> list[dict]:
 
 
 def store_runs(store, sweep: str) -> list[dict]:
-    from bench.store import Store
-
     store = Store(store)
     out = []
     for h in store.sweep_hashes(sweep):
@@ -267,8 +270,6 @@ def sweep_times(store) -> dict:
 
 
 def _sweep_summary(path: Path) -> dict:
-    from bench.sweep import expand
-
     name, cfgs = expand(path)
     vals = lambda f: sorted({f(c) for c in cfgs}, key=str)
     return {"name": name, "runs": len(cfgs), "steps": vals(lambda c: c.trainer.max_steps),
@@ -277,8 +278,6 @@ def _sweep_summary(path: Path) -> dict:
 
 
 def _variant_label(cfg: dict, keys: list[str]) -> str:
-    from models.registry import CELLS
-
     f = flat(cfg)
     spec = CELLS.get(str(f.get("model.cell")))
     fixed = {f"model.{k}" for k in (spec.fixed if spec else {})}
@@ -301,7 +300,6 @@ def _table(headers, rows) -> str:
 def _groups(runs: list[dict]):
     """task label -> variant label -> runs; labels name the model keys that differ."""
     keys = ["model.cell", "model.hidden_size", "model.forget_bias", "model.recurrent_init"]
-    from models.registry import CELLS
 
     def shown(r, k):
         spec = CELLS.get(str(r["config"].get("model", {}).get("cell")))
@@ -315,11 +313,6 @@ def _groups(runs: list[dict]):
 
 
 def _plot_vs_T(runs, path: Path, title: str) -> Optional[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by = _groups(runs)
     Ts = sorted({flat(r["config"]).get("task.T") for r in runs})
     if not Ts or None in Ts:
@@ -352,11 +345,6 @@ def _plot_vs_T(runs, path: Path, title: str) -> Optional[Path]:
 
 
 def _plot_bars(runs, path: Path, title: str) -> Optional[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by = _groups(runs)
     if not by:
         return None
@@ -391,8 +379,6 @@ def _plot_bars(runs, path: Path, title: str) -> Optional[Path]:
 
 def _measure_gradflow(runs: list[dict], store, out: Path) -> tuple[list[dict], list[Path]]:
     """Gradient flow (reports.gradflow) of the seed-0 runs, one plot per task: at init and trained."""
-    from reports.gradflow import measure_run, plot
-
     done = [r for r in runs if r.get("status") == "done" and r["config"].get("seed") == 0]
     curves, pngs = [], []
     for task in sorted({r["config"]["task"]["name"] for r in done}):
@@ -421,7 +407,6 @@ def build(claims: dict, store, out_root, full: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    from bench.store import Store
 
     known = Store(store).sweeps()
     full_name, red_name = Path(claims["full"]).stem, Path(claims["reduced"]).stem

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from bench.schema import fmt_value
-from bench.store import Store
-from reports import plots, stats
+from bench.store import Store, write_atomic
+from reports import plots, stats, wandb_io
 from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, group,
                              parse_reference, store_runs)
 from reports.doc import Doc
@@ -120,8 +120,6 @@ def collect(store, sweeps: list[str], from_wandb: Optional[str] = None):
     store = as_store(store)
     runs = []
     if from_wandb:
-        from reports import wandb_io
-
         local = [s for s in sweeps if s in store.sweeps()] if sweeps else []
         if local or not sweeps:
             try:
@@ -213,8 +211,6 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
     sweeps = list(sweeps or [])
     ref = parse_reference(list(reference))
     if publish is not None:
-        from reports import wandb_io
-
         wandb_io.check_publish()
     groups = collect(store, sweeps, from_wandb)
     out = Path(out_dir)
@@ -310,14 +306,11 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
     for part in [head] + [d for _, d in sections] + [solved, appendix]:
         doc.blocks += part.blocks
     md = out / "report.md"
-    from bench.store import write_atomic
 
     write_atomic(md, doc.markdown())
     write_atomic(out / "report.html", doc.html(out, title))
 
     if publish is not None:
-        from reports import wandb_io
-
         secs = [(f"Task: {g.title}", d.markdown(), [r.hash for r in g.runs if r.result and r.result.get("wandb_id")],
                  g.primary) for g, d in sections]
         secs.insert(0, ("Summary", head.markdown(), [], ""))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from typing import Any, Optional
 
 import yaml
 
-from bench.config import parse_overrides
+from bench.config import from_resolved, parse_overrides
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 
@@ -166,7 +167,7 @@ def _resources(cfg) -> tuple[int, int, bool]:
 
 
 def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
-    import submitit
+    import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
     devices, nodes, gpu = resources
     gpus = opts["gpus_per_run"] or (devices if gpu else 0)
@@ -197,7 +198,7 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
 def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,
             project: str) -> list[str]:
     """Submit `cfgs` (already filtered) as arrays grouped by resources; write the store records."""
-    import submitit
+    import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
     store = Store(store_root)
     root_existed = store.root.exists()
@@ -254,8 +255,6 @@ def _record(store: Store, name: str, submitted: list) -> None:
 
 
 def _slurm_info(store: Store, h: str) -> Optional[dict]:
-    import json
-
     path = store.run_dir(h) / "slurm.json"
     try:
         return json.loads(path.read_text())
@@ -299,8 +298,6 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
                     project: str = "rnnbench") -> list[str]:
     """Submit again, alone, the runs of sweep `name` that failed (their SLURM job timed out, was
     cancelled or crashed, or their result says failed). They resume from their checkpoints."""
-    from bench.config import from_resolved
-
     opts = load_options(slurm_overrides)
     preflight(opts)
     store = Store(store_root)

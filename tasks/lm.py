@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bench.schema import ConfigError, opt
+from models.recurrent import Recurrent
 from tasks import text
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 
@@ -245,7 +246,6 @@ class LMModule(TaskModule):
 
     def __init__(self, run_cfg, vocab_tokens: list[str]):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, t = run_cfg.model, run_cfg.task
         if m.bidirectional:

@@ -20,8 +20,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
+import datasets
 import lightning as L
 import numpy as np
+import sklearn.datasets
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,12 +58,9 @@ class PixelConfig:
 
 def load_images(cfg):
     """`datasets.DatasetDict` train/validation/test with columns pixels (flat list) and label (int)."""
-    import datasets
-
     if cfg.dataset.startswith("sklearn:"):
         if cfg.dataset not in SKLEARN:
             raise ConfigError(f"task.dataset: invalid value {cfg.dataset!r}; allowed: {', '.join(SKLEARN)} or a hub id")
-        import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, SKLEARN[cfg.dataset])()
         full = datasets.Dataset.from_dict({"pixels": bunch.data.tolist(), "label": bunch.target.tolist()})

@@ -17,6 +17,7 @@ import torchmetrics
 from torch import nn
 
 from bench.schema import opt
+from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
 from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, column_list,
                         lengths_to_mask, pad, token_column)
@@ -89,7 +90,6 @@ def _metrics(num_classes: int) -> dict:
 class SentimentModule(TaskModule):
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_classes: int):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, c = run_cfg.model, run_cfg.task
         self.num_classes = num_classes

@@ -16,9 +16,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from seqeval.metrics import f1_score
+from seqeval.metrics.sequence_labeling import get_entities
 from torch import nn
 
-from bench.schema import opt
+from bench.schema import ConfigError, opt
+from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
 from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, char_vocab,
                         column_list, pad, token_column)
@@ -57,7 +60,6 @@ class TaggingConfig(WordVectorsConfig):
 
     def check(self, path: str) -> None:
         if self.max_len is not None:
-            from bench.schema import ConfigError
             raise ConfigError(f"{path}max_len: tagging keeps whole sentences; allowed: null")
 
 
@@ -164,8 +166,6 @@ class CharCNN(nn.Module):
 
 
 def span_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
-    from seqeval.metrics import f1_score
-
     return float(f1_score(gold, pred)) if gold else 0.0
 
 
@@ -182,8 +182,6 @@ class SpanF1(torchmetrics.Metric):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, gold: torch.Tensor, lengths: torch.Tensor) -> None:
-        from seqeval.metrics.sequence_labeling import get_entities
-
         for p, g, n in zip(pred.tolist(), gold.tolist(), lengths.tolist()):
             ps = set(get_entities([self.tag_names[t] for t in p[:n]]))
             gs = set(get_entities([self.tag_names[t] for t in g[:n]]))
@@ -199,7 +197,6 @@ class SpanF1(torchmetrics.Metric):
 class TaggingModule(TaskModule):
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, tags: Vocab, n_chars: int = 0):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, c = run_cfg.model, run_cfg.task
         self.tag_names = list(tags.itos)

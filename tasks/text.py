@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+import datasets
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -136,7 +137,7 @@ FORMAT_HELP = {
 }
 
 
-def _open(path: str):
+def open_text(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
 
 
@@ -148,7 +149,7 @@ def parse_label_text(files: Sequence[str], text_column: str = "text", label_colu
                      **_) -> Iterator[dict]:
     """`<label> <text>` lines -> {text_column: str, label_column: str}."""
     for path in files:
-        with _open(path) as f:
+        with open_text(path) as f:
             for i, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
@@ -168,7 +169,7 @@ def parse_conllu(files: Sequence[str], **_) -> Iterator[dict]:
     empty nodes are skipped (they carry no UPOS of their own)."""
     for path in files:
         rows: list[list[str]] = []
-        with _open(path) as f:
+        with open_text(path) as f:
             for i, line in enumerate(f, 1):
                 line = line.rstrip("\n")
                 if not line.strip():
@@ -194,7 +195,7 @@ def parse_conll(files: Sequence[str], columns: Optional[Sequence[str]] = None, *
     columns = list(columns or ("tokens", "pos_tags", "chunk_tags", "ner_tags"))
     for path in files:
         rows: list[list[str]] = []
-        with _open(path) as f:
+        with open_text(path) as f:
             for i, line in enumerate(f, 1):
                 cols = line.split()
                 if not cols:
@@ -272,8 +273,6 @@ def _stamp(files: Sequence[str]) -> str:
 
 
 def _load_local(cfg, root: Path, path: str):
-    import datasets
-
     files = resolve_files(cfg, root, path)
     fmt = cfg.format
     out = {}
@@ -304,8 +303,6 @@ def _load_local(cfg, root: Path, path: str):
 
 
 def _load_hub(cfg, path: str):
-    import datasets
-
     if not cfg.dataset:
         raise ConfigError(f"{path}dataset: empty and no local data (set {path}data_dir or "
                           f"${ENV_DATA} with {path}data_files); allowed: a hub id, e.g. stanfordnlp/imdb")
@@ -322,8 +319,6 @@ def _load_hub(cfg, path: str):
 
 def _class_names(feature):
     """Names of a ClassLabel feature or of a sequence of ClassLabel; None otherwise."""
-    import datasets
-
     if isinstance(feature, datasets.ClassLabel):
         return feature.names, False
     inner = getattr(feature, "feature", None)
@@ -331,12 +326,9 @@ def _class_names(feature):
         inner = feature[0] if isinstance(feature, list) else inner
         if isinstance(inner, datasets.ClassLabel):
             return inner.names, True
-    try:
-        from datasets import List as _List  # datasets >= 4
-        if isinstance(feature, _List) and isinstance(feature.feature, datasets.ClassLabel):
-            return feature.feature.names, True
-    except ImportError:
-        pass
+    hf_list = getattr(datasets, "List", None)           # datasets >= 4 has a List feature type
+    if hf_list is not None and isinstance(feature, hf_list) and isinstance(feature.feature, datasets.ClassLabel):
+        return feature.feature.names, True
     return None, False
 
 
@@ -350,8 +342,6 @@ def _names_map(column: str, names: list, seq: bool):
 
 def class_labels_to_names(ds, columns: Iterable[str]):
     """Replace ClassLabel ints by their names in `columns` (hub data sets store labels as ints)."""
-    import datasets
-
     for col in columns:
         if col not in ds.column_names:
             continue
@@ -367,8 +357,6 @@ def class_labels_to_names(ds, columns: Iterable[str]):
 def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
     """Load train/validation/test as a `datasets.DatasetDict` (see the module docstring).
     `need`: column names that must exist (default: cfg.text_column and cfg.label_column)."""
-    import datasets
-
     root = local_root(cfg)
     raw, where = _load_local(cfg, root, path) if root is not None else _load_hub(cfg, path)
     need = list(need) or [cfg.text_column, cfg.label_column]
@@ -542,7 +530,7 @@ def load_vectors(path, vocab: "Vocab", dim: int, field: str = "task.embeddings")
     if not p.is_file():
         raise ConfigError(f"{field}: file {p} not found; expected {VECTORS_HELP}")
     rows: dict[str, list[float]] = {}
-    with _open(p) as f:
+    with open_text(p) as f:
         for i, line in enumerate(f, 1):
             parts = line.rstrip("\n").rstrip(" ").split(" ")
             if i == 1 and len(parts) == 2 and all(x.isdigit() for x in parts):

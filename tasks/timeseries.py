@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -85,8 +86,6 @@ class TimeSeriesConfig:
 
 def load_table(cfg, path: str = "task."):
     """The series as a `datasets.Dataset` (local CSV or hub) and where it came from."""
-    import datasets
-
     root = local_root(cfg)
     if root is not None:
         files = resolve_files(cfg, root, path)["train"]

@@ -28,11 +28,13 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import sacrebleu
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.schema import opt
+from models.recurrent import Recurrent
 from tasks import text
 from tasks.base import Task, TaskModule
 
@@ -50,7 +52,7 @@ def parse_parallel(files: Sequence[str], columns: Optional[Sequence[str]] = None
     columns = list(columns or ("src", "tgt"))
     if len(files) != 2 or len(columns) != 2:
         raise ValueError(f"{', '.join(files)} line 1: malformed; expected {PARALLEL_HELP}")
-    with text._open(files[0]) as fs, text._open(files[1]) as ft:
+    with text.open_text(files[0]) as fs, text.open_text(files[1]) as ft:
         i = 0
         while True:
             try:
@@ -112,8 +114,6 @@ def detokenize(tokens: Sequence[str]) -> str:
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str], lowercase: bool = True) -> float:
-    import sacrebleu
-
     return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], lowercase=lowercase).score)
 
 
@@ -195,7 +195,6 @@ class AdditiveAttention(nn.Module):
 class Seq2Seq(nn.Module):
     def __init__(self, model_cfg, task_cfg, src_vocab: int, tgt_vocab: int, pad_src: int, pad_tgt: int):
         super().__init__()
-        from models.recurrent import Recurrent
 
         m, t = model_cfg, task_cfg
         E = m.embedding_size

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bench import bench_cells, bench_harness, bench_scaling
+from bench.benchmarks import cells as bench_cells, harness as bench_harness, scaling as bench_scaling
 
 
 def rows(text: str, first: str) -> list[list[str]]:
