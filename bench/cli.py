@@ -7,6 +7,7 @@ import os
 import sys
 
 from bench.schema import ConfigError
+from bench.tracking import quiet_logs
 
 EXAMPLES = """examples:
   rnnbench train task=copy task.T=20 model.cell=gru seed=1

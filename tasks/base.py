@@ -55,6 +55,7 @@ class Task:
     datamodule and module for one resolved run config."""
 
     Config: type
+    Data: Optional[type] = None        # datamodule class made (once) by `datamodule()`
     primary: str = "test/loss"         # metric the reports and leaderboards rank by
     mode: str = "min"                  # "min" or "max" for `primary`
     long_dependency: bool = False      # reports draw solved-vs-T for these
@@ -62,9 +63,18 @@ class Task:
     def __init__(self, run_cfg):
         self.run = run_cfg
         self.cfg = run_cfg.task
+        self._dm: Optional[L.LightningDataModule] = None
 
     def datamodule(self) -> L.LightningDataModule:
-        raise NotImplementedError
+        """The run's datamodule, made once (module(), baseline() and pretrained() share it)."""
+        if self._dm is None:
+            self._dm = self.make_datamodule()
+        return self._dm
+
+    def make_datamodule(self) -> L.LightningDataModule:
+        if self.Data is None:
+            raise NotImplementedError
+        return self.Data(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
 
     def module(self, datamodule: L.LightningDataModule) -> L.LightningModule:
         raise NotImplementedError
@@ -85,7 +95,11 @@ class Task:
 
 class TaskModule(L.LightningModule):
     """Optimizer from the `optim` section, divergence check, and RNG state in checkpoints
-    (so a resumed run continues with the same dropout masks as an uninterrupted one)."""
+    (so a resumed run continues with the same dropout masks as an uninterrupted one).
+
+    Evaluation: a family implements `eval_step(batch, split)` ("val" or "test"), and, when its
+    metrics are sums over the whole split, `eval_start(split)` / `eval_end(split)`; what a loaded
+    module needs besides its weights (vocabularies, carried state) comes from `checkpoint_extras()`."""
 
     def __init__(self, run_cfg):
         super().__init__()
@@ -117,10 +131,44 @@ class TaskModule(L.LightningModule):
         if self.run_cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
             raise Diverged(self.global_step, float(loss.detach().float().mean()))
 
+    # -- evaluation hooks
+    def eval_start(self, split: str) -> None:
+        """Before a validation or test epoch (reset split-level sums)."""
+
+    def eval_step(self, batch, split: str) -> None:
+        raise NotImplementedError
+
+    def eval_end(self, split: str) -> None:
+        """After a validation or test epoch (log split-level metrics)."""
+
+    def on_validation_epoch_start(self):
+        self.eval_start("val")
+
+    def on_test_epoch_start(self):
+        self.eval_start("test")
+
+    def validation_step(self, batch, batch_idx):
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.eval_step(batch, "test")
+
+    def on_validation_epoch_end(self):
+        self.eval_end("val")
+
+    def on_test_epoch_end(self):
+        self.eval_end("test")
+
+    # -- checkpoints
+    def checkpoint_extras(self) -> dict:
+        """Entries saved into every checkpoint beside the weights; default none."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint.update(self.checkpoint_extras())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_torch" in checkpoint:

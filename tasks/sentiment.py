@@ -114,7 +114,7 @@ class SentimentModule(TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         ids, lengths, y = batch
         logits = self(ids, lengths)
         loss = F.cross_entropy(logits, y)
@@ -125,26 +125,12 @@ class SentimentModule(TaskModule):
             m.update(pred, y)
             self.log(f"{split}/{k}", m, on_epoch=True, batch_size=len(y))
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class SentimentTask(WordVectorsTask, Task):
     Config = SentimentConfig
+    Data = SentimentData
     primary = "test/acc"
     mode = "max"
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> SentimentData:
-        if self._dm is None:
-            self._dm = SentimentData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> SentimentModule:
         dm = datamodule or self.datamodule()

@@ -226,7 +226,7 @@ class TaggingModule(TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         logits = self(batch)
         y = batch["tags"]
         n = int((y != IGNORE).sum())
@@ -239,27 +239,16 @@ class TaggingModule(TaskModule):
             self.f1[split].update(pred, y, batch["lengths"])
             self.log(f"{split}/f1", self.f1[split], on_epoch=True, batch_size=n)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class TaggingTask(WordVectorsTask, Task):
     Config = TaggingConfig
+    Data = TaggingData
     primary = "test/acc"
     mode = "max"
 
     def __init__(self, run_cfg):
         super().__init__(run_cfg)
-        self._dm = None
         self.primary = "test/f1" if self.cfg.metric == "span_f1" else "test/acc"
-
-    def datamodule(self) -> TaggingData:
-        if self._dm is None:
-            self._dm = TaggingData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> TaggingModule:
         dm = datamodule or self.datamodule()

@@ -25,7 +25,7 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 LONG_OK = "# long function on purpose: hand-written backward"
 # Being split by issue 13 (re-layering); an entry that no longer breaks its rule must be removed.
-KNOWN_BIG = {"tasks/lm.py", "tasks/text.py", "tasks/translation.py", "reports/papers.py", "slurm/executor.py",
+KNOWN_BIG = {"reports/papers.py", "slurm/executor.py",
              "tests/test_reports.py"}
 KNOWN_LONG = {"reports/papers.py:build", "reports/report.py:build_report"}
 
