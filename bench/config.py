@@ -28,7 +28,7 @@ SECTIONS = ("task", "model", "optim", "trainer")
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adam", choices=("adam", "rmsprop", "sgd"), help="optimizer")
+    name: str = opt("adam", choices=("adam", "rmsprop", "sgd", "adagrad"), help="optimizer")
     lr: float = opt(1e-3, gt=0, help="learning rate")
     momentum: float = opt(0.0, ge=0, lt=1, help="SGD/RMSprop momentum")
     alpha: float = opt(0.99, gt=0, lt=1, help="RMSprop decay of the squared-gradient average")

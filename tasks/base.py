@@ -114,6 +114,8 @@ class TaskModule(L.LightningModule):
         elif o.name == "rmsprop":
             opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
                                       weight_decay=o.weight_decay)
+        elif o.name == "adagrad":  # Socher et al. 2013, Tai et al. 2015
+            opt = torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         if o.lr_decay is not None:

@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "pixels": "tasks.pixels:PixelTask",
     "one_to_many": "tasks.one_to_many:OneToManyTask",
     "sentence_lm": "tasks.sentence_lm:SentenceLMTask",
+    "treebank": "tasks.treebank:TreebankTask",
 }
 
 
