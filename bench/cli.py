@@ -174,7 +174,7 @@ def cmd_status(a) -> int:
     hashes = store.sweep_hashes(a.sweep) if a.sweep else store.hashes()
     states = {h: store.status(h) for h in hashes}
     try:
-        from slurm.executor import job_states
+        from slurm.states import job_states
 
         states.update(job_states(store, hashes))
     except ImportError:

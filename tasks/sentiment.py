@@ -1,5 +1,5 @@
 """Sentiment classification (many-to-one): SST-2 sentence level, IMDB, or any data set with a
-text column and a label column (hub id or local files, by config only; see tasks/text.py).
+text column and a label column (hub id or local files, by config only; see tasks/text/).
 
 Embedding -> models.recurrent.Recurrent (with `lengths`, so padding changes nothing) -> sequence
 summary (default: the last valid state, both directions when bidirectional) -> linear.

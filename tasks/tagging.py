@@ -1,6 +1,6 @@
 """Sequence tagging (many-to-many; usually bidirectional): UD English EWT UPOS (token accuracy),
 CoNLL-2003 NER in IOB2 (entity-level span F1, seqeval/conlleval rules), or any data set with a
-token-list column and a tag-list column (hub id or local files, by config only; tasks/text.py).
+token-list column and a tag-list column (hub id or local files, by config only; tasks/text/).
 
 Word embedding (+ optional character CNN per word) -> models.recurrent.Recurrent (with `lengths`)
 -> linear per step. Loss and metrics skip padded steps (ignore index -100).
