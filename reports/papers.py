@@ -29,6 +29,7 @@ from reports.collect import flatten, store_runs
 from reports.doc import Doc
 from reports.gradflow import measure_run, plot
 from reports.plots import bars_per_task, mean_vs_T
+from reports.published_table import published_section
 from reports.report import DASH, num, pval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def measure_gradflow(runs: list[dict], store, out: Path) -> tuple[list[dict], li
 # ---------------------------------------------------------------- report sections
 
 
-def verdict_section(doc: Doc, claims: dict, results: list, reduced: bool, margin: float) -> None:
+def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], reduced: bool, margin: float) -> None:
     counts = {v: sum(1 for _, r in results if r["verdict"] == v) for v in (AGREES, DISAGREES, INCONCLUSIVE)}
     doc.h(2, "Verdict")
     doc.p(f"{counts[AGREES]} claim(s) agree, {counts[DISAGREES]} do not agree, {counts[INCONCLUSIVE]} inconclusive"
@@ -153,6 +154,8 @@ def verdict_section(doc: Doc, claims: dict, results: list, reduced: bool, margin
         doc.p("Per T (a variant 'beats' the baseline when its mean test metric is below baseline × "
               f"(1 − {margin:g})):")
         doc.table(["claim", "T", "paper", "ours", "verdict"], per_T, align="lrlll")
+    if claims.get("published"):
+        published_section(doc, claims["published"], runs)
     if claims.get("notes"):
         doc.p("Notes (context from the literature, not measured here):")
         doc.ul(claims["notes"])
@@ -262,7 +265,7 @@ def build(claims: dict, store, out_root, full: bool = False) -> Path:
     doc.p(f"Paper's finding: **{claims['finding']}**")
     doc.p(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m reports.papers` from sweep `{sweep}` "
           f"in result store `{Path(store).name}`.")
-    verdict_section(doc, claims, results, reduced, margin)
+    verdict_section(doc, claims, results, runs, reduced, margin)
     results_section(doc, claims, runs)
     figures_section(doc, claims, runs, out, sweep, gf_pngs)
     reduction_section(doc, claims, reduced)
