@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import lightning as L
 import torch
@@ -93,6 +93,17 @@ class Task:
         return None
 
 
+# The one optimizer registry: `optim.name` -> torch optimizer from the parameters and the `optim`
+# section (its choices in bench/config.py come from here; a new optimizer is one line).
+OPTIMIZERS: dict[str, Callable] = {
+    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
+    "rmsprop": lambda params, o: torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
+                                                     weight_decay=o.weight_decay),
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+    "adagrad": lambda params, o: torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay),  # Socher 2013, Tai 2015
+}
+
+
 class TaskModule(L.LightningModule):
     """Optimizer from the `optim` section, divergence check, and RNG state in checkpoints
     (so a resumed run continues with the same dropout masks as an uninterrupted one).
@@ -108,16 +119,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.run_cfg.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        if o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
-                                      weight_decay=o.weight_decay)
-        elif o.name == "adagrad":  # Socher et al. 2013, Tai et al. 2015
-            opt = torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = OPTIMIZERS[o.name]([p for p in self.parameters() if p.requires_grad], o)
         if o.lr_decay is not None:
             start, gamma = o.lr_decay_start, o.lr_decay
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: gamma ** max(0, epoch - start + 1))

@@ -160,34 +160,20 @@ class PixelModule(TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         x, y = batch
         logits = self(x)
         self.log(f"{split}/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log(f"{split}/acc", (logits.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=len(y),
                  sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class PixelTask(Task):
     Config = PixelConfig
+    Data = PixelData
     primary = "test/acc"
     mode = "max"
     long_dependency = False
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> PixelData:
-        if self._dm is None:
-            self._dm = PixelData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> PixelModule:
         dm = datamodule or self.datamodule()
