@@ -36,7 +36,14 @@ def ours(runs: list[dict], metric: str, scale: float) -> tuple[str, Optional[flo
     return (one_decimal(m) if sd is None else f"{one_decimal(m)} ± {one_decimal(sd)}") + f" (n={len(xs)})", m
 
 
-def published_section(doc: Doc, rows: list[dict], runs: list[dict]) -> None:
+def published_table(rows: list[dict], runs: list[dict], pick=matches) -> str:
+    """The section as Markdown (`pick(run, selector)` chooses a row's runs; default claims.matches)."""
+    doc = Doc()
+    published_section(doc, rows, runs, pick)
+    return doc.markdown()
+
+
+def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches) -> None:
     """Add the section: one table row per `published` row, its runs picked by `select`."""
     metrics = []
     for row in rows:
@@ -46,7 +53,7 @@ def published_section(doc: Doc, rows: list[dict], runs: list[dict]) -> None:
     head = ["model"] + [f"{m.split('/', 1)[-1]}: paper / target / ours" for m in metrics] + ["train time/run (s)", "seeds not done"]
     table = []
     for row in rows:
-        mine = [r for r in runs if matches(r, row.get("select"))]
+        mine = [r for r in runs if pick(r, row.get("select"))]
         cells = [row["label"]]
         for m in metrics:
             text, mean = ours(mine, m, float(row.get("scale", 1.0)))

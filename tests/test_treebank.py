@@ -312,7 +312,7 @@ def test_bench_trees_compares_level_batching_with_recursion(capsys):
 
 
 def test_published_table_of_the_paper_report():
-    from reports.papers import load_claims, matches
+    from reports.claims import load_claims, matches
     from reports.published_table import published_table
 
     claims = load_claims("socher")
