@@ -1,9 +1,10 @@
 """Shared data layer for the text task families (sentiment, tagging, language modelling, translation).
 
 Everything here is plain functions/classes that a family composes; nothing is family specific.
-One module per concern: `parsers` (local formats), `config` (shared fields), `sources` (hub and
-local files -> splits), `tokens`, `vocab`, `vectors` (pretrained word vectors), `batching`
-(bucketing sampler, padding, masks), `datamodule` (the LightningDataModule base); this package
+One module per concern: `parsers` (local files: opening, checking, formats), `config` (shared
+fields), `sources` (hub and local files -> splits), `tokens`, `vocab`, `labels` (labels unseen in
+training), `vectors` (pretrained word vectors), `batching` (bucketing sampler, padding, masks),
+`datamodule` (the LightningDataModule base); this package
 re-exports their public names, so a family writes `from tasks import text` and `text.pad(...)`.
 
 Data sources  -- one `datasets.load_dataset` code path for the hub and for local files
@@ -58,16 +59,19 @@ vocabularies travel inside Lightning checkpoints.
 from tasks.text.batching import BucketBatchSampler, ListDataset, last_valid, lengths_to_mask, pad
 from tasks.text.config import TextDataConfig
 from tasks.text.datamodule import TextDataModule
-from tasks.text.parsers import (BUILDERS, CONLLU_FIELDS, FORMAT_HELP, PARSERS, open_text, parse_conll, parse_conllu,
-                                parse_label_text, register_parser)
-from tasks.text.sources import ENV_DATA, class_labels_to_names, column_list, load_splits, local_root, resolve_files
+from tasks.text.labels import LabelsConfig, handle_unseen
+from tasks.text.parsers import (BUILDERS, CONLLU_FIELDS, FORMAT_HELP, PARSERS, check_file, open_text, parse_conll,
+                                parse_conllu, parse_label_text, register_parser)
+from tasks.text.sources import (ENV_DATA, carve_test, check_files, class_labels_to_names, column_list, load_splits,
+                                local_root, resolve_files, sources)
 from tasks.text.tokens import token_column, tokenize
 from tasks.text.vectors import VECTORS_HELP, WordVectorsConfig, WordVectorsTask, init_embedding, load_vectors
 from tasks.text.vocab import BOS, EOS, PAD, UNK, Vocab, char_vocab
 
 __all__ = ["BOS", "BUILDERS", "CONLLU_FIELDS", "ENV_DATA", "EOS", "FORMAT_HELP", "PAD", "PARSERS", "UNK",
-           "VECTORS_HELP", "BucketBatchSampler", "ListDataset", "TextDataConfig", "TextDataModule", "Vocab",
-           "WordVectorsConfig", "WordVectorsTask", "char_vocab", "class_labels_to_names", "column_list",
-           "init_embedding", "last_valid", "lengths_to_mask", "load_splits", "load_vectors", "local_root",
-           "open_text", "pad", "parse_conll", "parse_conllu", "parse_label_text", "register_parser",
-           "resolve_files", "token_column", "tokenize"]
+           "VECTORS_HELP", "BucketBatchSampler", "LabelsConfig", "ListDataset", "TextDataConfig", "TextDataModule",
+           "Vocab", "WordVectorsConfig", "WordVectorsTask", "carve_test", "char_vocab", "check_file", "check_files",
+           "class_labels_to_names", "column_list", "handle_unseen", "init_embedding", "last_valid",
+           "lengths_to_mask", "load_splits", "load_vectors", "local_root", "open_text", "pad", "parse_conll",
+           "parse_conllu", "parse_label_text", "register_parser", "resolve_files", "sources", "token_column",
+           "tokenize"]

@@ -1,10 +1,11 @@
 """The data-source, vocabulary and batching fields every text family's Config shares."""
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from typing import Optional
 
-from bench.schema import opt
+from bench.schema import ConfigError, opt
 from tasks.text.parsers import BUILDERS, PARSERS
 
 
@@ -41,3 +42,28 @@ class TextDataConfig:
     batch_size: int = opt(32, ge=1)
     eval_batch_size: Optional[int] = opt(None, ge=1, help="default: batch_size")
     bucket_pool: int = opt(50, ge=1, help="batches per length-sorted pool (1 = no bucketing)")
+    encoding: str = opt("utf-8", help="text encoding of the local files, e.g. latin-1, cp1252 "
+                        "(any Python codec name)", new=True)
+    test_fraction: Optional[float] = opt(None, gt=0, lt=1, new=True,
+                                         help="no test file: carve this share of train as test (seeded by data_seed)")
+    folds: Optional[int] = opt(None, ge=2, new=True, help="no test file: k-fold cross-validation, test = fold "
+                               "task.fold of the train file (folds drawn with data_seed); sweep over task.fold")
+    fold: int = opt(0, ge=0, new=True, help="with folds: which fold is the test split (0 .. folds-1)")
+
+    def check(self, path: str) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"{path}encoding: invalid value {self.encoding!r}; allowed: a Python codec "
+                              f"name, e.g. utf-8, latin-1, cp1252") from None
+        if self.folds is not None and self.test_fraction is not None:
+            raise ConfigError(f"{path}folds: conflicts with test_fraction; allowed: one of them")
+        if self.folds is None and self.fold != 0:
+            raise ConfigError(f"{path}fold: {self.fold} without task.folds; allowed: 0, or set task.folds")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ConfigError(f"{path}fold: invalid value {self.fold}; allowed: 0 .. {self.folds - 1} "
+                              f"(task.folds={self.folds})")
+        if (self.folds or self.test_fraction) and self.data_files and self.data_files.get("test"):
+            key = "folds" if self.folds else "test_fraction"
+            raise ConfigError(f"{path}{key}: the data has a test file (task.data_files.test); "
+                              f"allowed: null, or task.data_files.test=null to carve the test split from train")

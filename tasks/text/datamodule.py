@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from tasks.base import SkipDone, batches_done
 from tasks.text.batching import BucketBatchSampler, ListDataset
-from tasks.text.sources import load_splits
+from tasks.text.sources import load_splits, sources
 from tasks.text.vocab import Vocab
 
 
@@ -24,6 +24,7 @@ class TextDataModule(L.LightningDataModule):
         self.examples: dict[str, list] = {}
         self.lengths: dict[str, list[int]] = {}
         self.vocabs: dict[str, Vocab] = {}
+        self.info: dict = {}      # recorded in result.json under "data": sources, unseen labels
         self._restored: Optional[dict] = None
         self.ready = False
 
@@ -38,6 +39,7 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.ready:
             return
+        self.info["source"] = sources(self.cfg, self.path)
         self.build(load_splits(self.cfg, self.path))
         if self._restored is not None:
             self._check_restored()

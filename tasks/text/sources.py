@@ -7,27 +7,31 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import datasets
+import torch
 
 from bench.schema import ConfigError
-from tasks.text.parsers import FORMAT_HELP, PARSERS
+from tasks.text.parsers import FORMAT_HELP, PARSERS, check_file
 
 ENV_DATA = "RNNBENCH_DATA"
 
 
 def local_root(cfg) -> Optional[Path]:
-    """The local data root (cfg.data_dir, else $RNNBENCH_DATA) when local files are to be used."""
+    """The local data root when local files are to be used: whenever `cfg.data_files` names files
+    (local files win; the hub is never used in their place), cfg.data_dir, else $RNNBENCH_DATA,
+    else the current directory. None (the hub) only with no data_files."""
     root = getattr(cfg, "data_dir", None) or os.environ.get(ENV_DATA)
-    if not root or not getattr(cfg, "data_files", None):
+    if not getattr(cfg, "data_files", None):
         if getattr(cfg, "data_dir", None):
             raise ConfigError("task.data_files: empty, but task.data_dir is set; "
                               "allowed: a mapping split -> file, e.g. {train: train.jsonl}")
         return None
-    return Path(root).expanduser()
+    return Path(root).expanduser() if root else Path.cwd()
 
 
 def resolve_files(cfg, root: Path, path: str = "task.") -> dict[str, list[str]]:
     """Our split -> list of absolute file paths, each checked to exist."""
     out = {}
+    unset = not (getattr(cfg, "data_dir", None) or os.environ.get(ENV_DATA))
     for split, files in cfg.data_files.items():
         if files is None:
             continue
@@ -37,13 +41,30 @@ def resolve_files(cfg, root: Path, path: str = "task.") -> dict[str, list[str]]:
             p = Path(f).expanduser()
             p = p if p.is_absolute() else root / p
             if not p.is_file():
-                raise ConfigError(f"{path}data_files.{split}: file {p} not found; "
-                                  f"expected {FORMAT_HELP.get(cfg.format, cfg.format)}")
+                where = ""
+                if unset and not Path(f).expanduser().is_absolute():
+                    hub = f"; to use the hub data set {cfg.dataset} instead, set {path}data_files={{}}" \
+                        if getattr(cfg, "dataset", "") else ""
+                    where = f" (relative to the current directory: neither {path}data_dir nor ${ENV_DATA} is set{hub})"
+                fmt = getattr(cfg, "format", "csv")  # the time-series family reads CSV only
+                raise ConfigError(f"{path}data_files.{split}: file {p} not found{where}; "
+                                  f"expected {FORMAT_HELP.get(fmt, fmt)}")
             full.append(str(p))
         out[split] = full
     if "train" not in out:
         raise ConfigError(f"{path}data_files: no 'train' entry; allowed keys: train, validation, test")
     return out
+
+
+def check_files(cfg, path: str = "task.") -> None:
+    """Check the local files of `cfg` (exist, not empty, readable in task.encoding) before any
+    work; a no-op for hub data."""
+    root = local_root(cfg)
+    if root is None:
+        return
+    for files in resolve_files(cfg, root, path).values():
+        for f in files:
+            check_file(f, cfg.format, getattr(cfg, "encoding", "utf-8"))
 
 
 def _gen(parser: str, files: tuple, stamp: str, options: dict):
@@ -58,18 +79,24 @@ def _stamp(files: Sequence[str]) -> str:
 
 def _load_local(cfg, root: Path, path: str):
     files = resolve_files(cfg, root, path)
-    fmt = cfg.format
+    fmt, encoding = cfg.format, getattr(cfg, "encoding", "utf-8")
+    for fl in files.values():
+        for f in fl:
+            check_file(f, fmt, encoding)
     out = {}
     for split, fl in files.items():
         try:
             if fmt in PARSERS:
                 options = {"text_column": cfg.text_column, "label_column": cfg.label_column,
                            "columns": getattr(cfg, "columns", None)}
+                if encoding != "utf-8":  # only when set: the datasets cache keys of utf-8 data stay
+                    options["encoding"] = encoding
                 ds = datasets.Dataset.from_generator(
                     _gen, gen_kwargs={"parser": fmt, "files": tuple(fl), "stamp": _stamp(fl),
                                       "options": options})
             else:
-                ds = datasets.load_dataset(fmt, data_files={split: fl}, split=split)
+                kw = {"encoding": encoding} if fmt != "parquet" and encoding != "utf-8" else {}
+                ds = datasets.load_dataset(fmt, data_files={split: fl}, split=split, **kw)
         except Exception as e:  # datasets may wrap a parser's error in its own exception types
             cause, depth = e, 0
             while cause is not None and depth < 20:
@@ -154,11 +181,11 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
                 raise ConfigError(f"{path}{key}: column {col!r} not in {where[split]}; "
                                   f"available: {', '.join(ds.column_names)}")
         raw[split] = class_labels_to_names(ds, need[1:])
+    if "test" not in raw:
+        raw["train"], raw["test"] = carve_test(raw["train"], cfg, path)
     if "validation" not in raw:
         parts = raw["train"].train_test_split(test_size=cfg.val_fraction, seed=cfg.data_seed, shuffle=True)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
-    if "test" not in raw:
-        raise ConfigError(f"{path}data_files: no 'test' split; allowed keys: train, validation, test")
     for split in ("train", "validation", "test"):
         cap = cfg.max_train if split == "train" else cfg.max_eval
         if cap is not None and len(raw[split]) > cap:
@@ -168,6 +195,34 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
     return datasets.DatasetDict({s: raw[s] for s in ("train", "validation", "test")})
 
 
+def carve_test(ds, cfg, path: str = "task."):
+    """(train, test) from one training set: `cfg.test_fraction` drawn with `cfg.data_seed`, or fold
+    `cfg.fold` of `cfg.folds` (a permutation drawn with data_seed cut into `folds` near-equal parts:
+    over fold = 0 .. folds-1 every example is tested exactly once)."""
+    folds, frac = getattr(cfg, "folds", None), getattr(cfg, "test_fraction", None)
+    if folds:
+        n = len(ds)
+        if n < folds:
+            raise ValueError(f"{path}folds: {folds} folds, but the training data has {n} examples")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.data_seed)).tolist()
+        a, b = cfg.fold * n // folds, (cfg.fold + 1) * n // folds
+        test = set(perm[a:b])
+        return ds.select([i for i in range(n) if i not in test]), ds.select(sorted(test))
+    if frac:
+        parts = ds.train_test_split(test_size=frac, seed=cfg.data_seed, shuffle=True)
+        return parts["train"], parts["test"]
+    raise ConfigError(f"{path}data_files: no 'test' split; allowed: a test entry (train, validation, test), "
+                      f"or carve one from train with {path}test_fraction=0.1 or {path}folds=10")
+
+
 def column_list(ds, name: str) -> list:
     """A column as a plain Python list (fast; `ds[name]` is a lazy Column in datasets >= 4)."""
     return ds.select_columns([name])[:][name] if len(ds) else []
+
+
+def sources(cfg, path: str = "task.") -> dict:
+    """split -> where its data comes from (local files, or hub id[split]), for result.json."""
+    root = local_root(cfg)
+    if root is None:
+        return {s: f"{cfg.dataset}[{h}]" for s, h in cfg.splits.items() if h is not None}
+    return {s: ", ".join(f) for s, f in resolve_files(cfg, root, path).items()}
