@@ -16,7 +16,6 @@ training, validation, test and every file written) and the training time each re
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ import time
 import torch
 
 from bench import config as C
+from bench.benchmarks.common import parser
 from bench.packed import run_group
 from bench.train import run
 
@@ -51,7 +51,7 @@ def measure(cfgs: list, root: str) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("packed", __doc__)
     ap.add_argument("--quick", action="store_true", help="30 steps, 1 repeat")
     ap.add_argument("--k", type=int, default=8, help="runs per packed group")
     ap.add_argument("--steps", type=int, default=100)
