@@ -72,7 +72,13 @@ def test_resumed_from_the_solving_checkpoint_stops_at_once(store):
 
 def test_a_task_without_a_solved_criterion_is_a_config_error(store):
     cfg = C.load(None, ["task=tinyshakespeare", "trainer.stop_when_solved=true"])
-    with pytest.raises(ConfigError, match=r"^trainer.stop_when_solved: task 'tinyshakespeare' has no solved "
+    with pytest.raises(ConfigError, match=r"^trainer.stop_when_solved: task 'lm' has no solved "
                                           r"criterion; allowed: true only for copy, adding$"):
         run(cfg, store, wandb_mode="disabled")
     assert not (Store(store).root / "runs").exists() or not any((Store(store).root / "runs").iterdir())
+
+
+def test_stop_when_solved_runs_are_not_packed():
+    from bench.packed import packable
+    cfg = C.load(None, ADDING)
+    assert packable(cfg) == "trainer.stop_when_solved=True"
