@@ -17,7 +17,7 @@ class DeepTransitionCell(Cell):
         h^t   = a_L^t
 
     L = 1 is the Elman tanh-RNN. Parameters: `weight_ih` (H, I) = W, `weight_hh` (H, H) = R,
-    `bias_ih`, `bias_hh` (H), `weight_tr` (L-1, H, H) = V_2..V_L, `bias_tr` (L-1, H) = c_2..c_L;
+    `bias_ih`, `bias_hh` (H), `weight_tr` (L-1, H, H) = V_2..V_L, `bias_tr` (L-1, H) = c_2..c_L (none when L = 1);
     all U(-1/sqrt(H), 1/sqrt(H)) (torch.nn.RNN's default), the first four per `models.init`.
     No torch.nn equivalent: custom path (a Python scan over `step`).
     """
@@ -27,9 +27,10 @@ class DeepTransitionCell(Cell):
 
     def __init__(self, input_size, hidden_size, model_cfg=None):
         super().__init__(input_size, hidden_size, model_cfg)
-        extra = int(getattr(model_cfg, "transition_layers", 1)) - 1
-        self.weight_tr = nn.Parameter(torch.empty(extra, hidden_size, hidden_size))
-        self.bias_tr = nn.Parameter(torch.empty(extra, hidden_size))
+        self.extra = int(getattr(model_cfg, "transition_layers", 1)) - 1
+        if self.extra:
+            self.weight_tr = nn.Parameter(torch.empty(self.extra, hidden_size, hidden_size))
+            self.bias_tr = nn.Parameter(torch.empty(self.extra, hidden_size))
         self.reset_parameters()
 
     @classmethod
@@ -42,6 +43,6 @@ class DeepTransitionCell(Cell):
 
     def step(self, xp_t, state):
         a = torch.tanh(xp_t + state[0] @ self.weight_hh.t())
-        for v, c in zip(self.weight_tr, self.bias_tr):
-            a = torch.tanh(torch.addmm(c, a, v.t()))
+        for k in range(self.extra):
+            a = torch.tanh(torch.addmm(self.bias_tr[k], a, self.weight_tr[k].t()))
         return (a,)
