@@ -10,7 +10,8 @@ models.recurrent (variants torch can express), `custom` = the custom path (impl=
 Two clocks per call: wall (time.perf_counter) and CPU time of this process (time.process_time;
 with one thread that is the compute of the call alone, robust to other jobs on a shared machine).
 Targets: fused 1.00x (it is the same kernel; differences are noise), custom <= 1.30x; `met` is
-judged on the CPU-time ratio and the wall ratio separately.
+judged on the CPU-time ratio and the wall ratio separately. `--device cuda`: every call ends with
+torch.cuda.synchronize(), float32 with TF32 off; the CPU-time columns then time the host side only.
 "matmul FLOPs" is the variant's per-step matmul work, as implemented, relative to the reference
 (NIG/NFG/NOG/CIFG drop a gate block; FGR multiplies [y, i, f, o]^{t-1} (4H) by a (4H x 4H)
 matrix holding R and the 9 gate-to-gate matrices, zeros in the block-input rows).
@@ -62,10 +63,17 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated registry cells")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: synchronised timing, TF32 off)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device visible")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     B, T, H = args.batch, args.T, args.hidden
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     for c in cells:
@@ -78,20 +86,21 @@ def main(argv=None) -> None:
         mod, kw = reference_for(c)
         rkey = ref_name(mod, kw)
         if rkey not in refs:
-            refs[rkey] = mod(H, H, batch_first=True, **kw)
+            refs[rkey] = mod(H, H, batch_first=True, **kw).to(dev)
             entries[rkey] = (refs[rkey], rkey, (rkey, "reference"))
         paths = ["fused", "custom"] if cell_class(c).fusable(build(ModelConfig, {"cell": c}, "model.")) else ["custom"]
         for p in paths:
             cfg = build(ModelConfig, {"cell": c, "hidden_size": H, "impl": p}, "model.")
-            net = Recurrent(H, cfg)
+            net = Recurrent(H, cfg).to(dev)
             assert net.fused == (p == "fused")
             entries[f"{c}/{p}"] = (net, rkey, (c, p))
 
-    x = torch.randn(B, T, H, requires_grad=True)
+    x = torch.randn(B, T, H, device=dev, requires_grad=True)
 
     def call(m):
         out = m(x)[0]
         out.sum().backward()
+        sync()
 
     def clear(m):
         x.grad = None
@@ -115,8 +124,9 @@ def main(argv=None) -> None:
     cmed = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
 
     print(f"# bench_cells: forward+backward, batch {B}, T {T}, hidden {H} (input {H}), 1 layer, float32")
-    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}; {args.repeats} interleaved repeats, median; "
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# torch {torch.__version__}, device {dev} ({where}), threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs; {args.repeats} interleaved repeats, median; "
           f"spread = (max - min) / median")
     print()
     def met(p, ratio):

@@ -301,10 +301,11 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
                 res = r.result or {}
                 arows.append([g.title, v.label, r.seed, f"`{r.hash}`", r.status,
                               r.step if r.step is not None else DASH, num(r.metric(g.primary)),
-                              num(res.get("wall_time_s"), 3), res.get("git_commit") or DASH,
-                              (r.error or "")[:120] or DASH])
+                              num(res.get("wall_time_s"), 3),
+                              res.get("device") or (res.get("implementation") or {}).get("device") or DASH,
+                              res.get("git_commit") or DASH, (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
-                    "commit", "error"], arows, "llrllrrrll")
+                    "device", "commit", "error"], arows, "llrllrrrlll")
 
     doc = Doc()
     for part in [head] + [d for _, d in sections] + [solved, appendix]:
