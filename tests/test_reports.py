@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -550,3 +552,82 @@ def test_cli_sweep_builds_report(tmp_path):
                      "--wandb", "disabled"]) == 0
     md = (store / "reports" / "tiny" / "report.md").read_text()
     assert "## Task: copy T=5" in md and "| lstm |" in md and "| gru |" in md
+
+
+CHROMIUM = next((p for p in ("chromium", "chromium-browser", "google-chrome") if shutil.which(p)), None)
+if CHROMIUM is None and os.environ.get("RNNBENCH_REQUIRE_CHROMIUM") == "1":  # CI (.ci/run) must render
+    raise RuntimeError("RNNBENCH_REQUIRE_CHROMIUM=1 but no chromium on PATH")
+# injected first into <head>: records script errors and console.error calls, then at load checks
+# every image (loaded, non-zero size on the page) and every table (its right edge within the page)
+PROBE = """<script>window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+const __ce = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); __ce(...a); };
+window.addEventListener('load', () => {
+  const W = document.documentElement.clientWidth, imgs = [...document.images];
+  const tables = [...document.querySelectorAll('table')];
+  const out = {width: W, errors: window.__errors, images: imgs.length,
+    unshown: imgs.filter(i => !(i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0)).length,
+    tables: tables.length, too_wide: tables.filter(t => t.getBoundingClientRect().right > W + 1).length};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _chromium(*args, timeout=120):
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--window-size=1280,2400", "--virtual-time-budget=10000", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here (.ci/run installs Debian's chromium)")
+def test_report_html_in_a_browser(report, tmp_path):
+    """The default report as people see it: rendered by headless Chromium to a PNG; no script or
+    console errors, every figure embedded and shown, every table within the page width."""
+    import matplotlib.image
+
+    html = (report / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("<head>", "<head>" + PROBE, 1))
+    dom = _chromium("--dump-dom", probe.as_uri()).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    seen = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert seen["errors"] == [] and seen["unshown"] == 0 and seen["too_wide"] == 0, seen
+    assert seen["images"] == html.count("data:image/png;base64,") == 6 and seen["tables"] >= 5, seen
+    png = tmp_path / "report.png"
+    _chromium(f"--screenshot={png}", (report / "report.html").as_uri())
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[1] == 1280 and pixels.std() > 0.01         # a page was drawn, not a blank one
+
+
+def test_adding_bar_chart_is_log_scaled_when_values_span_decades(tmp_path, monkeypatch):
+    """The adding problem as the issue saw it: tanh-RNN at the baseline (0.17), gated cells near
+    1e-3: on a linear axis they are flat at zero; the bar chart draws them on a log axis."""
+    import matplotlib.pyplot as plt
+
+    from reports import plots
+    from reports.collect import Run, TaskGroup, Variant
+
+    def variant(cell, values):
+        runs = [Run(f"{cell}{i}", {"seed": i}, {"status": "done", "metrics": {"test/loss": v}}, "done")
+                for i, v in enumerate(values)]
+        return Variant(cell, {"model": {"cell": cell}}, runs, label=cell, primary="test/loss")
+
+    def scale(variants):
+        axes, real = [], plt.subplots
+
+        def capture(*a, **k):
+            fig, ax = real(*a, **k)
+            axes.append(ax)
+            return fig, ax
+        monkeypatch.setattr(plt, "subplots", capture)
+        g = TaskGroup("k", "adding", {"name": "adding", "T": 100}, "test/loss", "min", {"test/loss": 0.167},
+                      variants, title="adding T=100")
+        assert plots.bar_chart(g, tmp_path / "bar.png") is not None
+        monkeypatch.setattr(plt, "subplots", real)
+        return axes[0].get_yscale()
+
+    assert scale([variant("rnn_tanh", [0.17, 0.168]), variant("lstm", [1.2e-3, 8e-4]),
+                  variant("gru", [4e-4, 6e-4])]) == "log"
+    assert scale([variant("rnn_tanh", [0.17, 0.168]), variant("lstm", [0.09, 0.1])]) == "linear"
+    assert plots.spans_decades([0.17, 1.7e-3]) and not plots.spans_decades([0.17, 1.8e-3])
