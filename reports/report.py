@@ -319,7 +319,8 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
     if publish is not None:
         from reports import wandb_io
 
-        secs = [(f"Task: {g.title}", d.markdown(), [r.hash for r in g.runs if r.result and r.result.get("wandb_id")],
+        secs = [(f"Task: {g.title}", d.markdown(), [r.result["wandb_id"] for r in g.runs
+                                                     if r.result and r.result.get("wandb_id")],
                  g.primary) for g, d in sections]
         secs.insert(0, ("Summary", head.markdown(), [], ""))
         url = wandb_io.publish(publish or from_wandb, title, secs)

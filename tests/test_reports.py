@@ -631,3 +631,44 @@ def test_adding_bar_chart_is_log_scaled_when_values_span_decades(tmp_path, monke
                   variant("gru", [4e-4, 6e-4])]) == "log"
     assert scale([variant("rnn_tanh", [0.17, 0.168]), variant("lstm", [0.09, 0.1])]) == "linear"
     assert plots.spans_decades([0.17, 1.7e-3]) and not plots.spans_decades([0.17, 1.8e-3])
+
+
+def test_publish_builds_the_real_wandb_report_from_a_store(tmp_path, monkeypatch):
+    """`--publish` with the real wandb-workspaces classes, from a real store of offline-tracked runs:
+    blocks, run sets (the runs' W&B ids) and panels, serialised to the Report's JSON spec. No
+    network: saving is captured, and the one server lookup serialising needs (a project's internal
+    id) answers from a stub."""
+    wr = pytest.importorskip("wandb_workspaces.reports.v2", reason="pip install -e '.[reports]'")
+    import wandb_workspaces.reports.v2.interface as wsi
+
+    import reports.wandb_io as wio
+    from bench.train import run
+    from reports.report import build_report
+
+    store = Store(tmp_path / "results")
+    cfgs = [load(None, ["task=adding", "task.T=5", "task.eval_size=16", "model.hidden_size=8",
+                        "trainer.max_steps=4", "trainer.val_every=2", f"seed={s}"]) for s in (0, 1)]
+    store.record_sweep("pub", [c.hash for c in cfgs])
+    ids = [run(c, store.root, sweep="pub", wandb_mode="offline")["wandb_id"] for c in cfgs]
+    assert ids == [c.hash for c in cfgs]
+    saved = []
+    monkeypatch.setattr(wio, "check_publish", lambda: None)           # W&B offline here
+    monkeypatch.setattr(wr.Report, "save", lambda self, *a, **k: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: "https://wandb.ai/ent/proj/reports/offline"))
+    build_report(store, ["pub"], tmp_path / "report", publish="ent/proj")
+    assert (tmp_path / "report" / "wandb_report_url.txt").read_text() == "https://wandb.ai/ent/proj/reports/offline\n"
+    (report,) = saved
+    assert isinstance(report, wr.Report) and (report.entity, report.project) == ("ent", "proj")
+    kinds = [type(b).__name__ for b in report.blocks]
+    assert kinds == ["TableOfContents", "H1", "MarkdownBlock", "H1", "MarkdownBlock", "PanelGrid"], kinds
+    assert report.blocks[1].text == "Summary" and report.blocks[3].text.startswith("Task: adding")
+    assert "| variant |" in report.blocks[4].text
+    grid = report.blocks[5]
+    assert [type(p).__name__ for p in grid.panels] == ["LinePlot", "BarPlot"]
+    assert grid.panels[1].metrics == ["test/loss"] and grid.panels[0].y == ["val/loss"]
+    assert grid.runsets[0].filters == f"Metric('ID') in ['{ids[0]}', '{ids[1]}']"
+    monkeypatch.setattr(wsi, "_get_api", lambda: None)
+    monkeypatch.setattr(wsi, "execute_graphql", lambda *a, **k: {"project": {"internalId": "UHJvamVjdDox"}})
+    spec = json.loads(report._to_model().spec.model_dump_json(by_alias=True, exclude_none=True))
+    text = json.dumps(spec)
+    assert all(i in text for i in ids) and "val/loss" in text and "test/loss" in text
