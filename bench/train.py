@@ -27,6 +27,8 @@ from lightning.pytorch.loggers import CSVLogger
 from bench.config import RunConfig, to_overrides
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
+from models.config import ModelConfig
+from models.init import uniform_all_
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -55,8 +57,6 @@ def reproduce_command(cfg: RunConfig) -> str:
 
 def variant_tags(cfg: RunConfig) -> list[str]:
     """W&B tags: cell, task, and every model switch that differs from the defaults."""
-    from models.config import ModelConfig
-
     default = ModelConfig()
     tags = [cfg.model.cell, cfg.task.name]
     for k, v in cfg.model.__dict__.items():
@@ -73,7 +73,7 @@ def monitor(cfg: RunConfig, task) -> tuple[str, str]:
     return key, mode
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
+def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     t = cfg.trainer
     best = []
     if t.test_on == "best":
@@ -178,7 +178,6 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
             result["data"] = dm.info
         module = task.module(dm)
         if cfg.model.init_range is not None:
-            from models.init import uniform_all_
             uniform_all_(module, cfg.model.init_range)
         pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
         if pretrained:
@@ -191,7 +190,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
         result["wandb_id"] = wb.experiment.id if wb else None
         if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
             result["wandb_sweep_id"] = agent_run()[1]
-        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+        trainer = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
