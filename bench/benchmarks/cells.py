@@ -10,8 +10,7 @@ models.recurrent (variants torch can express), `custom` = the custom path (impl=
 Two clocks per call: wall (time.perf_counter) and CPU time of this process (time.process_time;
 with one thread that is the compute of the call alone, robust to other jobs on a shared machine).
 Targets: fused 1.00x (it is the same kernel; differences are noise), custom <= 1.30x; `met` is
-judged on the CPU-time ratio and the wall ratio separately. `--device cuda`: every call ends with
-torch.cuda.synchronize(), float32 with TF32 off; the CPU-time columns then time the host side only.
+judged on the CPU-time ratio and the wall ratio separately.
 "matmul FLOPs" is the variant's per-step matmul work, as implemented, relative to the reference
 (NIG/NFG/NOG/CIFG drop a gate block; FGR multiplies [y, i, f, o]^{t-1} (4H) by a (4H x 4H)
 matrix holding R and the 9 gate-to-gate matrices, zeros in the block-input rows).
@@ -51,67 +50,29 @@ def matmul_flops(net: Recurrent, ref_gates: int, I: int, H: int) -> float:
     return (cell.weight_ih.numel() + rec.numel()) / (ref_gates * H * (I + H))
 
 
-<<<<<<< HEAD:bench/bench_cells.py
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.bench_cells", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--T", type=int, default=100, help="sequence length")
-    ap.add_argument("--hidden", type=int, default=256, help="hidden size (= input size)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per entry (median)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per entry first")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated registry cells")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: synchronised timing, TF32 off)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device visible")
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    B, T, H = args.batch, args.T, args.hidden
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r}; allowed: {', '.join(CELLS)}")
-
-    entries = {}   # key -> (module, reference key, label tuple)
-    refs = {}
-=======
 def entries_for(cells: list[str], H: int) -> tuple[dict, dict]:
     """{key: (module, reference key, (cell, path))} for every cell's paths and each torch reference."""
     entries, refs = {}, {}
->>>>>>> main:bench/benchmarks/cells.py
     for c in cells:
         mod, kw = reference_for(c)
         rkey = ref_name(mod, kw)
         if rkey not in refs:
-            refs[rkey] = mod(H, H, batch_first=True, **kw).to(dev)
+            refs[rkey] = mod(H, H, batch_first=True, **kw)
             entries[rkey] = (refs[rkey], rkey, (rkey, "reference"))
         paths = ["fused", "custom"] if cell_class(c).fusable(build(ModelConfig, {"cell": c}, "model.")) else ["custom"]
         for p in paths:
             cfg = build(ModelConfig, {"cell": c, "hidden_size": H, "impl": p}, "model.")
-            net = Recurrent(H, cfg).to(dev)
+            net = Recurrent(H, cfg)
             assert net.fused == (p == "fused")
             entries[f"{c}/{p}"] = (net, rkey, (c, p))
     return entries, refs
 
-<<<<<<< HEAD:bench/bench_cells.py
-    x = torch.randn(B, T, H, device=dev, requires_grad=True)
-=======
->>>>>>> main:bench/benchmarks/cells.py
 
 def time_entries(entries: dict, x: torch.Tensor, warmup: int, repeats: int) -> tuple[dict, dict]:
     """Wall and CPU seconds per entry: warm-up calls, then `repeats` rounds running every entry once."""
     def call(m):
         out = m(x)[0]
         out.sum().backward()
-        sync()
 
     def clear(m):
         x.grad = None
@@ -133,19 +94,6 @@ def time_entries(entries: dict, x: torch.Tensor, warmup: int, repeats: int) -> t
             cpu[k].append(time.process_time() - c0)
     return times, cpu
 
-<<<<<<< HEAD:bench/bench_cells.py
-    print(f"# bench_cells: forward+backward, batch {B}, T {T}, hidden {H} (input {H}), 1 layer, float32")
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# torch {torch.__version__}, device {dev} ({where}), threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs; {args.repeats} interleaved repeats, median; "
-          f"spread = (max - min) / median")
-    print()
-    def met(p, ratio):
-        if p == "fused":
-            return "~" if abs(ratio - 1) <= 0.1 else "no"
-        return "yes" if ratio <= 1.3 else "no"
-=======
->>>>>>> main:bench/benchmarks/cells.py
 
 def met(path: str, ratio: float) -> str:
     if path == "fused":
