@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger
 from bench.config import RunConfig, to_overrides
 from bench.schema import ConfigError
 from bench.store import Store, write_atomic, write_json
-from bench.tracking import finish, wandb_logger
+from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
 from models.init import uniform_all_
 from tasks.base import Diverged
@@ -246,13 +246,16 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
         csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
         wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                           name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
-        result["wandb_id"] = h if wb else None
+        result["wandb_id"] = wb.experiment.id if wb else None
+        if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
+            result["wandb_sweep_id"] = agent_run()[1]
         trainer = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
         # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
         train_s = _train_time(trainer)
+        result["device"] = device_name(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/") and v.numel() == 1} or last_validation(store, h)
         best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
@@ -288,6 +291,13 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
+
+
+def device_name(trainer) -> str:
+    """Where the run trained: 'cpu', or e.g. 'cuda:0 (NVIDIA H200)', with ' x2' under 2-device DDP."""
+    dev = trainer.strategy.root_device
+    name = str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+    return f"{name} x{trainer.world_size}" if trainer.world_size > 1 else name
 
 
 def _train_time(trainer) -> float:
