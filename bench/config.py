@@ -66,6 +66,9 @@ class TrainerConfig:
                        help="test the last weights, or the checkpoint with the best validation score")
     monitor: Optional[str] = opt(None, help="validation metric for test_on=best; null = the val/ "
                                  "counterpart of the task's primary metric")
+    stop_when_solved: bool = opt(False, new=True,
+                                 help="end the run at the first validation that meets the task's solved "
+                                 "criterion (long-dependency tasks; never stops on a plateau)")
 
     def check(self, path: str) -> None:
         if self.monitor is not None and not self.monitor.startswith("val/"):
