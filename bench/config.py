@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -87,6 +88,11 @@ def _check_field(f, value, path: str):
         raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(str, choices))}")
     if value is None or isinstance(value, (bool, str, list, dict)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        bounds = [f"{w} {meta[k]}" for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if meta.get(k) is not None]
+        raise ConfigError(f"{path}: invalid value {value!r}; allowed: a finite number{' ' if bounds else ''}"
+                          f"{' and '.join(bounds)}")
     for key, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         bound = meta.get(key)
@@ -100,9 +106,9 @@ def build(cls, data: Optional[dict], path: str = ""):
     Hooks: `cls.prepare(data, path) -> dict` runs first (presets), `obj.check(path)` last
     (cross-field rules). Both raise ConfigError.
     """
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    data = dict(data or {})
     if hasattr(cls, "prepare"):
         data = cls.prepare(data, path)
     hints = typing.get_type_hints(cls)
@@ -122,7 +128,10 @@ def build(cls, data: Optional[dict], path: str = ""):
             continue
         ok, value = _type_ok(value, tp)
         if not ok:
-            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {_type_name(tp)}")
+            choices = f.metadata.get("choices")
+            choices = choices() if callable(choices) else choices
+            allowed = ", ".join(map(str, choices)) if choices else _type_name(tp)
+            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {allowed}")
         _check_field(f, value, fpath)
         values[f.name] = value
     obj = cls(**values)
@@ -262,12 +271,40 @@ def preset(section: str, name: str) -> dict:
     return load_yaml(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
 def load_yaml(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {path} line {e.line + 1}: duplicate key {e.key!r}; allowed: "
+                          f"each key once per mapping") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""

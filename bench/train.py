@@ -6,6 +6,8 @@ processes never run the same config at once (see Store.claim).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import math
@@ -24,7 +26,9 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
 
-from bench.config import RunConfig, to_overrides
+from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_temp, finish_restored_fit,
+                               read_checkpoint, read_step)
+from bench.config import ConfigError, RunConfig, to_overrides
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import finish, wandb_logger
 from tasks.base import Diverged
@@ -96,15 +100,41 @@ def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
         # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                           enable_version_counter=False, save_on_train_epoch_end=False),
-                   Timer()],
+                   Timer(), EvalState()],
+        plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
     )
 
 
+def model_bytes(cfg: RunConfig) -> int:
+    """Upper estimate of the recurrent stack's weights + gradients + Adam moments (4 gates,
+    float32), before anything is built: enough to refuse a model that cannot fit at once."""
+    m = cfg.model
+    dirs, h = 2 if m.bidirectional else 1, m.hidden_size
+    params = sum(dirs * 4 * h * ((m.embedding_size if i == 0 else h * dirs) + h + 2) for i in range(m.num_layers))
+    return 16 * params
+
+
+def check_host(cfg: RunConfig) -> None:
+    """Refuse, before anything is stored, a config this host cannot run."""
+    gpu = cfg.trainer.accelerator == "gpu" or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator: invalid value 'gpu': this host has no GPU; allowed: cpu, auto")
+    have = torch.cuda.get_device_properties(0).total_memory if gpu else \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = model_bytes(cfg)
+    if need > have:
+        m = cfg.model
+        raise ConfigError(f"model.hidden_size={m.hidden_size}, model.num_layers={m.num_layers}: about "
+                          f"{need / 2**30:.1f} GiB for weights, gradients and optimizer state, more than the "
+                          f"{have / 2**30:.1f} GiB of this host's {'GPU' if gpu else 'memory'}; allowed: a smaller model")
+
+
 def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         wandb_mode: Optional[str] = None, project: str = "rnnbench", retry_failed: bool = False) -> dict:
     """Run (or resume, or return) the run of `cfg` in the store; returns its result dict."""
+    check_host(cfg)
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
@@ -113,12 +143,13 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}
-        old = store.result(h)
+        clean_temp(d)  # what a killed writer left behind
+        old = store.result(h)  # None when missing or damaged (a damaged one is set aside: resume)
         if old is not None and not (retry_failed and old["status"] == "failed"):
             return old
-        if old is not None:
-            (d / "result.json").unlink()
-        if not (d / "config.yaml").is_file():
+        if (d / "result.json").exists():
+            store.set_aside(d / "result.json")
+        if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return _run(cfg, store, h, d, sweep, wandb_mode, project)
 
@@ -132,58 +163,44 @@ def _rank() -> int:
 
 
 def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
-    ckpt = store.checkpoint(h)
-    step0 = store.checkpoint_step(h)
-    if ckpt is not None and _rank() == 0:  # resuming: forget what was logged after the checkpoint
-        store.truncate_metrics(h, step0)
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
-              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": step0,
+              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": None,
               "error": None, "metrics": {}, "wandb_id": None}
-    trainer, wb, t0 = None, None, time.time()
+    ckpt = store.checkpoint(h)
     try:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        task = task_class(cfg.task.name)(cfg)
-        dm = task.datamodule()
-        module = task.module(dm)
-        if cfg.model.init_range is not None:
-            from models.init import uniform_all_
-            uniform_all_(module, cfg.model.init_range)
-        pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
-        if pretrained:
-            result["pretrained"] = pretrained
-        result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
-                      params=sum(p.numel() for p in module.parameters()))
-        csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
-        wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
-                          name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
-        result["wandb_id"] = h if wb else None
-        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-        if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
-            return {**result, "status": "interrupted", "step": int(trainer.global_step)}
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith("val/") and v.numel() == 1}
-        best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
-        if best is not None:
-            if not best.best_model_path:
-                raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
-            step = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"]
-            score = best.best_model_score  # None in a ddp_spawn parent: only the path comes back
-            result["tested"] = {"checkpoint": "best", "step": int(step),
-                                best.monitor: None if score is None else float(score)}
-        tested = trainer.test(module, datamodule=dm, verbose=False,
-                              ckpt_path=best.best_model_path if best is not None else None)
-        metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
-        finite = all(math.isfinite(v) for v in metrics.values())
-        result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
+        step0 = read_step(ckpt) if ckpt is not None else None
+    except Unreadable as e:  # recorded; set aside so that the next attempt starts over
+        store.set_aside(ckpt)
+        result.update(status="failed", error=str(e), step=0)
+        if _rank() == 0:
+            write_json(d / "result.json", result)
+        return result
+    if _rank() == 0:  # forget what was logged after the checkpoint (everything, without one)
+        store.truncate_metrics(h, step0 or 0)
+    result["resumed_from_step"] = step0
+    # torch threads: a new run takes this process's count (OMP_NUM_THREADS, the executor's share of
+    # the cores); every later attempt of the run reuses the count of its first (README)
+    before = torch.get_num_threads()
+    threads = store.threads(h, before) if _rank() == 0 else before
+    torch.set_num_threads(threads)
+    result["threads"] = threads
+    live, t0 = {}, time.time()  # the trainer and W&B logger, as soon as they exist
+    try:
+        _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, (ckpt, step0), result, live)
     except Diverged as e:
         result.update(status="diverged", error=str(e))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # not the run's fault: leave it resumable, say so once (CLI)
+            raise
+        _record_failure(d, result, e)
     except Exception as e:  # recorded, never raised: one run must not stop a sweep
-        with (d / "run.log").open("a") as f:
-            f.write(traceback.format_exc())
-        result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        _record_failure(d, result, e)
     finally:
-        finish(wb)
+        finish(live.get("wb"))
+        torch.set_num_threads(before)
+    trainer = live.get("trainer")
+    if result.get("status") == "interrupted":
+        return result
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
     result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
@@ -193,6 +210,58 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
+
+
+def _record_failure(d: Path, result: dict, e: Exception) -> None:
+    with contextlib.suppress(OSError), (d / "run.log").open("a") as f:
+        f.write(traceback.format_exc())
+    result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, live) -> None:
+    """Build, fit (from `ckpt` if given), test; fills `result`, and `live` with trainer and logger."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = task_class(cfg.task.name)(cfg)
+    dm = task.datamodule()
+    module = task.module(dm)
+    if cfg.model.init_range is not None:
+        from models.init import uniform_all_
+        uniform_all_(module, cfg.model.init_range)
+    pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
+    if pretrained:
+        result["pretrained"] = pretrained
+    result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
+                  params=sum(p.numel() for p in module.parameters()))
+    csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
+    wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
+                      name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
+    result["wandb_id"] = h if wb else None
+    live["wb"] = wb
+    trainer = live["trainer"] = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+    ckpt, step0 = resume
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
+        result.update(status="interrupted", step=int(trainer.global_step))
+        return
+    if ckpt is not None and trainer.global_step == step0:  # resumed from the final checkpoint
+        finish_restored_fit(trainer)
+    # a run resumed from its final checkpoint validates no more: the checkpoint kept the metrics
+    evals = next(c for c in trainer.callbacks if isinstance(c, EvalState))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.startswith("val/") and v.numel() == 1} or dict(evals.val)
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    if best is not None:
+        if not best.best_model_path:
+            raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
+        step = read_checkpoint(best.best_model_path)["global_step"]
+        score = best.best_model_score  # None in a ddp_spawn parent: only the path comes back
+        result["tested"] = {"checkpoint": "best", "step": int(step),
+                            best.monitor: None if score is None else float(score)}
+    tested = trainer.test(module, datamodule=dm, verbose=False,
+                          ckpt_path=best.best_model_path if best is not None else None)
+    metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
+    finite = all(math.isfinite(v) for v in metrics.values())
+    result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
 
 
 def _beats(result: dict) -> Optional[bool]:

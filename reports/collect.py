@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from bench.config import ConfigError, config_hash
-from bench.store import Store
+from bench.store import Damaged, Store
 from reports import stats
 
 SECTION_ORDER = ("model", "optim", "trainer", "seed")
@@ -152,7 +152,11 @@ def store_runs(store: Union[Store, str, Path], sweeps: list[str] = ()) -> list[R
     for h in hashes:
         if not (store.run_dir(h) / "config.yaml").is_file():
             continue
-        runs.append(Run(h, store.config(h), store.result(h), store.status(h), "store",
+        try:
+            config = store.config(h)
+        except Damaged:  # warned (one line naming the file); `rnnbench status` lists it as damaged
+            continue
+        runs.append(Run(h, config, store.result(h), store.status(h), "store",
                         rows=(lambda h=h: store.metrics(h))))
     if not runs:
         raise FileNotFoundError(f"sweep(s) {', '.join(sweeps)}: no runs with a config in store {store.root}")
