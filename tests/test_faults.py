@@ -255,6 +255,11 @@ DAMAGE = {
     "metrics-row-cut": ("logs/version_0/metrics.csv", lambda p: p.write_text(p.read_text()[:-9])),
 }
 
+DAMAGE_WHY = {"result-truncated": "not valid JSON", "result-empty-object": "no status",
+              "result-list": "expected a JSON mapping, got list",
+              "result-not-utf8": "not UTF-8 (byte 0xff at offset 12)", "config-garbled": "not valid YAML",
+              "metrics-row-cut": "1 incomplete row(s)"}
+
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_one_damaged_file_never_blocks_the_others(tmp_path, capsys, two_runs, kind):
@@ -267,16 +272,18 @@ def test_one_damaged_file_never_blocks_the_others(tmp_path, capsys, two_runs, ki
     capsys.readouterr()
     assert main(["status", "two", "--store", str(root)]) == 0
     out, err = capsys.readouterr()
-    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and str(path) in warnings[0] and "Traceback" not in err
+    seen = [line for line in err.splitlines() if line.startswith("warning: ")]
     lines = {line.split()[0]: line for line in out.splitlines() if line[:12] in hashes}
-    assert "done" in lines[hashes[1]]
-    if kind != "metrics-row-cut":  # a cut metrics row loses that row, not the run
+    assert "done" in lines[hashes[1]] and "Traceback" not in err
+    if kind != "metrics-row-cut":  # status reads no metrics; a cut row loses that row, not the run
         assert lines[hashes[0]].split()[1] == "damaged" and str(path) in lines[hashes[0]]
     for cmd in (["report", "two", "--out", str(tmp_path / "rep")], ["leaderboard", "two", "--out", str(tmp_path / "lb")]):
         assert main([*cmd, "--store", str(root)]) == 0, cmd
         err = capsys.readouterr().err
-        assert sum(line.startswith("warning: ") for line in err.splitlines()) <= 1 and "Traceback" not in err
+        now = [line for line in err.splitlines() if line.startswith("warning: ")]
+        assert len(now) <= 1 and "Traceback" not in err
+        seen += now
+    assert seen and all(line == f"warning: damaged store file {path}: {DAMAGE_WHY[kind]}; skipped" for line in seen), seen
 
 
 @pytest.mark.slow
