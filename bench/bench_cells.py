@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from bench.config import build
+from bench.schema import build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
 from models.registry import CELLS, cell_class

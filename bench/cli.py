@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 
 EXAMPLES = """examples:
   rnnbench train task=copy task.T=20 model.cell=gru seed=1
@@ -240,12 +240,7 @@ def cmd_config(a) -> int:
     from bench import config as C
 
     if a.fields:
-        from models.config import ModelConfig
-
-        for line in C.describe(ModelConfig, "model.") + C.describe(C.OptimConfig, "optim.") + \
-                C.describe(C.TrainerConfig, "trainer.") + ["seed = 0  [int]"]:
-            print(line)
-        print("task.*: see the task presets in bench/configs/task/ (task.name picks the family)")
+        print("\n".join(C.field_lines()))
         return 0
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
@@ -258,7 +253,7 @@ def cmd_sample(a) -> int:
     from pathlib import Path
 
     from bench.store import Store
-    from tasks.lm import sample
+    from bench.inference import sample
 
     from bench.checkpoints import read_checkpoint
 

@@ -27,7 +27,8 @@ from typing import Optional
 
 import yaml
 
-from bench.config import SECTIONS, ConfigError, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
 
 DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)

@@ -28,7 +28,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_temp, finish_restored_fit,
                                read_checkpoint, read_step)
-from bench.config import ConfigError, RunConfig, to_overrides
+from bench.config import RunConfig, to_overrides
+from bench.schema import ConfigError
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import finish, wandb_logger
 from tasks.base import Diverged

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.schema import ConfigError
 from models import init as minit
-from models.registry import cell_class
+from models.registry import CELLS, TREE_CELLS, cell_class
 
 
 def _reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -45,6 +46,9 @@ class Recurrent(nn.Module):
     def __init__(self, input_size: int, model_cfg):
         super().__init__()
         cfg = model_cfg
+        if cfg.cell in TREE_CELLS:
+            raise ConfigError(f"model.cell: {cfg.cell!r} is a tree cell, for task.name=treebank only; "
+                              f"allowed here: {', '.join(CELLS)}")
         self.cfg = cfg
         self.cell_cls = cls = cell_class(cfg.cell)
         self.input_size, self.hidden_size = input_size, cfg.hidden_size

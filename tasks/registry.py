@@ -10,6 +10,11 @@ TASKS: dict[str, str] = {
     "translation": "tasks.translation:TranslationTask",
     "sentiment": "tasks.sentiment:SentimentTask",
     "tagging": "tasks.tagging:TaggingTask",
+    "timeseries": "tasks.timeseries:TimeSeriesTask",
+    "pixels": "tasks.pixels:PixelTask",
+    "one_to_many": "tasks.one_to_many:OneToManyTask",
+    "sentence_lm": "tasks.sentence_lm:SentenceLMTask",
+    "treebank": "tasks.treebank:TreebankTask",
 }
 
 
