@@ -97,9 +97,8 @@ def clean_temp(run_dir: Path) -> list[Path]:
 
 
 class EvalState(L.Callback):
-    """Carries what a finished fit leaves behind through a checkpoint: the last validation
-    metrics (a run resumed from its final checkpoint validates no more) and the logger step
-    (so test rows of a resumed run are logged at the same step as an uninterrupted one's)."""
+    """The last validation metrics, carried in every checkpoint: a run resumed from its final
+    checkpoint validates no more, and reports them as an uninterrupted run does."""
 
     def __init__(self):
         self.val: dict[str, float] = {}

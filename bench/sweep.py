@@ -270,6 +270,8 @@ class LocalExecutor:
             return status
         step = self.store.checkpoint_step(cfg.hash) or 0
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        said = _last_error(self.store.run_dir(cfg.hash) / "run.log")
+        why += f": {said}" if said else ""
         write_json(self.store.run_dir(cfg.hash) / "result.json",
                    {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
                     "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
@@ -282,3 +284,14 @@ class LocalExecutor:
         from tqdm import tqdm
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)
+
+
+def _last_error(log: Path) -> str:
+    """The one-line error `rnnbench train` printed last in a run's log, if any."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line.startswith("rnnbench train: ")), "")

@@ -23,8 +23,8 @@ from bench.store import Store
 from bench.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-# checkpoints at steps 110 and 220 (the final one); metric rows at 49, 99, 149, 199, flushed
-# to disk at steps 100 and 200, so a kill at step 105 leaves rows and no checkpoint
+# checkpoints at steps 110 and 220 (the final one); metric rows (written as they are logged) at
+# 49, 99, 109 (val), 149, 199, so a kill at step 105 leaves rows and no checkpoint
 OV = ["task=adding", "task.T=5", "task.eval_size=32", "model.hidden_size=8", "trainer.max_steps=220",
       "trainer.val_every=110"]
 QUICK = ["task=adding", "task.T=4", "task.eval_size=16", "model.hidden_size=4", "trainer.max_steps=20",
@@ -42,6 +42,8 @@ die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 class Kill(L.Callback):
     def on_train_batch_start(self, trainer, *_):
         if fault == "before_checkpoint" and trainer.global_step == 105:
+            die()
+        if fault == "after_checkpoint" and trainer.global_step == 150:
             die()
     def on_test_batch_end(self, trainer, *_):
         if fault == "test":
@@ -136,6 +138,7 @@ def tmpfs(path: Path, size: str = "3m", ro: bool = False):
 
 @pytest.mark.parametrize("fault, resumed_from", [
     ("before_checkpoint", None),      # rows on disk, no checkpoint: the resume must drop them
+    ("after_checkpoint", 110),        # rows logged after the checkpoint (step 149) dropped, then redone
     ("checkpoint_write", 110),        # half a temp file: the checkpoint at 110 stays whole
     ("test", 220),                    # after the final checkpoint: val metrics and test rows as clean
     ("result_write", 220),            # result.json in its temp file: cleaned up, run resumed
