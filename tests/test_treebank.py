@@ -125,6 +125,13 @@ def test_bring_your_own_trees(tmp_path):
     assert dm.vocabs["word"].itos == ["<pad>", "<unk>", "a", "(", "dull", "film", "film/s", "fine"]
     assert [len(dm.examples[s]) for s in ("train", "validation", "test")] == [2, 1, 1]
     assert task.baseline()["test/fine_root"] == 1.0 and cfg.task.format == "ptb_trees"
+    (tmp_path / "vec.txt").write_text("fine 1 2 3 4\nnope 0 0 0 0\n")
+    cfg, task, dm = make("task.name=treebank", f"task.data_dir={tmp_path}", f"task.data_files={files}",
+                         "model.cell=rntn", "model.hidden_size=4", "model.embedding_size=4",
+                         f"task.embeddings={tmp_path / 'vec.txt'}")
+    module = task.module(dm)
+    info = task.pretrained(module)                               # task.embeddings into the tree model
+    assert info["words_found"] == 1 and module.net.embed.weight[dm.vocabs["word"]["fine"]].tolist() == [1, 2, 3, 4]
 
 
 def test_config_errors(tmp_path):
@@ -291,3 +298,29 @@ parameters:
     rows = json.loads(paths["json"].read_text())["rows"]
     assert {r["metric"] for r in rows} == {"test/fine_root"} and len(rows) == 2
     assert all(r["baseline"] is not None and r["n"] == 2 for r in rows)
+
+
+def test_bench_trees_compares_level_batching_with_recursion(capsys):
+    from bench import bench_trees
+
+    out = bench_trees.main(["--cells", "recnn,treelstm_childsum", "--batch-size", "3", "--batches", "1",
+                            "--repeats", "1", "model.hidden_size=4", "model.embedding_size=4"])
+    assert [r["cell"] for r in out] == ["recnn", "treelstm_childsum"] and all(r["trees"] == 3 for r in out)
+    assert all(r["ratio"] > 0 for r in out) and "level-batched" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--cells: unknown tree cell 'lstm'"):
+        bench_trees.main(["--cells", "lstm"])
+
+
+def test_published_table_of_the_paper_report():
+    from reports.papers import load_claims, matches
+    from reports.published_table import published_table
+
+    claims = load_claims("socher")
+    runs = [{"config": {"seed": s, "model": {"cell": "rntn"}}, "status": st, "wall_time_s": 100.0,
+             "metrics": {"test/fine_root": v, "test/binary_root": 0.86}}
+            for s, v, st in ((0, 0.44, "done"), (1, 0.46, "done"), (2, None, "failed"))]
+    md = published_table(claims["published"], runs, matches)
+    row = next(x for x in md.splitlines() if x.startswith("| RNTN"))
+    assert row.split(" | ")[1:3] == ["45.7 / 44.0 / 45.0 ± 1.4 (n=2) ✓", "85.4 / 84.0 / 86.0 ± 0.0 (n=2) ✓"]
+    assert row.endswith("| 100 | seed 2: failed |")
+    assert "| RNN (recnn, d=30) | 43.2 / 42.0 / — |" in md
