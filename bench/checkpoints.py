@@ -9,6 +9,7 @@ that `clean_temp` removes on the next start).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import tempfile
@@ -44,10 +45,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC) from us
+        torch.save(checkpoint, buf)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
+                f.write(buf.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
