@@ -45,6 +45,15 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _pack(text: str):
+    """--pack: runs per packed group (1 = none), or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1, or auto")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="results", help="result store directory (default: ./results)")
 
@@ -75,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, default=0, help="torch threads per run (default: cores / workers)")
     p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
+    p.add_argument("--pack", type=_pack, default=1, metavar="K",
+                   help="train up to K runs that differ only in seed (optim, init) as one batched model "
+                        "(bench/packed.py); auto = 8 on CPU, 64 per GPU (default: 1, no packing)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
@@ -146,8 +158,13 @@ def cmd_train(a) -> int:
     cfg = C.load(path, overrides)
     check_host(cfg)
     check_store(a.store)
-    result = run(cfg, a.store, sweep=a.sweep, wandb_mode=a.wandb, project=a.project, retry_failed=a.retry_failed)
+    from bench.packed import is_packed_checkpoint, run_group
     from bench.store import Store
+
+    if is_packed_checkpoint(Store(a.store).checkpoint(cfg.hash)):  # left by a packed group: resume it packed
+        result = run_group([cfg], a.store, a.sweep, a.wandb, a.project, a.retry_failed)[0]
+    else:
+        result = run(cfg, a.store, sweep=a.sweep, wandb_mode=a.wandb, project=a.project, retry_failed=a.retry_failed)
 
     print(f"run {cfg.hash}: {result['status']}  ->  {Store(a.store).run_dir(cfg.hash)}")
     if result.get("metrics"):
@@ -165,6 +182,9 @@ def cmd_sweep(a) -> int:
     store = Store(a.store)
     if not a.dry_run:
         check_store(a.store)
+    pack = a.pack if a.pack != "auto" else (64 if _gpus() else 8)
+    if pack > 1 and a.executor == "slurm":
+        raise ConfigError("--pack: not available with --executor slurm; allowed: --executor local")
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
@@ -185,7 +205,7 @@ def cmd_sweep(a) -> int:
     for c in cfgs:  # before any run is stored
         check_host(c)
     states = LocalExecutor(store, name, a.workers, a.threads, a.gpus_per_run, a.wandb, a.project,
-                           a.retry_failed).run(cfgs)
+                           a.retry_failed, pack=pack).run(cfgs)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
     if not a.no_report:
@@ -194,6 +214,12 @@ def cmd_sweep(a) -> int:
         out = build_report(store, [name], os.path.join(a.store, "reports", name))
         print(f"report: {out}")
     return 0
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _short(cfg) -> list[str]:

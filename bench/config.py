@@ -55,7 +55,8 @@ class TrainerConfig:
     devices: int = opt(1, ge=1, help="devices for one run (>1 uses DDP)")
     strategy: str = opt("auto", choices=("auto", "ddp", "ddp_spawn"))
     num_nodes: int = opt(1, ge=1)
-    precision: str = opt("32-true", choices=("32-true", "16-mixed", "bf16-mixed"))
+    precision: str = opt("32-true", choices=("32-true", "16-mixed", "bf16-mixed", "64-true"),
+                         help="64-true: float64 throughout (parity tests)")
     deterministic: bool = opt(True, help="torch deterministic algorithms")
     num_workers: int = opt(0, ge=0, help="data loader workers")
     stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")

@@ -28,6 +28,7 @@ from typing import Optional
 import yaml
 
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
 
@@ -180,8 +181,8 @@ class LocalExecutor:
 
     def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
                  gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
-                 retry_failed: bool = False, progress: bool = True):
-        self.store, self.sweep = store, sweep
+                 retry_failed: bool = False, progress: bool = True, pack: int = 1):
+        self.store, self.sweep, self.pack = store, sweep, pack
         self.gpus = _gpu_count()
         cores = os.cpu_count() or 1
         if self.gpus and gpus_per_run == "all":
@@ -200,9 +201,13 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         return env
 
-    def _command(self, cfg: RunConfig) -> list[str]:
-        cmd = [sys.executable, "-m", "bench.cli", "train", str(self.store.run_dir(cfg.hash) / "config.yaml"),
-               "--store", str(self.store.root), "--sweep", self.sweep, "--project", self.project]
+    def _command(self, item: list[RunConfig]) -> list[str]:
+        """`rnnbench train` for one run; `python -m bench.packed` for a packed group (bench/packed.py)."""
+        paths = [str(self.store.run_dir(c.hash) / "config.yaml") for c in item]
+        packed = len(item) > 1 or is_packed_checkpoint(self.store.checkpoint(item[0].hash))
+        cmd = [sys.executable, "-m", "bench.packed", *paths] if packed else \
+            [sys.executable, "-m", "bench.cli", "train", *paths]
+        cmd += ["--store", str(self.store.root), "--sweep", self.sweep, "--project", self.project]
         if self.wandb_mode:
             cmd += ["--wandb", self.wandb_mode]
         if self.retry_failed:
@@ -219,32 +224,35 @@ class LocalExecutor:
             if not path.is_file():
                 write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
-        queue = self.todo(cfgs)
-        counts = {"done": len(cfgs) - len(queue), "failed": 0, "running": 0, "left": len(queue)}
+        todo = self.todo(cfgs)
+        queue = groups(todo, self.pack, self.store)   # lists of configs: a packed group, or one run
+        counts = {"done": len(cfgs) - len(todo), "failed": 0, "running": 0, "left": len(todo)}
         bar = self._bar(len(cfgs), counts["done"])
-        running: dict[int, tuple[subprocess.Popen, RunConfig, int]] = {}
+        running: dict[int, tuple[subprocess.Popen, list[RunConfig], int]] = {}
         free = list(range(self.workers))
         try:
             while queue or running:
                 while queue and free:
-                    cfg, slot = queue.pop(0), free.pop(0)
-                    log = open(self.store.run_dir(cfg.hash) / "run.log", "a")
-                    proc = subprocess.Popen(self._command(cfg), env=self._env(slot), stdout=log,
+                    item, slot = queue.pop(0), free.pop(0)
+                    log = open(self.store.run_dir(item[0].hash) / "run.log", "a")
+                    proc = subprocess.Popen(self._command(item), env=self._env(slot), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                     log.close()
-                    running[proc.pid] = (proc, cfg, slot)
-                for pid, (proc, cfg, slot) in list(running.items()):
+                    running[proc.pid] = (proc, item, slot)
+                for pid, (proc, item, slot) in list(running.items()):
                     if proc.poll() is None:
                         continue
                     del running[pid]
                     free.append(slot)
                     if proc.returncode == DISK_FULL:  # left resumable; stop the sweep (one line, CLI)
                         raise OSError(errno.ENOSPC, "No space left on device", str(self.store.root))
-                    status = self._finish(cfg, proc.returncode)
-                    counts["failed" if status in ("failed", "diverged") else "done"] += 1
-                    if bar is not None:
-                        bar.update(1)
-                now = dict(counts, running=len(running), left=len(queue))
+                    for cfg in item:
+                        status = self._finish(cfg, proc.returncode)
+                        counts["failed" if status in ("failed", "diverged") else "done"] += 1
+                        if bar is not None:
+                            bar.update(1)
+                now = dict(counts, running=sum(len(i) for _, i, _ in running.values()),
+                           left=sum(map(len, queue)))
                 if bar is not None and now != counts:
                     bar.set_postfix(now, refresh=True)
                 counts = now

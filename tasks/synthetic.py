@@ -95,7 +95,7 @@ class SequenceModule(TaskModule):
 
     def forward(self, x):
         if self.task.one_hot:
-            x = F.one_hot(x, self.task.input_size).float()
+            x = F.one_hot(x, self.task.input_size).to(self.head.weight.dtype)
         out, _ = self.rnn(x)
         return self.head(self.drop(out))
 
