@@ -378,9 +378,9 @@ BAD = [
     (["train", "task=adding", "optim.lr=.nan"], "rnnbench train: error: optim.lr: invalid value nan; allowed: a "
      "finite number > 0"),
     (["train", "task=adding", "trainer.precision=16"], "rnnbench train: error: trainer.precision: invalid value "
-     "16; allowed: 32-true, 16-mixed, bf16-mixed"),
+     "16; allowed: 32-true, 16-mixed, bf16-mixed, 64-true"),
     (["train", "task=adding", "trainer.precision=fp8"], "rnnbench train: error: trainer.precision: invalid value "
-     "'fp8'; allowed: 32-true, 16-mixed, bf16-mixed"),
+     "'fp8'; allowed: 32-true, 16-mixed, bf16-mixed, 64-true"),
     (["sweep", "{d}/empty.yaml", "--dry-run"], "rnnbench sweep: error: parameters.seed.values: invalid value [];"
      " allowed: a non-empty list"),
     (["sweep", "{d}/logu.yaml", "--dry-run"], "rnnbench sweep: error: parameters.optim.lr.min: invalid value 0; "
