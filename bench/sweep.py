@@ -165,6 +165,16 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
 # ---------------------------------------------------------------- local executor
 
 
+def _input_error(log: Path) -> Optional[str]:
+    """The one-line error `rnnbench train` printed when it stopped before any work (exit 2)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    mark = "rnnbench train: error: "
+    return next((ln.split(mark, 1)[1] for ln in reversed(lines) if mark in ln), None)
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -215,8 +225,10 @@ class LocalExecutor:
         return cmd
 
     def todo(self, cfgs: list[RunConfig]) -> list[RunConfig]:
+        """Unfinished runs, and failed ones with --retry-failed or when they failed on their data."""
         skip = ("done", "diverged") if self.retry_failed else FINISHED
-        return [c for c in cfgs if self.store.status(c.hash) not in skip]
+        return [c for c in cfgs if self.store.status(c.hash) not in skip
+                or (self.store.result(c.hash) or {}).get("failed_on") == "data"]
 
     def run(self, cfgs: list[RunConfig]) -> dict:
         for cfg in cfgs:  # config files first, so the store knows every run of the sweep
@@ -278,12 +290,13 @@ class LocalExecutor:
             return status
         step = self.store.checkpoint_step(cfg.hash) or 0
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        said = _last_error(self.store.run_dir(cfg.hash) / "run.log")
-        why += f": {said}" if said else ""
-        write_json(self.store.run_dir(cfg.hash) / "result.json",
-                   {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
-                    "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
-                    "sweep": self.sweep})
+        result = {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
+                  "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
+                  "sweep": self.sweep, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        error = _input_error(self.store.run_dir(cfg.hash) / "run.log") if code == 2 else None
+        if error:  # `rnnbench train` stopped on its input (its data) before any work: rerun it next time
+            result.update(error=error, failed_on="data")
+        write_json(self.store.run_dir(cfg.hash) / "result.json", result)
         return "failed"
 
     def _bar(self, total: int, done: int):
@@ -293,13 +306,3 @@ class LocalExecutor:
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)
 
-
-def _last_error(log: Path) -> str:
-    """The one-line error `rnnbench train` printed last in a run's log, if any."""
-    try:
-        with log.open("rb") as f:
-            f.seek(max(0, log.stat().st_size - 4096))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    return next((line for line in reversed(lines) if line.startswith("rnnbench train: ")), "")

@@ -134,25 +134,60 @@ def check_host(cfg: RunConfig) -> None:
 
 def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         wandb_mode: Optional[str] = None, project: str = "rnnbench", retry_failed: bool = False) -> dict:
-    """Run (or resume, or return) the run of `cfg` in the store; returns its result dict."""
+    """Run (or resume, or return) the run of `cfg` in the store; returns its result dict.
+
+    A stored result comes back with `stored: true` (not written). The data is loaded before the
+    run is claimed, so a data error raises (one line) and leaves nothing in the store; a run
+    recorded as failed on its data (`failed_on: data`) is run again. A damaged result.json is set
+    aside (the run resumes); temp files a killed writer left are removed."""
     check_host(cfg)
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
     if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files
         return _run(cfg, store, h, d, sweep, wandb_mode, project)
+    old = _stored(store, h, retry_failed)
+    if old is not None:
+        return old
+    prepared = prepare(cfg)
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}
         clean_temp(d)  # what a killed writer left behind
-        old = store.result(h)  # None when missing or damaged (a damaged one is set aside: resume)
-        if old is not None and not (retry_failed and old["status"] == "failed"):
+        old = _stored(store, h, retry_failed)  # result() is None when missing or damaged (warned)
+        if old is not None:
             return old
-        if (d / "result.json").exists():
+        if store.result(h) is not None:  # a failed run to rerun
+            (d / "result.json").unlink()
+        elif (d / "result.json").exists():  # damaged (warned): kept aside, the run resumes
             store.set_aside(d / "result.json")
         if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return _run(cfg, store, h, d, sweep, wandb_mode, project)
+        return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
+
+
+def _stored(store: Store, h: str, retry_failed: bool) -> Optional[dict]:
+    """The stored result to return instead of running; None when the run is to (re)run."""
+    old = store.result(h)
+    if old is None or (old["status"] == "failed" and (retry_failed or old.get("failed_on") == "data")):
+        return None
+    return {**old, "stored": True}
+
+
+def prepare(cfg: RunConfig):
+    """Seed, make the task and load its data (datamodule setup): what a run does first, here so
+    that data errors stop before any work. Returns (task, datamodule)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = task_class(cfg.task.name)(cfg)
+    dm = task.datamodule()
+    try:
+        dm.setup("fit")
+    except ValueError:  # ConfigError included: already one line naming the field or file
+        raise
+    except Exception as e:  # e.g. the hub unreachable: one line, the run is not claimed
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"task data: {type(e).__name__}: {msg}") from e
+    return task, dm
 
 
 def _rank() -> int:
@@ -163,7 +198,7 @@ def _rank() -> int:
     return 0
 
 
-def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
+def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
               "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": None,
               "error": None, "metrics": {}, "wandb_id": None}
@@ -185,9 +220,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     threads = store.threads(h, before) if _rank() == 0 else before
     torch.set_num_threads(threads)
     result["threads"] = threads
-    live, t0 = {}, time.time()  # the trainer and W&B logger, as soon as they exist
+    live, t0 = {}, time.time()  # the trainer, W&B logger and training seconds, as soon as known
     try:
-        _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, (ckpt, step0), result, live)
+        _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, (ckpt, step0, prepared), result, live)
     except Diverged as e:
         result.update(status="diverged", error=str(e))
     except OSError as e:
@@ -202,10 +237,12 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     trainer = live.get("trainer")
     if result.get("status") == "interrupted":
         return result
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
     result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
-    result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
+    train_s = live.get("train_s")
+    if train_s is None and trainer is not None:
+        train_s = _train_time(trainer)
+    result["wall_time_s"] = round(train_s or (time.time() - t0), 3)
     result["beats_baseline"] = beats_baseline(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
@@ -221,9 +258,10 @@ def _record_failure(d: Path, result: dict, e: Exception) -> None:
 
 def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, live) -> None:
     """Build, fit (from `ckpt` if given), test; fills `result`, and `live` with trainer and logger."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task = task_class(cfg.task.name)(cfg)
-    dm = task.datamodule()
+    ckpt, step0, prepared = resume
+    task, dm = prepared or prepare(cfg)
+    if getattr(dm, "info", None):
+        result["data"] = dm.info
     module = task.module(dm)
     if cfg.model.init_range is not None:
         from models.init import uniform_all_
@@ -239,13 +277,14 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
     result["wandb_id"] = h if wb else None
     live["wb"] = wb
     trainer = live["trainer"] = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
-    ckpt, step0 = resume
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
         result.update(status="interrupted", step=int(trainer.global_step))
         return
     if ckpt is not None and trainer.global_step == step0:  # resumed from the final checkpoint
         finish_restored_fit(trainer)
+    # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
+    live["train_s"] = _train_time(trainer)
     # a run resumed from its final checkpoint validates no more: the checkpoint kept the metrics
     evals = next(c for c in trainer.callbacks if isinstance(c, EvalState))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
@@ -263,6 +302,12 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
     metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
     finite = all(math.isfinite(v) for v in metrics.values())
     result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
+
+
+def _train_time(trainer) -> float:
+    """Training seconds of all attempts so far (Lightning's Timer, restored on resume)."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return timer.time_elapsed("train") if timer else 0.0
 
 
 def beats_baseline(result: dict) -> Optional[bool]:
