@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import json
 import os
 import re
@@ -24,7 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+import torch
 import yaml
+
+from bench.checkpoints import Unreadable, read_step
 
 FINISHED = ("done", "failed", "diverged")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -174,8 +178,6 @@ class Store:
 
     def checkpoint_step(self, h: str) -> Optional[int]:
         """Global step of the run's last checkpoint; None without one or if it is unreadable."""
-        from bench.checkpoints import Unreadable, read_step
-
         path = self.checkpoint(h)
         try:
             return None if path is None else read_step(path)
@@ -323,8 +325,6 @@ def _num(v: str):
 
 
 def _csv_text(fields, rows) -> str:
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()

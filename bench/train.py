@@ -32,6 +32,8 @@ from bench.config import RunConfig, to_overrides
 from bench.schema import ConfigError
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import finish, wandb_logger
+from models.config import ModelConfig
+from models.init import uniform_all_
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -60,8 +62,6 @@ def reproduce_command(cfg: RunConfig) -> str:
 
 def variant_tags(cfg: RunConfig) -> list[str]:
     """W&B tags: cell, task, and every model switch that differs from the defaults."""
-    from models.config import ModelConfig
-
     default = ModelConfig()
     tags = [cfg.model.cell, cfg.task.name]
     for k, v in cfg.model.__dict__.items():
@@ -78,7 +78,7 @@ def monitor(cfg: RunConfig, task) -> tuple[str, str]:
     return key, mode
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
+def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     t = cfg.trainer
     best = []
     if t.test_on == "best":
@@ -264,7 +264,6 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
         result["data"] = dm.info
     module = task.module(dm)
     if cfg.model.init_range is not None:
-        from models.init import uniform_all_
         uniform_all_(module, cfg.model.init_range)
     pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
     if pretrained:
@@ -276,7 +275,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
                       name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
     result["wandb_id"] = h if wb else None
     live["wb"] = wb
-    trainer = live["trainer"] = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+    trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
         result.update(status="interrupted", step=int(trainer.global_step))

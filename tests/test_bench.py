@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bench import bench_cells, bench_harness, bench_scaling, bench_small
+from bench.benchmarks import cells as bench_cells, harness as bench_harness, scaling as bench_scaling, small as bench_small
 
 
 def rows(text: str, first: str) -> list[list[str]]:

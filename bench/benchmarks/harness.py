@@ -1,6 +1,6 @@
 """Harness overhead: a Lightning training step against a bare PyTorch loop, same model and data.
 
-    python -m bench.bench_harness [--steps 300] [--repeats 3] [task=adding task.T=100 ...]
+    python -m bench.benchmarks.harness [--steps 300] [--repeats 3] [task=adding task.T=100 ...]
 
 Both run the same SequenceModule, optimizer, gradient clipping and batches. The Lightning side
 uses the real run setup (CSV logging, clipping by global norm, no validation). Steady-state time
@@ -8,7 +8,6 @@ per step is measured after a warm-up, repeats are interleaved, medians are print
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -19,7 +18,9 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from bench import config as C
-from bench.cli import _quiet
+from bench.benchmarks.common import median_ms, parser, setup, table
+from bench.tracking import quiet_logs
+from bench.train import make_trainer
 from tasks.registry import task_class
 
 DEFAULT = ["task=adding", "task.T=100", "model.hidden_size=128", "trainer.val_every=100000"]
@@ -45,7 +46,7 @@ def bare(cfg, steps: int, warmup: int) -> float:
     module = task.module(None)
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    batches = _batches(task.datamodule(), steps + warmup)
+    batches = first_batches(task.datamodule(), steps + warmup)
     module.train()
     for i, (x, y) in enumerate(batches):
         if i == warmup:
@@ -58,7 +59,8 @@ def bare(cfg, steps: int, warmup: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def _batches(dm, n):
+def first_batches(dm, n):
+    """The first `n` training batches, the datamodule run without a trainer, epoch after epoch."""
     class _T:  # the datamodule asks its trainer for the epoch and rank
         current_epoch, global_rank, world_size = 0, 0, 1
     dm.trainer = _T()
@@ -70,13 +72,11 @@ def _batches(dm, n):
 
 
 def lightning(cfg, steps: int, warmup: int) -> float:
-    from bench.train import _trainer
-
     L.seed_everything(cfg.seed, verbose=False)
     task = task_class(cfg.task.name)(cfg)
     timer = StepTimer(warmup)
     with tempfile.TemporaryDirectory() as d:
-        trainer = _trainer(cfg, Path(d), [CSVLogger(d, name="logs")], task)
+        trainer = make_trainer(cfg, Path(d), [CSVLogger(d, name="logs")], task)
         trainer.callbacks.append(timer)
         trainer.limit_val_batches = 0
         trainer.fit(task.module(None), datamodule=task.datamodule())
@@ -84,16 +84,15 @@ def lightning(cfg, steps: int, warmup: int) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("harness", __doc__)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(DEFAULT)})")
     a = ap.parse_args(argv)
-    _quiet()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    quiet_logs()
+    setup(a.threads)
     cfg = C.load(None, DEFAULT + a.overrides + [f"trainer.max_steps={a.steps + a.warmup}"])
     times = {"bare PyTorch loop": [], "Lightning (rnnbench run setup)": []}
     for _ in range(a.repeats):
@@ -103,10 +102,8 @@ def main(argv=None):
     print(f"harness overhead: {cfg.task.name} T={getattr(cfg.task, 'T', '-')}, {cfg.model.cell} "
           f"hidden {cfg.model.hidden_size}, batch {cfg.task.batch_size}, {a.steps} steps x {a.repeats} "
           f"(median, threads={torch.get_num_threads()})")
-    print("| loop | ms/step | ratio |\n|---|---|---|")
-    for name, ts in times.items():
-        m = statistics.median(ts)
-        print(f"| {name} | {m * 1e3:.2f} | {m / base:.3f}x |")
+    print(table(["loop", "ms/step", "ratio"],
+                [[name, f"{median_ms(ts):.2f}", f"{statistics.median(ts) / base:.3f}x"] for name, ts in times.items()]))
     print("target: Lightning <= 1.10x")
 
 
