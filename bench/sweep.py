@@ -13,6 +13,7 @@ Keys apply in file order, whole sections first. Nested `parameters:` blocks name
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import os
@@ -31,12 +32,17 @@ from tqdm import tqdm
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
-from bench.store import FINISHED, Store, write_atomic, write_json
+from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
 
+DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
 
 
 def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    if not isinstance(params, dict):
+        where = f"parameters.{prefix}parameters" if prefix else "parameters"
+        raise ConfigError(f"{where.replace('.parameters.parameters', '.parameters')}: expected a mapping of "
+                          f"key: {{value|values|distribution}}, got a {type(params).__name__}")
     out = []
     for key, spec in params.items():
         if not isinstance(spec, dict):
@@ -46,9 +52,42 @@ def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
         else:
             if not ({"value", "values", "distribution", "min"} & set(spec)):
                 raise ConfigError(f"parameters.{prefix}{key}: needs one of value, values, distribution")
+            _check_spec(prefix + key, spec)
             out.append((prefix + key, spec))
     # whole sections (presets or dicts) first, then the finer keys, each in file order
     return sorted(out, key=lambda kv: kv[0] not in SECTIONS)
+
+
+def _check_spec(key: str, spec: dict) -> None:
+    """Refuse a parameter spec that cannot be drawn from, naming the key."""
+    if "value" in spec:
+        return
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"parameters.{key}.values: invalid value {values!r}; allowed: a non-empty list")
+        probs = spec.get("probabilities")
+        if probs is not None and (not isinstance(probs, list) or len(probs) != len(values) or
+                                  not all(isinstance(p, (int, float)) and p >= 0 for p in probs) or not sum(probs)):
+            raise ConfigError(f"parameters.{key}.probabilities: invalid value {probs!r}; allowed: "
+                              f"{len(values)} numbers >= 0, not all 0")
+        return
+    dist = spec.get("distribution", "uniform")
+    if dist not in DISTRIBUTIONS[:-1]:
+        raise ConfigError(f"parameters.{key}.distribution: invalid value {dist!r}; allowed: {', '.join(DISTRIBUTIONS[:-1])}")
+    if dist == "normal":
+        return
+    for end in ("min", "max"):
+        v = spec.get(end)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (dist == "int_uniform" and not isinstance(v, int)):
+            kind = "an integer" if dist == "int_uniform" else "a finite number"
+            raise ConfigError(f"parameters.{key}.{end}: invalid value {v!r}; allowed: {kind} ({dist})")
+    if spec["min"] > spec["max"]:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number <= max ({spec['max']!r})")
+    if dist == "log_uniform_values" and spec["min"] <= 0:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number > 0 "
+                          f"(log_uniform_values)")
 
 
 def _sample(key: str, spec: dict, rng: random.Random):
@@ -84,6 +123,10 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
     """Sweep file -> (name, resolved configs), duplicates removed, in grid order."""
     spec = load_yaml(path)
     name = str(spec.get("name") or Path(path).stem)
+    try:
+        check_sweep_name(name)
+    except ValueError as e:
+        raise ConfigError(f"name: {str(e).split(': ', 1)[1]}") from None
     method = spec.get("method", "grid")
     if method not in ("grid", "random"):
         raise ConfigError(f"method: invalid value {method!r}; allowed: grid, random")
@@ -213,6 +256,8 @@ class LocalExecutor:
                         continue
                     del running[pid]
                     free.append(slot)
+                    if proc.returncode == DISK_FULL:  # left resumable; stop the sweep (one line, CLI)
+                        raise OSError(errno.ENOSPC, "No space left on device", str(self.store.root))
                     for cfg in item:
                         status = self._finish(cfg, proc.returncode)
                         counts["failed" if status in ("failed", "diverged") else "done"] += 1
@@ -224,9 +269,14 @@ class LocalExecutor:
                     bar.set_postfix(now, refresh=True)
                 counts = now
                 time.sleep(0.2)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or the store's disk is full: stop the children, then say so
             for proc, _, _ in running.values():
                 proc.send_signal(signal.SIGTERM)
+            for proc, _, _ in running.values():
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             raise
         finally:
             if bar is not None:
@@ -254,3 +304,4 @@ class LocalExecutor:
             return None
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)
+
