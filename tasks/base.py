@@ -107,6 +107,15 @@ class TaskModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss",
                                                    "interval": "epoch", "frequency": 1}}
 
+    def logs_this_step(self) -> bool:
+        """Whether Lightning writes step metrics after this training step (every
+        `log_every_n_steps` steps, and when it stops). Training metrics are logged only then: the
+        other steps skip Lightning's logging machinery and any read-back of a value to the host,
+        and the logged rows are the same."""
+        t = self.trainer
+        n = t.log_every_n_steps
+        return n > 0 and ((self.global_step + 1) % n == 0 or t.should_stop)
+
     def check_finite(self, loss: torch.Tensor) -> None:
         if self.run_cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
             raise Diverged(self.global_step, float(loss.detach().float().mean()))
