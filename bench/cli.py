@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 """
 
 
-def _quiet() -> None:
+def quiet() -> None:
     """Keep run logs readable: drop third-party chatter that says nothing about the run."""
     for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
                 ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
@@ -29,6 +29,9 @@ def _quiet() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+_quiet = quiet
 
 
 def _count(text: str) -> int:

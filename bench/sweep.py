@@ -28,6 +28,7 @@ import yaml
 
 from bench.config import SECTIONS, ConfigError, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.store import FINISHED, Store, write_atomic, write_json
+from bench.worker import Worker, wait_any
 
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
 
@@ -120,6 +121,10 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
 # ---------------------------------------------------------------- local executor
 
 
+def _busy(slot) -> bool:
+    return isinstance(slot, tuple) or (isinstance(slot, Worker) and slot.unit is not None)
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -130,9 +135,11 @@ def _gpu_count() -> int:
 
 
 class LocalExecutor:
-    """Runs configs as child processes: `workers` at a time, torch threads split between them,
-    one GPU per run on a multi-GPU host (or all GPUs for one run). A child that crashes is
-    recorded as failed and never stops the others."""
+    """Runs configs in persistent worker processes (bench.worker): `workers` at a time, each
+    importing once and running config after config, torch threads split between them, one GPU
+    per worker on a multi-GPU host (or all GPUs for one run). A run that crashes is recorded as
+    failed and never stops the others; one that kills its worker gets a new worker for the next
+    run. Multi-device runs (DDP relaunches its command per rank) get a fresh `rnnbench train`."""
 
     def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
                  gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
@@ -169,58 +176,97 @@ class LocalExecutor:
         skip = ("done", "diverged") if self.retry_failed else FINISHED
         return [c for c in cfgs if self.store.status(c.hash) not in skip]
 
+    def units(self, cfgs: list[RunConfig]) -> list[list[RunConfig]]:
+        """The units of work a worker takes, in order: one config each (a packed group would be one
+        unit of several)."""
+        return [[c] for c in cfgs]
+
     def run(self, cfgs: list[RunConfig]) -> dict:
         for cfg in cfgs:  # config files first, so the store knows every run of the sweep
             path = self.store.run_dir(cfg.hash) / "config.yaml"
             if not path.is_file():
                 write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
-        queue = self.todo(cfgs)
-        counts = {"done": len(cfgs) - len(queue), "failed": 0, "running": 0, "left": len(queue)}
-        bar = self._bar(len(cfgs), counts["done"])
-        running: dict[int, tuple[subprocess.Popen, RunConfig, int]] = {}
-        free = list(range(self.workers))
+        queue = self.units(self.todo(cfgs))
+        bar = self._bar(len(cfgs), len(cfgs) - sum(map(len, queue)))
+        slots: list = [None] * self.workers   # per slot: a Worker, a (Popen, unit) of a DDP run, or None
         try:
-            while queue or running:
-                while queue and free:
-                    cfg, slot = queue.pop(0), free.pop(0)
-                    log = open(self.store.run_dir(cfg.hash) / "run.log", "a")
-                    proc = subprocess.Popen(self._command(cfg), env=self._env(slot), stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                    log.close()
-                    running[proc.pid] = (proc, cfg, slot)
-                for pid, (proc, cfg, slot) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
-                    del running[pid]
-                    free.append(slot)
-                    status = self._finish(cfg, proc.returncode)
-                    counts["failed" if status in ("failed", "diverged") else "done"] += 1
-                    if bar is not None:
-                        bar.update(1)
-                now = dict(counts, running=len(running), left=len(queue))
-                if bar is not None and now != counts:
-                    bar.set_postfix(now, refresh=True)
-                counts = now
-                time.sleep(0.2)
+            while queue or any(_busy(s) for s in slots):
+                for i, s in enumerate(slots):
+                    if queue and not _busy(s):
+                        slots[i] = self._start(i, s, queue.pop(0))
+                for i, s in enumerate(slots):
+                    done = self._poll(s)
+                    if done is not None:
+                        if isinstance(s, tuple):
+                            slots[i] = None
+                        elif s.dead() is not None or "interrupted" in done:  # it exits after one
+                            s.close()
+                            slots[i] = None   # replaced when the next unit starts
+                        if bar is not None:
+                            bar.update(len(done))
+                workers = [s for s in slots if isinstance(s, Worker) and s.unit is not None]
+                if workers and len(workers) == sum(_busy(s) for s in slots):
+                    wait_any(workers, 0.5)
+                else:
+                    time.sleep(0.2)
         except KeyboardInterrupt:
-            for proc, _, _ in running.values():
-                proc.send_signal(signal.SIGTERM)
+            for s in slots:
+                if s is not None:
+                    (s[0] if isinstance(s, tuple) else s.proc).send_signal(signal.SIGTERM)
             raise
         finally:
+            for s in slots:
+                if isinstance(s, Worker):
+                    s.close()
             if bar is not None:
                 bar.close()
         return {h: self.store.status(h) for h in (c.hash for c in cfgs)}
 
-    def _finish(self, cfg: RunConfig, code: int) -> str:
-        """Status of a finished child; a crash without a result is recorded as failed."""
+    def _start(self, slot: int, current, unit: list[RunConfig]):
+        """Start `unit` in `slot`: in its worker (a new one if it has none), or as a fresh process."""
+        multi = any(c.trainer.devices > 1 or c.trainer.num_nodes > 1 for c in unit)
+        if multi:  # Lightning's DDP launcher reruns the process's command line for every rank
+            if isinstance(current, Worker):
+                current.close()
+            log = open(self.store.run_dir(unit[0].hash) / "run.log", "a")
+            proc = subprocess.Popen(self._command(unit[0]), env=self._env(slot), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            return proc, unit
+        worker = current if isinstance(current, Worker) and current.dead() is None else \
+            Worker(self.store.root, self.sweep, self.wandb_mode, self.project, self._env(slot))
+        worker.send(unit, {"id": unit[0].hash, "retry_failed": self.retry_failed,
+                           "configs": [str(self.store.run_dir(c.hash) / "config.yaml") for c in unit]})
+        return worker
+
+    def _poll(self, s) -> Optional[list[str]]:
+        """Statuses of the unit `s` was running, once it ended (recording crashes); else None."""
+        if isinstance(s, tuple):
+            proc, unit = s
+            return None if proc.poll() is None else [self._finish(unit[0], proc.returncode)]
+        if s is None or s.unit is None:
+            return None
+        answer = s.answer()
+        if answer is not None:
+            return [self._finish(c, 1, err) if err.startswith("error: ") else self.store.status(c.hash)
+                    for c, err in zip(s.cfgs, answer["status"])]
+        code = s.dead()
+        if code is None:
+            return None
+        s.unit = None
+        return [self._finish(c, code) for c in s.cfgs]
+
+    def _finish(self, cfg: RunConfig, code: int, error: str = "") -> str:
+        """Status of a finished run; a crash without a result is recorded as failed."""
         status = self.store.status(cfg.hash)
         if status in FINISHED or status == "running":
             return status
         step = self.store.checkpoint_step(cfg.hash) or 0
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         write_json(self.store.run_dir(cfg.hash) / "result.json",
-                   {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
+                   {"hash": cfg.hash, "status": "failed", "step": step,
+                    "error": error.removeprefix("error: ") or f"process {why}",
                     "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
                     "sweep": self.sweep})
         return "failed"
