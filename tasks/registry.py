@@ -10,6 +10,9 @@ TASKS: dict[str, str] = {
     "translation": "tasks.translation:TranslationTask",
     "sentiment": "tasks.sentiment:SentimentTask",
     "tagging": "tasks.tagging:TaggingTask",
+    "timeseries": "tasks.timeseries:TimeSeriesTask",
+    "pixels": "tasks.pixels:PixelTask",
+    "one_to_many": "tasks.one_to_many:OneToManyTask",
 }
 
 
