@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from bench.config import RunConfig, to_overrides
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import finish, wandb_logger
+from models.recurrent import Recurrent
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -73,7 +74,7 @@ def monitor(cfg: RunConfig, task) -> tuple[str, str]:
     return key, mode
 
 
-def _trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
+def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     t = cfg.trainer
     best = []
     if t.test_on == "best":
@@ -157,8 +158,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                           name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
         result["wandb_id"] = h if wb else None
-        trainer = _trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+        trainer = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        result["implementation"] = implementation(module, trainer)
         if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
@@ -193,6 +195,20 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
+
+
+def implementation(module, trainer, packed: Optional[int] = None) -> dict:
+    """How the run computed, for fair wall times: the recurrence path of its Recurrent layers
+    (`fused` torch kernels or the `custom` scan; several joined by '+'), the device type, torch
+    threads, and the number of packed members (None: trained alone)."""
+    paths = []
+    for m in module.modules():
+        if isinstance(m, Recurrent):
+            path = getattr(m, "implementation", None) or ("fused" if m.fused else "custom")
+            if path not in paths:
+                paths.append(path)
+    return {"recurrence": "+".join(paths) or None, "device": trainer.strategy.root_device.type,
+            "threads": torch.get_num_threads(), "packed": packed}
 
 
 def _beats(result: dict) -> Optional[bool]:

@@ -89,11 +89,13 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.run_cfg.optim
         params = [p for p in self.parameters() if p.requires_grad]
+        # foreach: one multi-tensor op per update term instead of one per parameter; on CPU
+        # the same kernels per tensor, so the same numbers, with less per-step overhead
         if o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, foreach=True)
         elif o.name == "rmsprop":
             opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
-                                      weight_decay=o.weight_decay)
+                                      weight_decay=o.weight_decay, foreach=True)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         if o.lr_decay is not None:

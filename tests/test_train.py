@@ -182,7 +182,7 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir,
 
     import lightning as L
     import bench.train as T
-    real = T._trainer
+    real = T.make_trainer
 
     class CrashAt(L.Callback):
         def on_train_batch_start(self, trainer, *_):
@@ -193,10 +193,10 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir,
         t = real(*a, **k)
         t.callbacks.append(CrashAt())
         return t
-    monkeypatch.setattr(T, "_trainer", crashing)
+    monkeypatch.setattr(T, "make_trainer", crashing)
     crashed = run(cfg, tmp_path / "crashed", wandb_mode="disabled")
     assert crashed["status"] == "failed" and "node lost" in crashed["error"]
-    monkeypatch.setattr(T, "_trainer", real)
+    monkeypatch.setattr(T, "make_trainer", real)
     resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
     assert 0 < resumed["resumed_from_step"] < crash_at
     assert resumed["metrics"] == clean["metrics"]

@@ -28,10 +28,13 @@ def test_persistent_worker_runs_three_configs_each_equal_to_a_fresh_process(tmp_
             C.load(None, ["task=adding", "model.cell=gru", "seed=3"] + TINY),
             C.load(None, ["task=copy", "model.cell=rnn_tanh", "model.dropout=0.2"] + TINY)]
     store = Store(tmp_path / "worker")
-    states = LocalExecutor(store, "w", workers=1, progress=False, wandb_mode="disabled").run(cfgs)
+    ex = LocalExecutor(store, "w", workers=1, progress=False, wandb_mode="disabled")
+    states = ex.run(cfgs)
     assert list(states.values()) == ["done"] * 3
     pids = {_pid(store, c.hash) for c in cfgs}
     assert len(pids) == 1 and pids != {os.getpid()}    # one worker process ran all three
+    impl = store.result(cfgs[0].hash)["implementation"]
+    assert impl == {"recurrence": "fused", "device": "cpu", "threads": ex.threads, "packed": None}
     fresh = Store(tmp_path / "fresh")
     for c in cfgs:
         subprocess.run([sys.executable, "-m", "bench.cli", "train", *C.to_overrides(c), "--store", str(fresh.root),
