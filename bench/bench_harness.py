@@ -47,6 +47,8 @@ CLOCK = time.process_time   # CPU time of this process: on a shared machine, wai
 
 
 class StepTimer(L.Callback):
+    """Clock at the warm-up'th step and at the end of training (nothing per step)."""
+
     def __init__(self, warmup: int):
         self.warmup, self.t0, self.n = warmup, None, 0
 
@@ -54,10 +56,9 @@ class StepTimer(L.Callback):
         if trainer.global_step == self.warmup:
             self.t0 = CLOCK()
 
-    def on_train_batch_end(self, trainer, *_):
-        if self.t0 is not None:
-            self.n += 1
-            self.elapsed = CLOCK() - self.t0
+    def on_train_end(self, trainer, *_):
+        self.elapsed = CLOCK() - self.t0
+        self.n = trainer.global_step - self.warmup
 
 
 def _setup(cfg):
