@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from bench.config import build
+from bench.schema import build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
 from models.registry import CELLS, cell_class
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
             entries[rkey] = (refs[rkey], rkey, (rkey, "reference"))
         paths = ["fused", "custom"] if cell_class(c).fusable(build(ModelConfig, {"cell": c}, "model.")) else ["custom"]
         for p in paths:
-            cfg = build(ModelConfig, {"cell": c, "hidden_size": H, "impl": "auto" if p == "fused" else "custom"}, "model.")
+            cfg = build(ModelConfig, {"cell": c, "hidden_size": H, "impl": p}, "model.")
             net = Recurrent(H, cfg)
             assert net.fused == (p == "fused")
             entries[f"{c}/{p}"] = (net, rkey, (c, p))

@@ -30,7 +30,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from bench.config import build
+from bench.schema import build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
 from models.registry import CELLS

@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 
 EXAMPLES = """examples:
   rnnbench train task=copy task.T=20 model.cell=gru seed=1
@@ -31,8 +31,6 @@ def quiet() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
-_quiet = quiet
-
 
 def _count(text: str) -> int:
     """A non-negative integer option (0 = automatic)."""
@@ -44,6 +42,15 @@ def _count(text: str) -> int:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1")
+    return int(text)
+
+
+def _pack(text: str):
+    """--pack: runs per packed group (1 = none), or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1, or auto")
     return int(text)
 
 
@@ -77,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, default=0, help="torch threads per run (default: cores / workers)")
     p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
+    p.add_argument("--pack", type=_pack, default=1, metavar="K",
+                   help="train up to K runs that differ only in seed (optim, init) as one batched model "
+                        "(bench/packed.py); auto = 8 on CPU, 64 per GPU (default: 1, no packing)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
@@ -132,8 +142,13 @@ def cmd_train(a) -> int:
 
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
-    result = run(cfg, a.store, sweep=a.sweep, wandb_mode=a.wandb, project=a.project, retry_failed=a.retry_failed)
+    from bench.packed import is_packed_checkpoint, run_group
     from bench.store import Store
+
+    if is_packed_checkpoint(Store(a.store).checkpoint(cfg.hash)):  # left by a packed group: resume it packed
+        result = run_group([cfg], a.store, a.sweep, a.wandb, a.project, a.retry_failed)[0]
+    else:
+        result = run(cfg, a.store, sweep=a.sweep, wandb_mode=a.wandb, project=a.project, retry_failed=a.retry_failed)
 
     print(f"run {cfg.hash}: {result['status']}  ->  {Store(a.store).run_dir(cfg.hash)}")
     if result.get("metrics"):
@@ -149,6 +164,9 @@ def cmd_sweep(a) -> int:
 
     name, cfgs = expand(a.file, a.overrides)
     store = Store(a.store)
+    pack = a.pack if a.pack != "auto" else (64 if _gpus() else 8)
+    if pack > 1 and a.executor == "slurm":
+        raise ConfigError("--pack: not available with --executor slurm; allowed: --executor local")
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
@@ -165,7 +183,7 @@ def cmd_sweep(a) -> int:
         print(f"watch with: rnnbench status {name} --store {a.store}")
         return 0
     states = LocalExecutor(store, name, a.workers, a.threads, a.gpus_per_run, a.wandb, a.project,
-                           a.retry_failed).run(cfgs)
+                           a.retry_failed, pack=pack).run(cfgs)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
     if not a.no_report:
@@ -174,6 +192,12 @@ def cmd_sweep(a) -> int:
         out = build_report(store, [name], os.path.join(a.store, "reports", name))
         print(f"report: {out}")
     return 0
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _short(cfg) -> list[str]:
@@ -217,12 +241,7 @@ def cmd_config(a) -> int:
     from bench import config as C
 
     if a.fields:
-        from models.config import ModelConfig
-
-        for line in C.describe(ModelConfig, "model.") + C.describe(C.OptimConfig, "optim.") + \
-                C.describe(C.TrainerConfig, "trainer.") + ["seed = 0  [int]"]:
-            print(line)
-        print("task.*: see the task presets in bench/configs/task/ (task.name picks the family)")
+        print("\n".join(C.field_lines()))
         return 0
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
@@ -235,7 +254,7 @@ def cmd_sample(a) -> int:
     from pathlib import Path
 
     from bench.store import Store
-    from tasks.lm import sample
+    from bench.inference import sample
 
     path = Path(a.checkpoint)
     if not path.is_file():
@@ -263,7 +282,7 @@ def cmd_vectors(a) -> int:
 
 
 def main(argv=None) -> int:
-    _quiet()
+    quiet()
     a = parser().parse_args(argv)
     handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config,
                 "sample": cmd_sample, "vectors": cmd_vectors}

@@ -8,144 +8,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from bench.schema import ConfigError, build, config_hash, describe, fmt_value, hash_view, opt, parse_value
+from models.config import ModelConfig
+from tasks.base import TaskConfig
+from tasks.registry import TASKS, task_class
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 SECTIONS = ("task", "model", "optim", "trainer")
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message is one line naming the field and what is allowed."""
-
-
-def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = "",
-        new: bool = False):
-    """A config field with its allowed values. `choices` may be a callable (late-bound registry).
-
-    `new=True` marks a field added after runs were stored: while it holds its default it is left
-    out of the config hash, so adding it changes no existing run's hash (every field added from
-    now on sets it)."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help, "new": new}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _type_ok(value, tp) -> tuple[bool, Any]:
-    """Check (and gently coerce int->float) a value against a simple type hint."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return True, None
-        for a in args:
-            if a is not type(None):
-                ok, v = _type_ok(value, a)
-                if ok:
-                    return True, v
-        return False, value
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple)), list(value) if isinstance(value, (list, tuple)) else value
-    if origin is dict or tp is dict:
-        return isinstance(value, dict), value
-    if tp is Any:
-        return True, value
-    if tp is float:
-        if isinstance(value, bool):
-            return False, value
-        if isinstance(value, (int, float)):
-            return True, float(value)
-        return False, value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    return isinstance(value, tp), value
-
-
-def _type_name(tp) -> str:
-    if typing.get_origin(tp) is typing.Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _check_field(f, value, path: str):
-    meta = f.metadata
-    choices = meta.get("choices")
-    if callable(choices):
-        choices = choices()
-    if choices is not None and value is not None and value not in choices:
-        raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(str, choices))}")
-    if value is None or isinstance(value, (bool, str, list, dict)):
-        return
-    for key, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
-        bound = meta.get(key)
-        if bound is not None and not test(value, bound):
-            raise ConfigError(f"{path}: invalid value {value!r}; allowed: a number {word} {bound}")
-
-
-def build(cls, data: Optional[dict], path: str = ""):
-    """Make a `cls` dataclass from a plain dict, rejecting unknown keys and bad values.
-
-    Hooks: `cls.prepare(data, path) -> dict` runs first (presets), `obj.check(path)` last
-    (cross-field rules). Both raise ConfigError.
-    """
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    if hasattr(cls, "prepare"):
-        data = cls.prepare(data, path)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"{path}{key}: unknown key; allowed: {', '.join(names)}")
-    values = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        value, tp, fpath = data[f.name], hints[f.name], path + f.name
-        if is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{fpath}: expected a mapping, got {value!r}")
-            values[f.name] = build(tp, value, fpath + ".")
-            continue
-        ok, value = _type_ok(value, tp)
-        if not ok:
-            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {_type_name(tp)}")
-        _check_field(f, value, fpath)
-        values[f.name] = value
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check(path)
-    return obj
-
-
-def describe(cls, prefix: str = "") -> list[str]:
-    """One line per field: `key (type, default): help` -- used by `rnnbench config --fields`."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in fields(cls):
-        tp = hints[f.name]
-        if is_dataclass(tp):
-            out += describe(tp, f"{prefix}{f.name}.")
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        choices = f.metadata.get("choices")
-        choices = choices() if callable(choices) else choices
-        extra = f" one of {', '.join(map(str, choices))}" if choices else ""
-        out.append(f"{prefix}{f.name} = {default!r}  [{_type_name(tp)}]{extra}  {f.metadata.get('help', '')}".rstrip())
-    return out
 
 
 # ---------------------------------------------------------------- sections owned by bench
@@ -153,7 +28,7 @@ def describe(cls, prefix: str = "") -> list[str]:
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adam", choices=("adam", "rmsprop", "sgd"), help="optimizer")
+    name: str = opt("adam", choices=("adam", "rmsprop", "sgd", "adagrad"), help="optimizer")
     lr: float = opt(1e-3, gt=0, help="learning rate")
     momentum: float = opt(0.0, ge=0, lt=1, help="SGD/RMSprop momentum")
     alpha: float = opt(0.99, gt=0, lt=1, help="RMSprop decay of the squared-gradient average")
@@ -180,7 +55,8 @@ class TrainerConfig:
     devices: int = opt(1, ge=1, help="devices for one run (>1 uses DDP)")
     strategy: str = opt("auto", choices=("auto", "ddp", "ddp_spawn"))
     num_nodes: int = opt(1, ge=1)
-    precision: str = opt("32-true", choices=("32-true", "16-mixed", "bf16-mixed"))
+    precision: str = opt("32-true", choices=("32-true", "16-mixed", "bf16-mixed", "64-true"),
+                         help="64-true: float64 throughout (parity tests)")
     deterministic: bool = opt(True, help="torch deterministic algorithms")
     num_workers: int = opt(0, ge=0, help="data loader workers")
     stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")
@@ -195,16 +71,11 @@ class TrainerConfig:
                               f"metric such as val/loss, val/acc, val/f1, val/ppl, val/bleu")
 
 
-def _task_choices():
-    from tasks.registry import TASKS
-    return list(TASKS)
-
-
 @dataclass
 class RunConfig:
     seed: int = opt(0, ge=0, help="model/training seed (data seeds live in the task section)")
-    task: Any = None  # the task's own dataclass, picked by task.name
-    model: Any = None  # models.config.ModelConfig
+    task: Optional[TaskConfig] = None  # the task family's own dataclass, picked by task.name
+    model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -216,42 +87,7 @@ class RunConfig:
         return config_hash(hash_view(self))
 
 
-def hash_view(obj) -> dict:
-    """The dict a config is hashed from: `to_dict`, less `new` fields still at their defaults."""
-    out = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            out[f.name] = hash_view(value)
-            continue
-        if f.metadata.get("new"):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if value == default:
-                continue
-        out[f.name] = copy.deepcopy(value)
-    return out
-
-
-def config_hash(d: dict, n: int = 12) -> str:
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
-
-
 # ---------------------------------------------------------------- loading and merging
-
-
-def parse_value(text: str):
-    """Parse an override value as YAML (so lists/dicts/null work); `1e-3` is a float."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value.lower() for c in ".e") and not value.isalpha() else value
-        except ValueError:
-            return value
-    return value
 
 
 def preset(section: str, name: str) -> dict:
@@ -320,9 +156,6 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 
 def resolve(tree: dict) -> RunConfig:
     """Validate a merged dict into a RunConfig (every field filled)."""
-    from models.config import ModelConfig
-    from tasks.registry import task_class
-
     tree = copy.deepcopy(tree)
     for s in SECTIONS:
         if isinstance(tree.get(s), str):
@@ -331,10 +164,10 @@ def resolve(tree: dict) -> RunConfig:
     if not isinstance(task, dict):
         raise ConfigError(f"task: expected a mapping or a preset name, got {task!r}")
     if "name" not in task:
-        raise ConfigError(f"task.name: missing; allowed: {', '.join(_task_choices())}")
+        raise ConfigError(f"task.name: missing; allowed: {', '.join(list(TASKS))}")
     name = task["name"]
-    if name not in _task_choices():
-        raise ConfigError(f"task.name: invalid value {name!r}; allowed: {', '.join(_task_choices())}")
+    if name not in list(TASKS):
+        raise ConfigError(f"task.name: invalid value {name!r}; allowed: {', '.join(list(TASKS))}")
     task_cfg = build(task_class(name).Config, task, "task.")
     model_cfg = build(ModelConfig, tree.pop("model", None) or {}, "model.")
     cfg = build(RunConfig, tree, "")
@@ -363,19 +196,16 @@ def to_overrides(cfg: RunConfig) -> list[str]:
             if isinstance(v, dict):
                 walk(v, b.get(k, {}) if isinstance(b, dict) else {}, f"{prefix}{k}.")
             elif not isinstance(b, dict) or b.get(k, object()) != v or (prefix, k) == ("task.", "name"):
-                out.append(f"{prefix}{k}={_fmt(v)}")
+                out.append(f"{prefix}{k}={fmt_value(v)}")
     walk(cfg.to_dict(), base, "")
     return out
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, (list, dict)):
-        return json.dumps(v)
-    return str(v)
+def field_lines() -> list[str]:
+    """`rnnbench config --fields`: one line per run-config field, generated from the dataclasses."""
+    return describe(RunConfig, skip=("task",)) + [
+        f"task.name  one of {', '.join(TASKS)}  the task family; its fields: the presets in "
+        f"bench/configs/task/ (rnnbench config task=NAME prints them all)"]
 
 
 def from_resolved(d: dict) -> RunConfig:

@@ -26,7 +26,9 @@ from typing import Optional
 
 import yaml
 
-from bench.config import SECTIONS, ConfigError, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.packed import groups, is_packed_checkpoint
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 from bench.worker import Worker, wait_any
 
@@ -143,8 +145,8 @@ class LocalExecutor:
 
     def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
                  gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
-                 retry_failed: bool = False, progress: bool = True):
-        self.store, self.sweep = store, sweep
+                 retry_failed: bool = False, progress: bool = True, pack: int = 1):
+        self.store, self.sweep, self.pack = store, sweep, pack
         self.gpus = _gpu_count()
         cores = os.cpu_count() or 1
         if self.gpus and gpus_per_run == "all":
@@ -163,9 +165,13 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         return env
 
-    def _command(self, cfg: RunConfig) -> list[str]:
-        cmd = [sys.executable, "-m", "bench.cli", "train", str(self.store.run_dir(cfg.hash) / "config.yaml"),
-               "--store", str(self.store.root), "--sweep", self.sweep, "--project", self.project]
+    def _command(self, item: list[RunConfig]) -> list[str]:
+        """`rnnbench train` for one run; `python -m bench.packed` for a packed group (bench/packed.py)."""
+        paths = [str(self.store.run_dir(c.hash) / "config.yaml") for c in item]
+        packed = len(item) > 1 or is_packed_checkpoint(self.store.checkpoint(item[0].hash))
+        cmd = [sys.executable, "-m", "bench.packed", *paths] if packed else \
+            [sys.executable, "-m", "bench.cli", "train", *paths]
+        cmd += ["--store", str(self.store.root), "--sweep", self.sweep, "--project", self.project]
         if self.wandb_mode:
             cmd += ["--wandb", self.wandb_mode]
         if self.retry_failed:
@@ -176,18 +182,13 @@ class LocalExecutor:
         skip = ("done", "diverged") if self.retry_failed else FINISHED
         return [c for c in cfgs if self.store.status(c.hash) not in skip]
 
-    def units(self, cfgs: list[RunConfig]) -> list[list[RunConfig]]:
-        """The units of work a worker takes, in order: one config each (a packed group would be one
-        unit of several)."""
-        return [[c] for c in cfgs]
-
     def run(self, cfgs: list[RunConfig]) -> dict:
         for cfg in cfgs:  # config files first, so the store knows every run of the sweep
             path = self.store.run_dir(cfg.hash) / "config.yaml"
             if not path.is_file():
                 write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
-        queue = self.units(self.todo(cfgs))
+        queue = groups(self.todo(cfgs), self.pack, self.store)   # units: a packed group, or one run
         bar = self._bar(len(cfgs), len(cfgs) - sum(map(len, queue)))
         slots: list = [None] * self.workers   # per slot: a Worker, a (Popen, unit) of a DDP run, or None
         try:
@@ -230,13 +231,14 @@ class LocalExecutor:
             if isinstance(current, Worker):
                 current.close()
             log = open(self.store.run_dir(unit[0].hash) / "run.log", "a")
-            proc = subprocess.Popen(self._command(unit[0]), env=self._env(slot), stdout=log,
+            proc = subprocess.Popen(self._command(unit), env=self._env(slot), stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log.close()
             return proc, unit
         worker = current if isinstance(current, Worker) and current.dead() is None else \
             Worker(self.store.root, self.sweep, self.wandb_mode, self.project, self._env(slot))
-        worker.send(unit, {"id": unit[0].hash, "retry_failed": self.retry_failed,
+        packed = len(unit) > 1 or is_packed_checkpoint(self.store.checkpoint(unit[0].hash))
+        worker.send(unit, {"id": unit[0].hash, "retry_failed": self.retry_failed, "packed": packed,
                            "configs": [str(self.store.run_dir(c.hash) / "config.yaml") for c in unit]})
         return worker
 
@@ -244,7 +246,7 @@ class LocalExecutor:
         """Statuses of the unit `s` was running, once it ended (recording crashes); else None."""
         if isinstance(s, tuple):
             proc, unit = s
-            return None if proc.poll() is None else [self._finish(unit[0], proc.returncode)]
+            return None if proc.poll() is None else [self._finish(c, proc.returncode) for c in unit]
         if s is None or s.unit is None:
             return None
         answer = s.answer()

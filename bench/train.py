@@ -190,7 +190,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
     result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
     result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
-    result["beats_baseline"] = _beats(result)
+    result["beats_baseline"] = beats_baseline(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
@@ -211,7 +211,8 @@ def implementation(module, trainer, packed: Optional[int] = None) -> dict:
             "threads": torch.get_num_threads(), "packed": packed}
 
 
-def _beats(result: dict) -> Optional[bool]:
+def beats_baseline(result: dict) -> Optional[bool]:
+    """Whether a finished run's primary metric beats the task's trivial baseline; None if undefined."""
     key, m = result.get("primary"), result["metrics"]
     if result["status"] != "done" or key not in result.get("baseline", {}) or key not in m:
         return None

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 
 SPLITS = ("train", "validation", "test")
 

@@ -6,11 +6,12 @@ The parent (the local executor, or a SLURM array task with several runs) writes 
 unit of work to the worker's stdin, and the worker answers one JSON line per finished unit on the
 file descriptor `--reply-fd`:
 
-    -> {"id": 3, "configs": ["<store>/runs/<hash>/config.yaml", ...], "retry_failed": false}
+    -> {"id": 3, "configs": ["<store>/runs/<hash>/config.yaml", ...], "packed": false, "retry_failed": false}
     <- {"id": 3, "status": ["done", ...], "pid": 1234}
 
-A unit is a list of configs (one run, or a group a packed runner trains together); each config
-runs through `bench.train.run`, exactly as `rnnbench train CONFIG` would, so claims, resume,
+A unit is a list of configs: one run, or a packed group (`bench.packed.run_group`, as
+`python -m bench.packed` would run it). A single config runs through `bench.train.run`, exactly as
+`rnnbench train CONFIG` would, so claims, resume,
 failure recording, W&B ids and run directories are the same as for a fresh process. While a run
 runs, the worker's stdout and stderr (file descriptors 1 and 2) are that run's `run.log`, so what
 it prints, and the traceback `faulthandler` writes when the interpreter crashes, land in its own
@@ -52,11 +53,21 @@ def output_to(path: Path):
 
 
 def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Optional[str], project: str,
-             retry_failed: bool) -> list[str]:
-    """Run each config of a unit in this process, one after another; returns their statuses."""
+             retry_failed: bool, packed: bool = False) -> list[str]:
+    """Run a unit in this process: a packed group as one batched model (bench.packed), else each
+    config after the other; returns their statuses."""
     from bench import config as C
+    from bench.packed import run_group
     from bench.train import run
 
+    if packed:
+        with output_to(Path(paths[0]).with_name("run.log")):
+            try:
+                return [r["status"] for r in run_group([C.load(p, []) for p in paths], store, sweep,
+                                                       wandb_mode, project, retry_failed)]
+            except Exception as e:
+                traceback.print_exc()
+                return [f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"] * len(paths)
     statuses = []
     for path in paths:
         with output_to(Path(path).with_name("run.log")):
@@ -87,7 +98,8 @@ def main(argv=None) -> int:
     reply = os.fdopen(a.reply_fd, "w", buffering=1)
     for line in sys.stdin:
         unit = json.loads(line)
-        statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False))
+        statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False),
+                            unit.get("packed", False))
         reply.write(json.dumps({"id": unit["id"], "status": statuses, "pid": os.getpid()}) + "\n")
         if any(s in STOPPED for s in statuses):
             break

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from bench.config import ConfigError, opt
-from models.registry import CELLS, cell_class
+from bench.schema import ConfigError, opt
+from models.registry import CELLS, TREE_CELLS, cell_class
 
 # LSTM-family switches (Greff et al. 2015); a cell lists the ones it supports in `switches`.
 SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gate",
@@ -14,7 +14,8 @@ SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gat
 
 @dataclass
 class ModelConfig:
-    cell: str = opt("lstm", choices=lambda: list(CELLS), help="cell from models/registry.py")
+    cell: str = opt("lstm", choices=lambda: list(CELLS) + list(TREE_CELLS),
+                    help="cell from models/registry.py (tree cells: task.name=treebank only)")
     hidden_size: int = opt(128, ge=1)
     num_layers: int = opt(1, ge=1)
     bidirectional: bool = opt(False)
@@ -52,6 +53,8 @@ class ModelConfig:
 
     def check(self, path: str) -> None:
         cls = cell_class(self.cell)
+        if self.cell in TREE_CELLS and cls.check_config(self, path):
+            raise ConfigError(cls.check_config(self, path))
         defaults = {f.name: f.default for f in fields(self)}
         for key in SWITCHES:
             if getattr(self, key) != defaults[key] and key not in cls.switches:

@@ -13,11 +13,14 @@
   previous layer's output after dropout, has the layer's output size H * dirs) the layer's
   input is added to its output: out_l = layer_l(u) + u, u = dropout(out_{l-1}). Layer 0 has
   no residual connection (its input is the raw features).
-* Fast path (`net.fused`): when the cell class says the variant is expressible by
-  torch.nn.RNN/LSTM/GRU and impl != "custom": one multi-layer torch module, or one per layer
-  when residual; `lengths` go through pack_padded_sequence. Otherwise the custom path: per
-  layer and direction, the input projection of all steps is one matmul and only the
-  recurrence loops (`cell.scan`, a hand-written BPTT).
+* Two implementations, `net.implementation` "fused" or "custom" (`net.fused` is the same as a
+  bool). Fused: torch.nn.RNN/LSTM/GRU, for the variants the cell class says they can express:
+  one multi-layer torch module, or one per layer when residual; `lengths` go through
+  pack_padded_sequence. Custom: per layer and direction, the input projection of all steps is
+  one matmul and only the recurrence loops (`cell.scan`, a hand-written BPTT; on CPU in C++,
+  models/cells/kernels.py). `model.impl` fused/custom forces one; auto picks by `choose()`.
+* Both implementations have the same parameters in the same order (optimizer states line up)
+  and the same initial values for a seed; a state dict of either loads into the other.
 * Initialisation: models.init per gate block, identical for both paths.
 """
 from __future__ import annotations
@@ -26,8 +29,37 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.schema import ConfigError
 from models import init as minit
-from models.registry import cell_class
+from models.cells import kernels
+from models.registry import CELLS, TREE_CELLS, cell_class
+
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def choose(cls, cfg, device_type: str | None = None) -> str:
+    """The implementation `model.impl=auto` takes, from measurements (python -m bench.bench_small).
+
+    A fixed table per (cell, device type), never timed at run time, so a config gets the same
+    implementation on the same kind of machine. On CPU, torch has oneDNN kernels for the LSTM
+    only; its GRU and RNN are a loop of ATen ops, slower than the custom path's C++ scans at
+    every size measured (hidden 40-256, one thread: GRU 1.1-5x, RNN 1.2-3.5x). So GRU and RNN
+    (tanh, ReLU, IRNN) take the custom path on CPU when the C++ scans are built. The LSTM stays
+    on oneDNN: the custom scans are within about 15 % of it either way, and its stored results
+    keep their implementation. Stacked layers with dropout stay fused (torch draws those
+    dropout masks inside its kernel, so the random numbers would differ). On CUDA (cuDNN)
+    every fusable variant is fused. The device type is CUDA when torch sees a GPU (as
+    Lightning's `accelerator=auto`), else CPU.
+    """
+    if cfg.impl == "custom" or not cls.fusable(cfg):
+        return "custom"
+    if cfg.impl == "fused":
+        return "fused"
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (device_type == "cpu" and cls.torch_module in (nn.GRU, nn.RNN)
+            and (cfg.num_layers == 1 or cfg.dropout == 0) and kernels.available()):
+        return "custom"
+    return "fused"
 
 
 def _reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -41,10 +73,40 @@ def _reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tens
     return x.gather(0, idx.unsqueeze(-1).expand_as(x))
 
 
+def param_keys(num_layers: int, dirs: int, residual: bool, fused: bool) -> dict:
+    out = {}
+    for l in range(num_layers):
+        for d, sfx in enumerate(("", "_reverse")[:dirs]):
+            for n in _NAMES:
+                if not fused:
+                    out[(l, d, n)] = f"layers.{l}.{d}.{n}"
+                elif residual:
+                    out[(l, d, n)] = f"rnns.{l}.{n}_l0{sfx}"
+                else:
+                    out[(l, d, n)] = f"rnns.0.{n}_l{l}{sfx}"
+    return out
+
+
+def _convert_state_dict(module, state_dict, prefix, *args) -> None:
+    """Load-time hook: rename the keys of a state dict saved by the other implementation
+    (e.g. a fused GRU's checkpoint resumed where auto now picks the custom path)."""
+    if not module.fusable_cfg:
+        return
+    mine, other = module.param_keys(), module.param_keys(not module.fused)
+    if any(prefix + k in state_dict for k in mine.values()):
+        return
+    for key, old in other.items():
+        if prefix + old in state_dict:
+            state_dict[prefix + mine[key]] = state_dict.pop(prefix + old)
+
+
 class Recurrent(nn.Module):
     def __init__(self, input_size: int, model_cfg):
         super().__init__()
         cfg = model_cfg
+        if cfg.cell in TREE_CELLS:
+            raise ConfigError(f"model.cell: {cfg.cell!r} is a tree cell, for task.name=treebank only; "
+                              f"allowed here: {', '.join(CELLS)}")
         self.cfg = cfg
         self.cell_cls = cls = cell_class(cfg.cell)
         self.input_size, self.hidden_size = input_size, cfg.hidden_size
@@ -52,7 +114,9 @@ class Recurrent(nn.Module):
         self.dirs = 2 if cfg.bidirectional else 1
         self.residual = bool(cfg.residual)
         self.output_size = cfg.hidden_size * self.dirs
-        self.fused = cls.fusable(cfg) and cfg.impl != "custom"
+        self.implementation = choose(cls, cfg)
+        self.fusable_cfg = cls.fusable(cfg)
+        self.fused = self.implementation == "fused"
         self.drop = nn.Dropout(cfg.dropout)
         H = cfg.hidden_size
         sizes = [input_size] + [self.output_size] * (self.num_layers - 1)
@@ -82,6 +146,12 @@ class Recurrent(nn.Module):
             first = self.layers[0][0]
             self.state_size = first.state_size
             self.state_widths = first.state_widths()
+        self.register_load_state_dict_pre_hook(_convert_state_dict)
+
+    def param_keys(self, fused: bool | None = None) -> dict:
+        """(layer, direction, name) -> state-dict key of the 4 torch-layout weights of each layer
+        and direction, in this implementation (or in the fused / custom one)."""
+        return param_keys(self.num_layers, self.dirs, self.residual, self.fused if fused is None else fused)
 
     # ------------------------------------------------------------------ helpers
     def init_state(self, batch: int, device=None, dtype=None) -> tuple:

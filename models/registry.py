@@ -38,6 +38,15 @@ CELLS: dict[str, CellSpec] = {
 }
 
 
+# Tree-structured models (models/tree/): a model.cell for the treebank family (tasks/treebank.py).
+TREE_CELLS: dict[str, CellSpec] = {
+    "recnn": CellSpec("models.tree.recnn:RecNN"),
+    "rntn": CellSpec("models.tree.rntn:RNTN"),
+    "treelstm_childsum": CellSpec("models.tree.treelstm:ChildSumTreeLSTM"),
+    "treelstm_nary": CellSpec("models.tree.treelstm:NaryTreeLSTM"),
+}
+
+
 def cell_class(name: str):
-    module, cls = CELLS[name].path.split(":")
+    module, cls = (CELLS.get(name) or TREE_CELLS[name]).path.split(":")
     return getattr(importlib.import_module(module), cls)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from bench.config import ConfigError, config_hash
+from bench.schema import ConfigError, config_hash, fmt_value
 from bench.store import Store
 from reports import stats
 
@@ -188,19 +188,6 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def fmt_value(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        text = f"{v:.6g}"
-        return text + ".0" if text.lstrip("-").isdigit() else text
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, separators=(",", ":"))
-    return str(v)
-
-
 def _task_info(name: str, config: dict, baseline: bool = True) -> tuple[str, str, dict, bool]:
     """(primary, mode, baseline, long_dependency) from the task class (runs without result.json);
     `baseline=False` skips computing the baseline (it may load the data set)."""
@@ -301,7 +288,7 @@ def _label_variants(groups: list[TaskGroup]) -> None:
     def label(v: Variant, full: bool) -> str:
         f = flat[v.key]
         return " ".join([str(f.get("model.cell", "?"))] +
-                        [f"{_short_key(k)}={fmt_value(f.get(k))}" for k in label_keys(v, full)])
+                        [f"{_short_key(k)}={fmt_value(f.get(k), 6)}" for k in label_keys(v, full)])
 
     for full in (False, True):
         labels = {v.key: label(v, full) for v in variants}
@@ -331,7 +318,7 @@ def _title_tasks(groups: list[TaskGroup]) -> None:
         differing = [k for k in keys if k != "name" and len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1]
         mine = flatten(g.config)
         shown = differing or (["T"] if "T" in mine else [])
-        g.title = " ".join([g.name] + [f"{k}={fmt_value(mine.get(k))}" for k in shown])
+        g.title = " ".join([g.name] + [f"{k}={fmt_value(mine.get(k), 6)}" for k in shown])
 
 
 # ---------------------------------------------------------------- reference variant
@@ -339,7 +326,7 @@ def _title_tasks(groups: list[TaskGroup]) -> None:
 
 def parse_reference(items: list[str]) -> dict:
     """`KEY=VALUE` pairs naming the reference variant; keys may omit `model.` (cell=lstm)."""
-    from bench.config import parse_value
+    from bench.schema import parse_value
 
     out = {}
     for item in items or []:
@@ -357,7 +344,7 @@ def _matches(flat: dict, k: str, v) -> bool:
     have = flat[keys[0]]
     if isinstance(have, float) and isinstance(v, (int, float)) and not isinstance(v, bool):
         return math.isclose(have, float(v))
-    return have == v or fmt_value(have) == fmt_value(v)
+    return have == v or fmt_value(have, 6) == fmt_value(v, 6)
 
 
 def find_reference(g: TaskGroup, ref: dict) -> Optional[Variant]:
@@ -375,6 +362,6 @@ def find_reference(g: TaskGroup, ref: dict) -> Optional[Variant]:
         exact = [v for v in hits if all(any(lk == k or lk.endswith("." + k) for k in ref) for lk in v.label_keys)]
         hits = exact if len(exact) == 1 else hits
     if len(hits) > 1:
-        raise ConfigError(f"--reference {' '.join(f'{k}={fmt_value(v)}' for k, v in ref.items())}: matches "
+        raise ConfigError(f"--reference {' '.join(f'{k}={fmt_value(v, 6)}' for k, v in ref.items())}: matches "
                           f"{len(hits)} variants of task {g.title} ({'; '.join(h.label for h in hits)}); add keys")
     return hits[0] if hits else None

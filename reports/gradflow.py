@@ -24,11 +24,11 @@ from typing import Optional, Union
 
 import torch
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 
 
 def _model_cfg(model_cfg):
-    from bench.config import build
+    from bench.schema import build
     from models.config import ModelConfig
 
     if isinstance(model_cfg, str):

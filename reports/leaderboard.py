@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Union
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 from bench.store import Store, write_atomic
 from reports.collect import Run, TaskGroup, Variant, as_store, group, store_runs
 from reports.doc import Doc

@@ -33,6 +33,7 @@ from typing import Optional
 import yaml
 
 from reports import stats
+from reports.published_table import published_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "bench" / "sweeps"
@@ -454,6 +455,8 @@ def build(claims: dict, store, out_root, full: bool = False) -> Path:
                   f"(1 − {margin:g})):\n\n")
         md.append(_table(["claim", "T", "paper", "ours", "verdict"], per_T))
 
+    if claims.get("published"):
+        md.append(published_table(claims["published"], runs, matches))
     if claims.get("notes"):
         md.append("Notes (context from the literature, not measured here):\n\n" + "".join(f"- {n}\n" for n in claims["notes"]))
     # variant table

@@ -19,10 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Union
 
+from bench.schema import fmt_value
 from bench.store import Store
 from reports import plots, stats
-from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, fmt_value, group,
-                             implementation_label,
+from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, group, implementation_label,
                              parse_reference, store_runs)
 from reports.doc import Doc
 
@@ -158,7 +158,7 @@ def collect(store, sweeps: list[str], from_wandb: Optional[str] = None):
 def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional[dict]) -> None:
     arrow = "lower is better" if g.mode == "min" else "higher is better"
     doc.h(2, f"Task: {g.title}")
-    cfg = " ".join(f"{k}={fmt_value(v)}" for k, v in flatten(g.config).items())
+    cfg = " ".join(f"{k}={fmt_value(v, 6)}" for k, v in flatten(g.config).items())
     base = g.baseline_value()
     doc.p(f"Task config: `{cfg}`. Primary metric: `{g.primary}` ({arrow}). "
           f"Baseline (trivial predictor): {num(base) if base is not None else 'none defined for this task'}.")
@@ -205,7 +205,7 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
               "git commits (see the appendix): their spread mixes code changes with seed variation.")
     if ref and reference is None:
         doc.p(f"No variant of this task matches the reference "
-              f"`{' '.join(f'{k}={fmt_value(x)}' for k, x in ref.items())}`: no p-values.")
+              f"`{' '.join(f'{k}={fmt_value(x, 6)}' for k, x in ref.items())}`: no p-values.")
     bad = [(v, r) for v in g.variants for r in v.excluded()]
     if bad:
         doc.h(3, "Runs not in the statistics")
@@ -272,7 +272,7 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
     if ref:
         notes.append("p (Welch vs ref): two-sided Welch t-test (unequal variances, scipy) of the variant's "
                      "seeds against the reference variant's "
-                     f"(`{' '.join(f'{k}={fmt_value(v)}' for k, v in ref.items())}`); n/a when either side has "
+                     f"(`{' '.join(f'{k}={fmt_value(v, 6)}' for k, v in ref.items())}`); n/a when either side has "
                      "fewer than 2 seeds. p (Holm): Holm–Bonferroni adjusted over the variants of the task.")
     head.ul(notes)
 
@@ -291,7 +291,7 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
         rest = {k: v for k, v in gs[0].config.items() if k not in ("T", "name")}
         siblings = [o[0].config for o in fams.values() if o[0].name == gs[0].name]
         differ = [k for k in rest if len({json.dumps(c.get(k), default=str) for c in siblings}) > 1]
-        fam = " ".join([gs[0].name] + [f"{k}={fmt_value(rest[k])}" for k in differ])
+        fam = " ".join([gs[0].name] + [f"{k}={fmt_value(rest[k], 6)}" for k in differ])
         if not solved.blocks:
             solved.h(2, "Long-dependency tasks: solved vs T")
             solved.p("Cells: seeds that solved the task / seeds that finished (diverged runs count as "

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Optional
 
-from bench.config import ConfigError
+from bench.schema import ConfigError
 from reports.collect import Run
 
 

@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 import yaml
 
-from bench.config import ConfigError, parse_overrides
+from bench.config import parse_overrides
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional
+from typing import Optional, Protocol
 
 import lightning as L
 import torch
@@ -42,6 +42,12 @@ def batches_done(trainer) -> int:
     """Training batches of the current epoch done before a mid-epoch resume; 0 otherwise."""
     loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
     return loop.batch_progress.current.completed if loop is not None and loop.restarting else 0
+
+
+class TaskConfig(Protocol):
+    """What the runner needs of a task family's config dataclass (each family defines its own)."""
+
+    name: str
 
 
 class Task:
@@ -96,6 +102,8 @@ class TaskModule(L.LightningModule):
         elif o.name == "rmsprop":
             opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
                                       weight_decay=o.weight_decay, foreach=True)
+        elif o.name == "adagrad":  # Socher et al. 2013, Tai et al. 2015
+            opt = torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay)
         else:
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         if o.lr_decay is not None:

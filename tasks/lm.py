@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from tasks import text
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 
@@ -400,52 +400,3 @@ class LMTask(Task):
         dm.setup()
         s = unigram_scores(dm.ids["train"], dm.ids["test"], dm.vocab.itos, self.cfg.level)
         return {f"test/{k}": v for k, v in s.items()}
-
-
-# ---------------------------------------------------------------- sampling
-
-
-def load_checkpoint(checkpoint_path):
-    """(module, level) rebuilt from a Lightning checkpoint read with weights_only=True."""
-    from bench.config import resolve
-
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    try:
-        cfg = resolve(ckpt["hyper_parameters"]["config"])
-        vocab = ckpt["vocab"]["itos"]
-    except KeyError as e:
-        raise ValueError(f"{checkpoint_path}: not a language-model checkpoint (no {e.args[0]!r})") from None
-    if cfg.task.name != "lm":
-        raise ValueError(f"{checkpoint_path}: a {cfg.task.name!r} checkpoint; sampling needs an 'lm' one")
-    module = LMModule(cfg, vocab)
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    return module, cfg.task.level
-
-
-@torch.no_grad()
-def sample(checkpoint_path, prompt: str = "", length: int = 200, temperature: float = 1.0, seed: int = 0) -> str:
-    """The prompt followed by `length` sampled tokens (temperature 0 = greedy)."""
-    module, level = load_checkpoint(checkpoint_path)
-    stoi = {t: i for i, t in enumerate(module.vocab_tokens)}
-    unk = stoi.get(UNK, 0)
-    toks = tokenize(prompt, level) if prompt else []
-    if level == "word" and prompt and not prompt.endswith("\n") and toks and toks[-1] == EOS:
-        toks = toks[:-1]                 # an unfinished prompt line continues
-    start = toks or (["\n"] if level == "char" else [EOS])
-    ids = torch.tensor([[stoi.get(t, unk) for t in start]])
-    g = torch.Generator().manual_seed(seed)
-    logits, state = module(ids)
-    out: list[str] = []
-    for _ in range(length):
-        last = logits[0, -1]
-        if temperature <= 0:
-            nxt = int(last.argmax())
-        else:
-            nxt = int(torch.multinomial(F.softmax(last / temperature, -1), 1, generator=g))
-        out.append(module.vocab_tokens[nxt])
-        logits, state = module(torch.tensor([[nxt]]), state)
-    if level == "char":
-        return prompt + "".join(out)
-    text = detokenize(out, "word")
-    return (prompt + ("" if not prompt or prompt.endswith(("\n", " ")) else " ") + text) if prompt else text

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
 from tasks.synthetic import SyntheticData

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 
@@ -74,7 +74,7 @@ def load_images(cfg):
                 if getattr(cfg, key) not in ds.column_names:
                     raise ConfigError(f"task.{key}: column {getattr(cfg, key)!r} not in {cfg.dataset}[{s}]; "
                                       f"available: {', '.join(ds.column_names)}")
-            raw[s] = ds.map(lambda b: {"pixels": [np.asarray(im, dtype=np.float32).reshape(-1).tolist()
+            raw[s] = ds.map(lambda b: {"pixels": [np.asarray(im, dtype=np.float32).reshape(-1)
                                                  for im in b[cfg.image_column]], "label": b[cfg.label_column]},
                             batched=True, remove_columns=ds.column_names, desc="flatten images")
     parts = raw["train"].train_test_split(test_size=cfg.val_fraction, seed=cfg.data_seed, shuffle=True)
@@ -109,9 +109,9 @@ class PixelData(L.LightningDataModule):
         self.perm = permutation(n_pixels, self.cfg.order, self.cfg.data_seed)
         self.data = {}
         for split, ds in raw.items():
-            cols = ds[:]
-            x = torch.tensor(cols["pixels"], dtype=torch.float32) / self.cfg.scale
-            self.data[split] = (x[:, self.perm].unsqueeze(-1), torch.tensor(cols["label"], dtype=torch.long))
+            cols = ds.with_format("numpy")[:]          # (N, P) arrays, not Python lists (MNIST: 47M pixels)
+            x = torch.from_numpy(np.asarray(cols["pixels"], dtype=np.float32)) / self.cfg.scale
+            self.data[split] = (x[:, self.perm].unsqueeze(-1), torch.from_numpy(np.asarray(cols["label"])).long())
         self.num_classes = int(max(int(y.max()) for _, y in self.data.values())) + 1
 
     def _loader(self, split: str, train: bool = False):

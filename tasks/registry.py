@@ -13,6 +13,8 @@ TASKS: dict[str, str] = {
     "timeseries": "tasks.timeseries:TimeSeriesTask",
     "pixels": "tasks.pixels:PixelTask",
     "one_to_many": "tasks.one_to_many:OneToManyTask",
+    "sentence_lm": "tasks.sentence_lm:SentenceLMTask",
+    "treebank": "tasks.treebank:TreebankTask",
 }
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from bench.config import opt
+from bench.schema import opt
 from tasks.base import Task, TaskModule
 from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, column_list,
                         lengths_to_mask, pad, token_column)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from bench.config import opt
+from bench.schema import opt
 from models.recurrent import Recurrent
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from bench.config import opt
+from bench.schema import opt
 from tasks.base import Task, TaskModule
 from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, char_vocab,
                         column_list, pad, token_column)
@@ -57,7 +57,7 @@ class TaggingConfig(WordVectorsConfig):
 
     def check(self, path: str) -> None:
         if self.max_len is not None:
-            from bench.config import ConfigError
+            from bench.schema import ConfigError
             raise ConfigError(f"{path}max_len: tagging keeps whole sentences; allowed: null")
 
 

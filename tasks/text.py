@@ -67,7 +67,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from tasks.base import SkipDone, batches_done
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"

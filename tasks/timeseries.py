@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.config import ConfigError, opt
+from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 from tasks.text import ENV_DATA, local_root, resolve_files

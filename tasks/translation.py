@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import opt
+from bench.schema import opt
 from tasks import text
 from tasks.base import Task, TaskModule
 
@@ -509,23 +509,3 @@ class TranslationTask(Task):
         loss = float(-logp[ids].mean())
         out.update({"test/loss": loss, "test/ppl": math.exp(loss)})
         return out
-
-
-def translate(checkpoint_path, sentences: Sequence[str], beam: Optional[int] = None) -> list[str]:
-    """Translate raw sentences with a checkpoint read with weights_only=True."""
-    from bench.config import resolve
-
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    cfg = resolve(ckpt["hyper_parameters"]["config"])
-    v = ckpt["vocabs"]
-    module = TranslationModule(cfg, v["src"], v["tgt"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    c = cfg.task
-    ids = []
-    for s in sentences:
-        x = module.src_vocab.encode(text.tokenize(s, c.tokenizer, c.lowercase)) or [module.src_vocab[EOS]]
-        ids.append(x[::-1] if c.reverse_source else x)
-    src, src_len = text.pad(ids, module.src_vocab.pad_id)
-    with torch.no_grad():
-        return [module.to_text(h) for h in module.decode(src, src_len, beam or c.beam_size)]

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bench import bench_cells, bench_harness, bench_scaling
+from bench import bench_cells, bench_harness, bench_scaling, bench_small
 
 
 def rows(text: str, first: str) -> list[list[str]]:
@@ -18,6 +18,18 @@ def test_bench_cells_times_every_path_against_its_reference(capsys):
     out = capsys.readouterr().out
     for cell in ("lstm", "lstm_cifg", "gru"):
         assert re.search(rf"^\| {cell} \| custom \|.*\d+\.\d+x", out, re.M), out
+
+
+def test_bench_small_prints_every_path_against_fused_lstm(capsys, monkeypatch):
+    monkeypatch.setattr(bench_small, "SHAPES", [("tiny", 4, 3, 2, 2)])
+    bench_small.main(["--quick", "--repeats", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    table = rows(out, "tiny (4, 3, 2, 2)")
+    assert [(r[1], r[2]) for r in table] == [(c, p) for c, p, _ in bench_small.ENTRIES]
+    assert table[0][4] == "1.00x" and table[0][9] == "<-"          # the reference, auto for lstm
+    for r in table:
+        assert re.fullmatch(r"\d+\.\d\dx", r[4]) and re.fullmatch(r"\d+\.\d\dx", r[6]), r
+    assert rows(out, "tiny | custom LSTM variants")
 
 
 def test_bench_cells_rejects_an_unknown_cell():

@@ -19,7 +19,7 @@ def load(*overrides):
     (["task=adding", "task.T=1"], "task.T: invalid value 1; allowed: a number >= 2"),
     (["task=copy", "model.hidden_size=0"], "model.hidden_size: invalid value 0; allowed: a number >= 1"),
     (["task=copy", "optim.lr=-0.1"], "optim.lr: invalid value -0.1; allowed: a number > 0"),
-    (["task=copy", "optim.name=adagrad"], "optim.name: invalid value 'adagrad'; allowed: adam, rmsprop, sgd"),
+    (["task=copy", "optim.name=adadelta"], "optim.name: invalid value 'adadelta'; allowed: adam, rmsprop, sgd, adagrad"),
     (["task=copy", "model.colour=red"], "model.colour: unknown key; allowed: cell, hidden_size"),
     (["task=copy", "bogus=1"], "bogus: unknown key; allowed: seed, task, model, optim, trainer"),
     (["task=copy", "model.hidden_size=big"], "model.hidden_size: invalid value 'big'; allowed: int"),

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bench.config import ConfigError, load
+from bench.inference import sample
 from tasks import text
-from tasks.lm import (LMData, LMModule, LMTask, TBPTTWindows, batchify, detokenize, load_texts, sample,
+from tasks.lm import (LMData, LMModule, LMTask, TBPTTWindows, batchify, detokenize, load_texts,
                       tokenize, unigram_scores)
 
 warnings.filterwarnings("ignore", message=".*self.trainer.*reference is not registered.*")

@@ -6,7 +6,7 @@ import torch
 from bench.config import ConfigError, build
 from models.cells.base import loop_scan
 from models.config import ModelConfig
-from models.recurrent import Recurrent
+from models.recurrent import Recurrent, choose
 from models.registry import CELLS, cell_class
 
 I, H = 3, 4
@@ -20,7 +20,7 @@ def make(cell, **kw) -> Recurrent:
 def _paths(name):
     """(impl) values worth testing: both paths for variants torch can express."""
     cfg = build(ModelConfig, {"cell": name}, "model.")
-    return ["auto", "custom"] if cell_class(name).fusable(cfg) else ["auto"]
+    return ["fused", "custom"] if cell_class(name).fusable(cfg) else ["auto"]
 
 
 CELL_PATHS = [(n, p) for n in CELLS for p in _paths(n)]
@@ -32,7 +32,10 @@ STACKS = [(1, False, False), (1, True, False), (2, False, False), (2, True, Fals
 @pytest.mark.parametrize("cell,impl", CELL_PATHS)
 def test_shapes_and_grads(cell, impl, layers, bi, res):
     net = make(cell, impl=impl, num_layers=layers, bidirectional=bi, residual=res)
-    assert net.fused == (impl == "auto" and cell_class(cell).fusable(net.cfg))
+    assert net.fused == (net.implementation == "fused")
+    assert net.implementation == choose(cell_class(cell), net.cfg)
+    if impl == "custom" or not cell_class(cell).fusable(net.cfg):
+        assert net.implementation == "custom"
     dirs = 2 if bi else 1
     assert net.output_size == H * dirs
     x = torch.randn(2, 5, I, dtype=torch.double)

@@ -105,7 +105,7 @@ def test_plain_lstm_is_torch_and_equations():
 
 
 def test_gru_equations():
-    for impl in ("auto", "custom"):
+    for impl in ("fused", "custom"):
         net = make("gru", impl=impl)
         randomise(net)
         P = torch_params(net)
@@ -124,7 +124,7 @@ def test_gru_equations():
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
 def test_elman_equations(cell):
-    for impl in ("auto", "custom"):
+    for impl in ("fused", "custom"):
         net = make(cell, impl=impl)
         randomise(net)
         P = torch_params(net)
@@ -240,8 +240,8 @@ def _cells(net):
                 yield [c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh, c.blocks]
 
 
-INIT_CELLS = [("lstm", "auto"), ("lstm", "custom"), ("lstm_vanilla", "auto"), ("lstm_cifg", "auto"),
-              ("gru", "auto"), ("gru", "custom"), ("rnn_tanh", "auto"), ("rnn_relu", "custom")]
+INIT_CELLS = [("lstm", "fused"), ("lstm", "custom"), ("lstm_vanilla", "auto"), ("lstm_cifg", "auto"),
+              ("gru", "fused"), ("gru", "custom"), ("rnn_tanh", "fused"), ("rnn_relu", "custom")]
 
 
 @pytest.mark.parametrize("cell,impl", INIT_CELLS)
@@ -263,7 +263,7 @@ def test_orthogonal_per_block(cell, impl):
     assert n > 0
 
 
-@pytest.mark.parametrize("cell,impl", INIT_CELLS + [("irnn", "auto"), ("irnn", "custom")])
+@pytest.mark.parametrize("cell,impl", INIT_CELLS + [("irnn", "fused"), ("irnn", "custom")])
 def test_identity_init(cell, impl):
     kw = {} if cell == "irnn" else {"recurrent_init": "identity"}
     net = make(cell, impl=impl, num_layers=2, **kw)
@@ -281,7 +281,7 @@ def test_xavier_input_init_bound():
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0])
-@pytest.mark.parametrize("cell,impl", [("lstm", "auto"), ("lstm", "custom"), ("lstm_vanilla", "auto"),
+@pytest.mark.parametrize("cell,impl", [("lstm", "fused"), ("lstm", "custom"), ("lstm_vanilla", "auto"),
                                        ("lstm_nig", "auto")])
 def test_forget_bias(cell, impl, value):
     net = make(cell, impl=impl, num_layers=2, bidirectional=True, forget_bias=value)

@@ -12,7 +12,8 @@ NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def pair(cell, **kw):
-    fused = Recurrent(I, build(ModelConfig, {"cell": cell, "hidden_size": H, **kw}, "model.")).double()
+    fused = Recurrent(I, build(ModelConfig, {"cell": cell, "hidden_size": H, "impl": "fused", **kw},
+                               "model.")).double()
     custom = Recurrent(I, build(ModelConfig, {"cell": cell, "hidden_size": H, "impl": "custom", **kw},
                                 "model.")).double()
     assert fused.fused and not custom.fused

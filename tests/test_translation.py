@@ -5,10 +5,12 @@ import warnings
 import pytest
 import torch
 
-from bench.config import ConfigError, load
+from bench.config import load
+from bench.inference import translate
+from bench.schema import ConfigError
 from tasks import text
 from tasks.translation import (Seq2Seq, TranslationModule, TranslationTask, beam_decode, corpus_bleu,
-                               detokenize, greedy_decode, sequence_logprob, translate)
+                               detokenize, greedy_decode, sequence_logprob)
 
 warnings.filterwarnings("ignore", message=".*self.trainer.*reference is not registered.*")
 

@@ -67,7 +67,7 @@ class Cell(nn.Module):
     # ------------------------------------------------------------------ computation
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """(T, B, I) -> (T, B, G*H): W_ih x_t + b_ih + b_hh for every step in one matmul."""
-        return F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
+        return linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
 
     def step(self, xp_t: torch.Tensor, state: tuple) -> tuple:
         """One step (reference implementation, autograd): -> new state; its [0] is h_t."""
@@ -75,6 +75,33 @@ class Cell(nn.Module):
 
     def scan(self, xp: torch.Tensor, state: tuple, mask: torch.Tensor | None = None):
         return loop_scan(self, xp, state, mask)
+
+
+class _Linear(torch.autograd.Function):
+    """F.linear whose backward computes its two matmuls transposed when the input is narrow
+    (I < 32: copy/adding inputs): MKL is several times slower at (N x G)(G x I) and
+    (G x N)(N x I) with a small I than at the transposed products (same numbers, other order)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        dx = (w.t() @ g2.t()).t().reshape(x.shape) if ctx.needs_input_grad[0] else None
+        dw = (x2.t() @ g2).t() if ctx.needs_input_grad[1] else None
+        return dx, dw, g2.sum(0)
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """F.linear(x, w, b), with the faster backward of `_Linear` for narrow inputs on CPU."""
+    if (x.shape[-1] < 32 and x.device.type == "cpu" and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")):
+        return _Linear.apply(x, w, b)
+    return F.linear(x, w, b)
 
 
 def loop_scan(cell: Cell, xp: torch.Tensor, state: tuple, mask: torch.Tensor | None = None):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
-from models.cells.base import Cell
+from models.cells import kernels
+from models.cells.base import Cell, linear
 
 
 class _GRUScan(torch.autograd.Function):
@@ -99,7 +99,7 @@ class GRUCell(Cell):
     def project(self, x):
         H = self.hidden_size
         b = self.bias_ih + torch.cat([self.bias_hh[:2 * H], self.bias_hh.new_zeros(H)])
-        return F.linear(x, self.weight_ih, b)
+        return linear(x, self.weight_ih, b)
 
     def step(self, xp_t, state):
         H = self.hidden_size
@@ -112,6 +112,7 @@ class GRUCell(Cell):
 
     def scan(self, xp, state, mask=None):
         dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
-        hs, hT = _GRUScan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),
-                                self.bias_hh[2 * self.hidden_size:].to(dt), mask, torch.is_grad_enabled())
+        scan = kernels.GRUScan if kernels.usable(xp) else _GRUScan      # C++ scan on CPU
+        hs, hT = scan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),
+                            self.bias_hh[2 * self.hidden_size:].to(dt), mask, torch.is_grad_enabled())
         return hs, (hT,)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from models.cells import kernels
 from models.cells.base import Cell
 
 _SIG = ("i", "f", "o")
@@ -269,6 +270,7 @@ class LSTMCell(Cell):
                      "fgr": fl["gate_recurrence"], "input_activation": fl["input_activation"],
                      "output_activation": fl["output_activation"],
                      "sig": tuple(off[b] for b in self.sig_blocks)}
+        self._cspec = None
         if fl["peepholes"]:
             for b in ("i", "f", "o"):
                 if b in self.blocks:
@@ -347,8 +349,12 @@ class LSTMCell(Cell):
         dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
         cast = lambda t: None if t is None else t.to(dt)
         a0 = state[2] if self.flags["gate_recurrence"] else None
-        hs, hT, cT, aT = _LSTMScan.apply(xp, cast(state[0]), cast(state[1]), cast(a0),
-                                         cast(self.recurrent_matrix()), cast(self._peep("i")),
-                                         cast(self._peep("f")), cast(self._peep("o")),
-                                         mask, self.spec, torch.is_grad_enabled())
+        args = (xp, cast(state[0]), cast(state[1]), cast(a0), cast(self.recurrent_matrix()),
+                cast(self._peep("i")), cast(self._peep("f")), cast(self._peep("o")), mask)
+        if kernels.usable(xp):                      # C++ scan (CPU, float32/64)
+            if self._cspec is None:
+                self._cspec = kernels.lstm_spec(self.spec)
+            hs, hT, cT, aT = kernels.LSTMScan.apply(*args, self._cspec, torch.is_grad_enabled())
+        else:
+            hs, hT, cT, aT = _LSTMScan.apply(*args, self.spec, torch.is_grad_enabled())
         return hs, ((hT, cT, aT) if self.flags["gate_recurrence"] else (hT, cT))

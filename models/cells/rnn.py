@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from models.cells import kernels
 from models.cells.base import Cell
 
 
@@ -82,8 +83,8 @@ class TanhRNNCell(Cell):
 
     def scan(self, xp, state, mask=None):
         dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
-        hs, hT = _ElmanScan.apply(xp, state[0].to(dt), self.weight_hh.to(dt), mask,
-                                  self.nonlinearity == "relu")
+        scan = kernels.ElmanScan if kernels.usable(xp) else _ElmanScan  # C++ scan on CPU
+        hs, hT = scan.apply(xp, state[0].to(dt), self.weight_hh.to(dt), mask, self.nonlinearity == "relu")
         return hs, (hT,)
 
 

@@ -1,0 +1,377 @@
+"""Packed runs: K runs that differ only in what changes no shape train as one batched model in one
+process (one bmm per step over the K members, models/packed.py).
+
+    groups(cfgs, k, store) -> [[cfg, ...], ...]        what `rnnbench sweep FILE --pack K` runs together
+    run_group(cfgs, store_root, ...) -> [result, ...]  train (or resume, or return) one group
+    python -m bench.packed CONFIG.yaml ... --store DIR  the same, as the sweep executor starts it
+
+Each member is built as its unpacked run builds it (its seed, its init), fed its own data stream,
+clipped by its own gradient norm and stepped by its own optimizer (the losses are summed, so no
+gradients mix); it writes its own run directory, result.json, metrics CSV, checkpoint and W&B run,
+under its own config hash. A member whose loss turns NaN/inf is recorded diverged at that step and
+leaves the pack; the others go on. A group killed at any point resumes from its members'
+checkpoints (written at every validation) to the same numbers.
+
+Packable (`packable`): the synthetic tasks (copy, adding) with fresh training data, the variants of
+models.packed.packable_model, one device, precision 32-true or 64-true, no lr schedule,
+trainer.test_on=last. Members may differ in `seed`, `task.data_seed`, the whole `optim` section
+and the init switches (`recurrent_init`, `input_init`, `forget_bias`, `init_range`, `impl`), and
+`trainer.stop_on_divergence`; everything else must be equal.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import math
+import os
+import sys
+import time
+import traceback
+from types import SimpleNamespace
+from typing import Optional
+
+import lightning as L
+import torch
+import yaml
+
+from bench.config import RunConfig, load
+from bench.schema import ConfigError, config_hash
+from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
+
+__all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
+from bench.store import Store, write_atomic, write_json
+from bench.train import beats_baseline, git_commit, reproduce_command, variant_tags
+from models.init import uniform_all_
+from models.packed import packable_model, packed_linear, packed_recurrent
+from tasks.registry import task_class
+from tasks.synthetic import SyntheticTask
+
+# fields members may differ in: none of them changes a shape or the training loop
+FREE = {"": ("seed",), "task": ("data_seed",), "model": ("recurrent_init", "input_init", "forget_bias",
+                                                         "init_range", "impl"),
+        "trainer": ("stop_on_divergence",)}
+
+
+def packable(cfg: RunConfig) -> Optional[str]:
+    """None when `cfg` can train in a packed group; else why not (one line)."""
+    t, o = cfg.trainer, cfg.optim
+    if not issubclass(task_class(cfg.task.name), SyntheticTask):
+        return f"task {cfg.task.name} (packable: the synthetic tasks copy, adding)"
+    if not cfg.task.fresh_data:
+        return "task.fresh_data=false"
+    why = packable_model(cfg.model)
+    if why:
+        return why
+    for key, ok in (("devices", t.devices == 1), ("num_nodes", t.num_nodes == 1),
+                    ("precision", t.precision in ("32-true", "64-true")), ("test_on", t.test_on == "last"),
+                    ("max_epochs", t.max_epochs is None)):
+        if not ok:
+            return f"trainer.{key}={getattr(t, key)}"
+    if o.lr_decay is not None or o.plateau_factor is not None:
+        return "an lr schedule"
+    return None
+
+
+def pack_key(cfg: RunConfig) -> str:
+    """Equal for configs that may share a group: the config less the fields members may differ in."""
+    d = copy.deepcopy(cfg.to_dict())
+    d.pop("optim")
+    for section, keys in FREE.items():
+        for k in keys:
+            (d[section] if section else d).pop(k, None)
+    return config_hash(d)
+
+
+def groups(cfgs: list[RunConfig], k: int, store: Store) -> list[list[RunConfig]]:
+    """`cfgs` in groups of at most `k` packable, mutually packable runs at the same checkpoint step,
+    in first-appearance order; every other run alone. A run with an unpacked (Lightning) checkpoint
+    stays alone so that it resumes where it was; one with a packed checkpoint never goes unpacked."""
+    if k < 1:
+        raise ConfigError(f"--pack: invalid value {k!r}; allowed: an integer >= 1")
+    out, open_ = [], {}
+    for cfg in cfgs:
+        ckpt = store.checkpoint(cfg.hash)
+        if packable(cfg) is not None or (ckpt is not None and not is_packed_checkpoint(ckpt)):
+            out.append([cfg])
+            continue
+        key = (pack_key(cfg), store.checkpoint_step(cfg.hash))
+        group = open_.get(key)
+        if group is None or len(group) >= k:
+            group = open_[key] = []
+            out.append(group)
+        group.append(cfg)
+    return out
+
+
+def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] = None,
+              wandb_mode: Optional[str] = None, project: str = "rnnbench",
+              retry_failed: bool = False) -> list[dict]:
+    """Train (or resume, or return) the runs of one packed group; results in the order of `cfgs`."""
+    for cfg in cfgs:
+        why = packable(cfg)
+        if why is not None:
+            raise ConfigError(f"run {cfg.hash}: not packable: {why}")
+    if len({pack_key(c) for c in cfgs}) > 1:
+        raise ConfigError("packed group: configs differ in more than seed, data_seed, optim and init")
+    store = Store(store_root)
+    out, todo = {}, []
+    with contextlib.ExitStack() as claims:
+        for cfg in cfgs:
+            h, d = cfg.hash, store.run_dir(cfg.hash)
+            if not claims.enter_context(store.claim(h)):
+                out[h] = {"hash": h, "status": "busy"}
+                continue
+            old = store.result(h)
+            if old is not None and not (retry_failed and old["status"] == "failed"):
+                out[h] = old
+                continue
+            if old is not None:
+                (d / "result.json").unlink()
+            if not (d / "config.yaml").is_file():
+                write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            todo.append(cfg)
+        steps = sorted({store.checkpoint_step(c.hash) or 0 for c in todo})
+        for step in steps:  # members at one checkpoint step train together
+            part = [c for c in todo if (store.checkpoint_step(c.hash) or 0) == step]
+            out.update(_train(part, store, sweep, wandb_mode, project))
+    return [out[c.hash] for c in cfgs]
+
+
+class _Member:
+    """One run of the group: its module, data, optimizer and records, as its unpacked run has them."""
+
+    def __init__(self, cfg: RunConfig, store: Store, k: int, device, dtype, sweep, wandb_mode, project):
+        self.cfg, self.h, self.d = cfg, cfg.hash, store.run_dir(cfg.hash)
+        ckpt = store.checkpoint(self.h)
+        self.step0 = store.checkpoint_step(self.h)
+        if ckpt is not None and not is_packed_checkpoint(ckpt):
+            raise RuntimeError(f"run {self.h}: its checkpoint was written by an unpacked run")
+        if ckpt is not None:
+            store.truncate_metrics(self.h, self.step0)
+        self.result = {"hash": self.h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
+                       "seed": cfg.seed, "git_commit": git_commit(), "command": reproduce_command(cfg),
+                       "resumed_from_step": self.step0, "error": None, "metrics": {}, "wandb_id": None,
+                       "implementation": {"recurrence": "packed", "device": str(device),
+                                          "threads": torch.get_num_threads(), "packed": k}}
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.task = task_class(cfg.task.name)(cfg)
+        self.dm = self.task.datamodule()
+        self.module = self.task.module(self.dm)
+        if cfg.model.init_range is not None:
+            uniform_all_(self.module, cfg.model.init_range)
+        self.result.update(primary=self.task.primary, mode=self.task.mode, baseline=self.task.baseline(),
+                           params=sum(p.numel() for p in self.module.parameters()))
+        self.module.to(device=device, dtype=dtype)
+        self.opt = self.module.configure_optimizers()
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.elapsed = 0.0
+        if ckpt is not None:
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+            self.module.load_state_dict(state["state_dict"])
+            self.opt.load_state_dict(state["optimizer_states"][0])
+            self.elapsed = float(state["packed"]["wall_time_s"])
+        self.log = MetricLog(self.d / "logs" / f"version_{len(store.metric_files(self.h))}",
+                             {"config": cfg.to_dict()})
+        self.wb = Tracker(self.d, self.h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
+                          name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{self.h[:6]}",
+                          tags=variant_tags(cfg))
+        self.result["wandb_id"] = self.h if self.wb.run is not None else None
+        self.val: dict = {}
+        self.test: dict = {}
+
+    def loader(self, split: str, epoch: int = 0):
+        # the task's own datamodule, with the little of a trainer it reads (epoch, rank 0 of 1)
+        self.dm.trainer = SimpleNamespace(current_epoch=epoch, global_rank=0, world_size=1)
+        return getattr(self.dm, f"{split}_dataloader")()
+
+    def add(self, row: dict) -> None:
+        self.log.add(row)
+        self.wb.log(row)
+
+    def checkpoint(self, step: int, epoch: int, group: list[str], wall: float) -> None:
+        self.log.flush()
+        save_checkpoint({"global_step": step, "epoch": epoch, "state_dict": self.module.state_dict(),
+                         "optimizer_states": [self.opt.state_dict()], "lr_schedulers": [],
+                         "hyper_parameters": {"config": self.cfg.to_dict()}, "rng_torch": torch.get_rng_state(),
+                         "packed": {"members": group, "wall_time_s": wall}},
+                        self.d / "checkpoints" / "last.ckpt")
+
+    def finish(self, status: str, step: int, wall: float, error: Optional[str] = None) -> dict:
+        r = self.result
+        r.update(status=status, step=step, wall_time_s=round(wall, 3))
+        if error is not None:
+            r["error"] = error
+        r["beats_baseline"] = beats_baseline(r)
+        r["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.log.flush()
+        self.wb.finish()
+        write_json(self.d / "result.json", r)
+        return r
+
+
+def _device(cfg: RunConfig):
+    acc = cfg.trainer.accelerator
+    if acc == "gpu" or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> dict:
+    c0 = cfgs[0]
+    device = _device(c0)
+    dtype = torch.float64 if c0.trainer.precision == "64-true" else torch.float32
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as Lightning's deterministic mode
+    torch.use_deterministic_algorithms(c0.trainer.deterministic)
+    members = [_Member(c, store, len(cfgs), device, dtype, sweep, wandb_mode, project) for c in cfgs]
+    results, t0 = {}, time.perf_counter()
+    alive = list(members)
+    step = members[0].step0 or 0
+    wall = lambda m: m.elapsed + time.perf_counter() - t0  # noqa: E731
+    try:
+        step = _fit(alive, step, results, device, dtype, wall)
+        if alive:
+            _evaluate(alive, "test", math.ceil(step / (c0.trainer.val_every or 100)), step, device, dtype)
+        for m in alive:
+            metrics = {**m.val, **m.test}
+            status = "done" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
+            m.result.update(metrics=metrics, solved=m.task.solved(metrics))
+            results[m.h] = m.finish(status, step, wall(m))
+    except Exception as e:  # recorded for every member still training, never raised (as bench.train)
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        for m in alive:
+            if m.h not in results:
+                with (m.d / "run.log").open("a") as f:
+                    f.write(traceback.format_exc())
+                results[m.h] = m.finish("failed", max(step, m.step0 or 0), wall(m), error)
+    finally:
+        for m in members:
+            m.wb.finish()
+    return results
+
+
+def _batch(batches, device, dtype):
+    """Stack the members' batches (x, y) into (K, ...) tensors; floating ones in the run's dtype."""
+    out = []
+    for part in zip(*batches):
+        t = torch.stack(part).to(device)
+        out.append(t.to(dtype) if t.is_floating_point() else t)
+    return out
+
+
+def _forward(members, x):
+    """The members' SequenceModule forward, packed: one-hot inputs -> recurrence -> linear head."""
+    m0 = members[0].module
+    if m0.task.one_hot:
+        x = torch.nn.functional.one_hot(x, m0.task.input_size).to(m0.head.weight.dtype)
+    out = packed_recurrent([m.module.rnn for m in members], x)
+    return packed_linear([m.module.head for m in members], out)
+
+
+def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
+    """Train to max_steps; validation + checkpoints every epoch (= trainer.val_every steps)."""
+    t = alive[0].cfg.trainer
+    E, S = t.val_every or 100, t.max_steps
+    every = max(1, min(50, (t.val_every or 50) // 2))     # as bench.train's log_every_n_steps
+    group = [m.h for m in alive]
+    while step < S and alive:
+        epoch = step // E
+        iters = {m.h: iter(m.loader("train", epoch)) for m in alive}
+        for _ in range(E):
+            if step >= S or not alive:
+                break
+            x, y = _batch([next(iters[m.h]) for m in alive], device, dtype)
+            for m in alive:
+                m.opt.zero_grad(set_to_none=True)
+            logits = _forward(alive, x)
+            kept = []
+            for k, m in enumerate(list(alive)):
+                loss, metrics = m.task.loss_and_metrics(logits[k], y[k])
+                if m.cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
+                    value = float(loss.detach().float().mean())
+                    alive.remove(m)        # masked: out of the pack from this step on
+                    results[m.h] = m.finish("diverged", step, wall(m), f"loss became {value} at step {step}")
+                    continue
+                kept.append((m, loss, metrics))
+            if kept:
+                torch.stack([loss for _, loss, _ in kept]).sum().backward()
+            for m, loss, metrics in kept:
+                _own_grads(m.params)
+                if m.cfg.optim.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(m.params, m.cfg.optim.grad_clip)
+                m.opt.step()
+                if (step + 1) % every == 0:
+                    m.add({"epoch": epoch, "step": step, "train/loss": loss.item(),
+                           **{f"train/{k}": float(v) for k, v in metrics.items()}})
+            step += 1
+        if step % E == 0 and alive:
+            _evaluate(alive, "val", epoch, step - 1, device, dtype)
+            for m in alive:
+                m.checkpoint(step, epoch, group, wall(m))
+    return step
+
+
+def _own_grads(params) -> None:
+    """Give each parameter a gradient of its own. Stacking hands the members views of one gradient,
+    and a gradient that reaches two parameters (b_ih + b_hh) can land on both as the same tensor,
+    which in-place clipping would then scale twice."""
+    seen = set()
+    for p in params:
+        if p.grad is None:
+            continue
+        ptr = p.grad.untyped_storage().data_ptr()
+        if ptr in seen:
+            p.grad = p.grad.clone()
+        else:
+            seen.add(ptr)
+
+
+@torch.no_grad()
+def _evaluate(alive: list, split: str, epoch: int, log_step: int, device, dtype) -> None:
+    """Weighted means over the split's batches (as Lightning's epoch-level self.log), one row each."""
+    limit = alive[0].cfg.trainer.limit_val_batches if split == "val" else None
+    for m in alive:
+        m.module.eval()
+    sums: list[dict] = [{} for _ in alive]
+    n = 0
+    for i, batches in enumerate(zip(*(m.loader(split) for m in alive))):
+        if limit is not None and i >= limit:
+            break
+        x, y = _batch(batches, device, dtype)
+        logits = _forward(alive, x)
+        n += y.shape[1]
+        for k, m in enumerate(alive):
+            loss, metrics = m.task.loss_and_metrics(logits[k], y[k])
+            for key, v in {"loss": loss, **metrics}.items():
+                sums[k][key] = sums[k].get(key, 0.0) + v * y.shape[1]
+    for m, s in zip(alive, sums):
+        m.module.train()
+        values = {f"{split}/{k}": float(v / n) for k, v in s.items()}
+        setattr(m, split, values)
+        m.add({"epoch": epoch, "step": log_step, **values})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.packed", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("configs", nargs="+", help="resolved run configs (config.yaml of each member)")
+    ap.add_argument("--store", default="results")
+    ap.add_argument("--sweep", default=None)
+    ap.add_argument("--project", default="rnnbench")
+    ap.add_argument("--wandb", choices=("online", "offline", "disabled"), default=None)
+    ap.add_argument("--retry-failed", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        cfgs = [load(p) for p in a.configs]
+        results = run_group(cfgs, a.store, a.sweep, a.wandb, a.project, a.retry_failed)
+    except ConfigError as e:
+        print(f"python -m bench.packed: error: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"run {r['hash']}: {r['status']}  ->  {Store(a.store).run_dir(r['hash'])}")
+    return 0 if all(r["status"] in ("done", "diverged", "busy") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

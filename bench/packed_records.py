@@ -1,0 +1,114 @@
+"""What one member of a packed group writes into its own run directory, in the layout of an
+unpacked run (bench/train.py): `logs/version_<attempt>/metrics.csv` (+ `hparams.yaml`),
+`checkpoints/last.ckpt`, and its own W&B run (id = its config hash).
+
+A member's `last.ckpt` loads with `torch.load(..., weights_only=True)` and holds what an unpacked
+run's does that a packed run uses (`global_step`, `epoch`, `state_dict`, `optimizer_states`,
+`hyper_parameters`, `rng_torch`) plus `packed` (the group's hashes and training wall time). It has no
+Lightning loop state, so it resumes through the packed runner (`bench.packed`), never Lightning.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+
+from bench.store import write_atomic
+from bench.tracking import default_mode
+
+log = logging.getLogger("rnnbench")
+
+
+def is_packed_checkpoint(path: Optional[Path]) -> bool:
+    """Whether a run's last.ckpt was written by a packed group (resumes through bench.packed)."""
+    if path is None or not Path(path).is_file():
+        return False
+    return "packed" in torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """torch.save by rename: a reader (or a resume after SIGKILL) never sees half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class MetricLog:
+    """The rows of one attempt, as Lightning's CSVLogger writes them (columns sorted, blanks for
+    the keys a row lacks); the file is rewritten whole at every flush, by rename."""
+
+    def __init__(self, version_dir: Path, hparams: dict):
+        self.path = version_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        write_atomic(version_dir / "hparams.yaml", yaml.safe_dump(hparams, sort_keys=False))
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        fields = sorted({k for r in self.rows for k in r})
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(self.rows)
+        write_atomic(self.path, buf.getvalue())
+
+
+class Tracker:
+    """One member's W&B run, as the WandbLogger of an unpacked run makes it (same id, name, group,
+    tags, config, `trainer/global_step`), several at once in one process. Failures are warnings."""
+
+    def __init__(self, run_dir: Path, run_id: str, config: dict, *, mode: Optional[str], project: str,
+                 group: Optional[str], name: str, tags: list[str]):
+        self.run = None
+        mode = mode or default_mode()
+        if mode == "disabled":
+            return
+        try:
+            import wandb  # optional at import time: only runs that track need it
+
+            self.run = wandb.init(name=name, project=project, dir=str(run_dir), id=run_id, resume="allow",
+                                  group=group, tags=tags, mode=mode, config=config, job_type="train",
+                                  reinit="create_new")
+            self.run.define_metric("trainer/global_step")
+            self.run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        except Exception as e:  # tracking must never fail a run; the CSV log is always kept
+            log.warning("W&B tracking off for run %s: %s", run_id, str(e).splitlines()[0] if str(e) else e)
+            self.run = None
+
+    def log(self, row: dict) -> None:
+        if self.run is None:
+            return
+        metrics = {k: v for k, v in row.items() if k != "step"}
+        self._safe(self.run.log, dict(metrics, **{"trainer/global_step": row["step"]}))
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self._safe(self.run.finish)
+            self.run = None
+
+    def _safe(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            log.warning("W&B logging stopped for this run (the CSV log goes on): %s", e)
+            self.run = None

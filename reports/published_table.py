@@ -1,0 +1,59 @@
+"""The published-figures table of a paper report (reports/papers.py): for each `published` row of
+a claims file, the paper's number, the target set here and ours (mean ± std over the finished seeds,
+in the paper's units), per metric, with the mean training time.
+
+    published:
+      - label: RNTN
+        select: {model.cell: rntn}
+        scale: 100                      # our metric x scale = the paper's units (accuracy in %)
+        paper: {test/fine_root: 45.7, test/binary_root: 85.4}
+        target: {test/fine_root: 44, test/binary_root: 84}   # met when ours (mean) >= target
+"""
+from __future__ import annotations
+
+import math
+
+from reports import stats
+
+DASH = "—"
+
+
+def _fmt(x) -> str:
+    return DASH if x is None else f"{x:.1f}"
+
+
+def _ours(runs: list[dict], metric: str, scale: float):
+    xs = [float(r["metrics"][metric]) * scale for r in runs
+          if r.get("status") == "done" and isinstance((r.get("metrics") or {}).get(metric), (int, float))
+          and math.isfinite(float(r["metrics"][metric]))]
+    if not xs:
+        return DASH, None
+    m = stats.mean(xs)
+    sd = stats.summarize(xs).std
+    return (f"{m:.1f}" if sd is None else f"{m:.1f} ± {sd:.1f}") + f" (n={len(xs)})", m
+
+
+def published_table(rows: list[dict], runs: list[dict], matches) -> str:
+    """Markdown table; `matches(run, selector)` picks a row's runs (reports.papers.matches)."""
+    metrics = []
+    for row in rows:
+        for k in list(row.get("paper", {})) + list(row.get("target", {})):
+            if k not in metrics:
+                metrics.append(k)
+    head = ["model"] + [f"{m.split('/', 1)[-1]}: paper / target / ours" for m in metrics] + ["train time/run (s)", "seeds not done"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        mine = [r for r in runs if matches(r, row.get("select"))]
+        cells = [row["label"]]
+        for m in metrics:
+            text, mean = _ours(mine, m, float(row.get("scale", 1.0)))
+            target = row.get("target", {}).get(m)
+            met = "" if target is None or mean is None else (" ✓" if mean >= target else " ✗")
+            cells.append(f"{_fmt(row.get('paper', {}).get(m))} / {_fmt(target)} / {text}{met}")
+        wall = [r["wall_time_s"] for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
+        cells.append(f"{stats.mean(wall):.0f}" if wall else DASH)
+        bad = [f"seed {r['config'].get('seed')}: {r.get('status')}" for r in mine if r.get("status") != "done"]
+        cells.append("; ".join(bad) or "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("\n## Published figures beside ours\n\nPaper / target here / ours on the test set "
+            "(mean ± std over the finished seeds; ✓ = mean meets the target).\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,154 @@
+"""Lightning modules of the treebank family (tasks/treebank.py) and Socher et al. (2013)'s metrics.
+
+* `fine_root` / `fine_all`: 5-class accuracy over the sentences (roots) / over all nodes;
+* `binary_root` / `binary_all`: accuracy over the nodes whose gold label is not neutral, gold
+  0-1 -> negative and 3-4 -> positive; a 5-class model predicts positive when p(3)+p(4) > p(0)+p(1).
+A model trained with `task.classes=binary` has two outputs and gets the binary metrics only.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from models.recurrent import Recurrent
+from models.registry import cell_class
+from tasks.base import TaskModule
+from tasks.sentiment import summarize
+
+METRICS = ("fine_root", "fine_all", "binary_root", "binary_all")
+
+
+def _acc(num_classes: int):
+    return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro", ignore_index=-100)
+
+
+def majority_scores(train_y, train_root, test_y, test_root, to_binary: Optional[list], fine: bool = True) -> dict:
+    """Test scores of predicting, for each metric, the majority training class of its nodes."""
+    out = {}
+    for where in ("root", "all"):
+        pick = (lambda ys, rs: [y for y, r in zip(ys, rs) if r]) if where == "root" else (lambda ys, rs: list(ys))
+        tr, te = pick(train_y, train_root), pick(test_y, test_root)
+        if fine:
+            top = Counter(tr).most_common(1)[0][0]
+            out[f"test/fine_{where}"] = sum(y == top for y in te) / max(1, len(te))
+        if to_binary is not None:
+            trb = [to_binary[y] for y in tr if to_binary[y] >= 0]
+            teb = [to_binary[y] for y in te if to_binary[y] >= 0]
+            if trb:
+                top = Counter(trb).most_common(1)[0][0]
+                out[f"test/binary_{where}"] = sum(y == top for y in teb) / max(1, len(teb))
+    return out
+
+
+class PhraseMetricsMixin:
+    """Loss and the four accuracies from node logits, gold fine labels and root flags."""
+
+    def setup_metrics(self, num_labels: int, to_binary: Optional[list]):
+        self.fine = self.run_cfg.task.classes == "fine"
+        self.num_out = num_labels if self.fine else 2
+        self.register_buffer("to_binary", torch.tensor(to_binary if to_binary is not None else [-100] * num_labels),
+                             persistent=False)
+        self.has_binary = to_binary is not None
+        names = [m for m in METRICS if (self.fine or m.startswith("binary")) and (self.has_binary or m.startswith("fine"))]
+        self.metrics = nn.ModuleDict({f"{s}_{m}": _acc(num_labels if m.startswith("fine") else 2)
+                                      for s in ("val", "test") for m in names})
+
+    def node_loss(self, logits, gold):
+        target = gold if self.fine else self.to_binary[gold]
+        return F.cross_entropy(logits, target, ignore_index=-100)
+
+    def binary_pred(self, logits):
+        if not self.fine:
+            return logits.argmax(-1)
+        p = logits.softmax(-1)
+        pos = (p * (self.to_binary == 1)).sum(-1)
+        neg = (p * (self.to_binary == 0)).sum(-1)
+        return (pos > neg).long()
+
+    def eval_nodes(self, logits, gold, root, split: str, n: int):
+        self.log(f"{split}/loss", self.node_loss(logits, gold), on_epoch=True, batch_size=n, sync_dist=True)
+        fine_pred = logits.argmax(-1) if self.fine else None
+        bin_pred, bin_gold = (self.binary_pred(logits), self.to_binary[gold]) if self.has_binary else (None, None)
+        for key, m in self.metrics.items():
+            s, name = key.split("_", 1)
+            if s != split:
+                continue
+            pred, y = (fine_pred, gold) if name.startswith("fine") else (bin_pred, bin_gold)
+            if name.endswith("root"):
+                pred, y = pred[root], y[root]
+            if y.numel():           # a batch of spans may hold no root
+                m.update(pred, y)
+            self.log(f"{split}/{name}", m, on_epoch=True, batch_size=n)
+
+
+class TreeModule(PhraseMetricsMixin, TaskModule):
+    """A tree cell (models/tree) over whole trees; loss = mean cross-entropy over all labelled nodes."""
+
+    def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_labels: int, to_binary=None):
+        super().__init__(run_cfg)
+        self.setup_metrics(num_labels, to_binary)
+        self.net = cell_class(run_cfg.model.cell)(vocab_size, self.num_out, run_cfg.model,
+                                                  run_cfg.task.embed_dropout, pad_id)
+
+    @property
+    def embed(self):
+        return self.net.embed
+
+    def forward(self, batch):
+        return self.net(batch)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.node_loss(self(batch), batch.label)
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))
+        return loss
+
+    def _eval(self, batch, split):
+        root = torch.zeros_like(batch.label, dtype=torch.bool)
+        root[batch.root] = True
+        self.eval_nodes(self(batch), batch.label, root, split, len(batch.root))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval(batch, "test")
+
+
+class SpanModule(PhraseMetricsMixin, TaskModule):
+    """A sequence cell (models.recurrent.Recurrent) over spans, as task.name=sentiment's module."""
+
+    def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_labels: int, to_binary=None):
+        super().__init__(run_cfg)
+        self.setup_metrics(num_labels, to_binary)
+        m = run_cfg.model
+        self.embed = nn.Embedding(vocab_size, m.embedding_size, padding_idx=pad_id)
+        self.embed_drop = nn.Dropout(run_cfg.task.embed_dropout)
+        self.rnn = Recurrent(m.embedding_size, m)
+        self.drop = nn.Dropout(m.dropout)
+        self.head = nn.Linear(self.rnn.output_size, self.num_out)
+
+    def forward(self, ids, lengths):
+        out, state = self.rnn(self.embed_drop(self.embed(ids)), lengths=lengths)
+        z = summarize(out, state, lengths, self.run_cfg.task.pool, self.run_cfg.model.bidirectional)
+        return self.head(self.drop(z))
+
+    def training_step(self, batch, batch_idx):
+        ids, lengths, y, _ = batch
+        loss = self.node_loss(self(ids, lengths), y)
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        ids, lengths, y, root = batch
+        self.eval_nodes(self(ids, lengths), y, root, "val", len(y))
+
+    def test_step(self, batch, batch_idx):
+        ids, lengths, y, root = batch
+        self.eval_nodes(self(ids, lengths), y, root, "test", len(y))

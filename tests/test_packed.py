@@ -1,0 +1,150 @@
+"""Packed runs (bench/packed.py): K runs as one batched model, each member equal to its unpacked run."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from bench import config as C
+from bench.cli import main as cli
+from bench.packed import groups, packable, run_group
+from bench.store import Store
+from bench.train import run
+from wandb_records import config_and_history
+
+TINY = ["task.T=5", "task.batch_size=4", "task.eval_size=10", "model.hidden_size=8", "trainer.val_every=10"]
+
+
+def _close(a: dict, b: dict, tol: float) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol for k in a)
+
+
+@pytest.mark.parametrize("task,cell", [("copy", "lstm"), pytest.param("adding", "gru", marks=pytest.mark.slow),
+                                       pytest.param("copy", "rnn_tanh", marks=pytest.mark.slow)])
+def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, task, cell):
+    base = [f"task={task}", f"model.cell={cell}", *TINY, "trainer.max_steps=45", "trainer.precision=64-true",
+            "optim.name=rmsprop", "optim.alpha=0.9", "optim.lr=0.01"]
+    # seeds differ, and so may the optimizer and the init: neither changes a shape
+    cfgs = [C.load(None, base + extra) for extra in (["seed=0"], ["seed=1", "optim.lr=0.003"],
+                                                      ["seed=2", "model.recurrent_init=orthogonal"])]
+    alone = [run(c, tmp_path / "alone", wandb_mode="disabled") for c in cfgs]
+    packed = run_group(cfgs, tmp_path / "packed", wandb_mode="disabled")
+    for cfg, a, p in zip(cfgs, alone, packed):
+        assert p["status"] == a["status"] == "done" and p["step"] == a["step"] == 45
+        assert _close(a["metrics"], p["metrics"], 1e-6), (a["metrics"], p["metrics"])
+        assert p["implementation"]["packed"] == 3 and p["params"] == a["params"]
+        rows_a, rows_p = Store(tmp_path / "alone").metrics(cfg.hash), Store(tmp_path / "packed").metrics(cfg.hash)
+        assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_p]
+        assert all(_close(ra, rp, 1e-6) for ra, rp in zip(rows_a, rows_p)), (rows_a, rows_p)
+    ckpt = torch.load(Store(tmp_path / "packed").checkpoint(cfgs[0].hash), weights_only=True)
+    assert ckpt["global_step"] == 40 and ckpt["hyper_parameters"]["config"] == cfgs[0].to_dict()
+
+
+def _steps(store: Store, hashes) -> list:
+    out = []
+    for h in hashes:
+        try:
+            out.append(store.checkpoint_step(h) or 0)
+        except Exception:  # being written
+            out.append(0)
+    return out
+
+
+@pytest.mark.slow
+def test_packed_group_killed_then_resumed_equals_uninterrupted(tmp_path):
+    ov = ["task=adding", "model.cell=gru", "task.T=20", "task.batch_size=16", "task.eval_size=16",
+          "model.hidden_size=32", "trainer.val_every=10", "trainer.max_steps=200"]
+    cfgs = [C.load(None, ov + [f"seed={s}"]) for s in range(3)]
+    hashes = [c.hash for c in cfgs]
+    killed = Store(tmp_path / "killed")
+    for c in cfgs:
+        (killed.run_dir(c.hash)).mkdir(parents=True)
+        (killed.run_dir(c.hash) / "config.yaml").write_text(yaml.safe_dump(c.to_dict()))
+    paths = [str(killed.run_dir(h) / "config.yaml") for h in hashes]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.packed", *paths, "--store", str(killed.root),
+                             "--wandb", "offline"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and min(_steps(killed, hashes)) < 30:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert all(killed.status(h) == "interrupted" for h in hashes)
+    at_kill = _steps(killed, hashes)
+    assert 30 <= min(at_kill) and max(at_kill) < 200
+
+    # the sweep executor finds the packed checkpoints and resumes the group packed
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nmethod: grid\nparameters:\n  task: {value: adding}\n  model.cell: {value: gru}\n"
+                     + "".join(f"  {o.split('=')[0]}: {{value: {o.split('=')[1]}}}\n" for o in ov[2:])
+                     + "  seed: {values: [0, 1, 2]}\n")
+    assert cli(["sweep", str(sweep), "--store", str(killed.root), "--pack", "3", "--workers", "1",
+                "--no-report", "--wandb", "offline"]) == 0
+    clean = run_group(cfgs, tmp_path / "clean", wandb_mode="disabled")
+    for c, r in zip(cfgs, clean):
+        resumed = killed.result(c.hash)
+        assert resumed["resumed_from_step"] in at_kill and resumed["status"] == r["status"] == "done"
+        assert resumed["metrics"] == r["metrics"]
+        train = lambda root: [(x["step"], x["train/loss"]) for x in Store(root).metrics(c.hash) if "train/loss" in x]  # noqa: E731
+        assert train(killed.root) == train(tmp_path / "clean")
+        # one W&B run id per member, before and after the kill, holding the CSV's losses
+        runs = sorted(glob.glob(str(killed.run_dir(c.hash) / "wandb" / "offline-run-*")))
+        assert len(runs) == 2 and all(p.endswith(c.hash) for p in runs)
+        config, history = config_and_history(glob.glob(runs[-1] + f"/run-{c.hash}.wandb")[0])
+        assert json.loads(config["seed"]) == c.seed
+        tail = [(int(h["trainer/global_step"]), float(h["train/loss"])) for h in history if "train/loss" in h]
+        assert tail and tail == [t for t in train(killed.root) if t[0] >= resumed["resumed_from_step"]]
+
+
+def test_a_diverging_member_is_recorded_and_masked_and_the_others_go_on(tmp_path):
+    ov = ["task=adding", "task.T=10", "model.cell=rnn_relu", *TINY[2:], "trainer.max_steps=30"]
+    bad = ["optim.name=sgd", "optim.lr=1e6", "optim.grad_clip=null"]
+    cfgs = [C.load(None, ov + ["seed=0"]), C.load(None, ov + ["seed=1"] + bad), C.load(None, ov + ["seed=2"])]
+    packed = run_group(cfgs, tmp_path / "packed", wandb_mode="disabled")
+    alone = run(cfgs[1], tmp_path / "alone", wandb_mode="disabled")
+    assert alone["status"] == packed[1]["status"] == "diverged" and packed[1]["step"] == alone["step"] < 30
+    assert packed[1]["error"] == alone["error"] and "loss became" in alone["error"]
+    steps = lambda root: [r["step"] for r in Store(root).metrics(cfgs[1].hash)]  # noqa: E731
+    assert steps(tmp_path / "packed") == steps(tmp_path / "alone")
+    # the others finish, as they would in a pack without the diverging member
+    without = run_group([cfgs[0], cfgs[2]], tmp_path / "without", wandb_mode="disabled")
+    for p, w in zip([packed[0], packed[2]], without):
+        assert p["status"] == w["status"] == "done" and p["step"] == 30
+        assert _close(p["metrics"], w["metrics"], 1e-5)
+
+
+def test_groups_pack_only_runs_that_differ_in_free_fields(tmp_path):
+    store = Store(tmp_path)
+    seeds = [C.load(None, ["task=copy", "model.cell=gru", f"seed={s}"]) for s in range(5)]
+    wide = C.load(None, ["task=copy", "model.cell=gru", "model.hidden_size=64"])
+    peep = C.load(None, ["task=copy", "model.peepholes=true"])
+    assert packable(peep) == "an LSTM variant with Greff switches"
+    assert packable(C.load(None, ["task=sst2"])).startswith("task sentiment (packable")
+    assert [[c.hash for c in g] for g in groups(seeds + [wide, peep], 2, store)] == \
+        [[seeds[0].hash, seeds[1].hash], [seeds[2].hash, seeds[3].hash], [seeds[4].hash], [wide.hash], [peep.hash]]
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-2"])
+def test_bad_pack_value_is_a_one_line_error(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        cli(["sweep", "bench/sweeps/default.yaml", "--pack", value, "--store", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument --pack: invalid value '{value}'; allowed: an integer >= 1, or auto")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (conftest hides GPUs from the tests)")
+def test_packed_group_on_cuda_matches_cpu(tmp_path):
+    ov = ["task=copy", "model.cell=gru", *TINY, "trainer.max_steps=20", "trainer.precision=64-true"]
+    cfgs = [C.load(None, ov + [f"seed={s}"]) for s in range(2)]
+    cpu = run_group(cfgs, tmp_path / "cpu", wandb_mode="disabled")
+    gpu = run_group([C.load(None, ov + [f"seed={s}", "trainer.accelerator=gpu"]) for s in range(2)],
+                    tmp_path / "gpu", wandb_mode="disabled")
+    for a, b in zip(cpu, gpu):
+        assert b["implementation"]["device"] == "cuda:0" and _close(a["metrics"], b["metrics"], 1e-6)
