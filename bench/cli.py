@@ -31,7 +31,6 @@ def quiet() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
-
 def _count(text: str) -> int:
     """A non-negative integer option (0 = automatic)."""
     if not text.isdigit():
