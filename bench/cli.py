@@ -152,8 +152,14 @@ def cmd_train(a) -> int:
     print(f"run {cfg.hash}: {result['status']}  ->  {Store(a.store).run_dir(cfg.hash)}")
     if result.get("metrics"):
         print("  " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(result["metrics"].items())))
+    if result.get("baseline"):
+        verdict = {True: "beats it", False: "does not beat it"}.get(result.get("beats_baseline"), "")
+        print("  baseline: " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(result["baseline"].items()))
+              + (f"  ({result.get('primary')}: {verdict})" if verdict else ""))
     if result.get("error"):
         print(f"  error: {result['error']}")
+    if result.get("stored") and result["status"] == "failed":
+        print(f"  stored failure from {result.get('finished_at', 'an earlier run')}; rerun with --retry-failed")
     return 0 if result["status"] in ("done", "diverged", "busy") else 1
 
 

@@ -203,9 +203,10 @@ def to_overrides(cfg: RunConfig) -> list[str]:
 
 def field_lines() -> list[str]:
     """`rnnbench config --fields`: one line per run-config field, generated from the dataclasses."""
-    return describe(RunConfig, skip=("task",)) + [
-        f"task.name  one of {', '.join(TASKS)}  the task family; its fields: the presets in "
-        f"bench/configs/task/ (rnnbench config task=NAME prints them all)"]
+    out = describe(RunConfig, skip=("task",))
+    for name in TASKS:  # task.name picks the family; its presets are in bench/configs/task/
+        out += [f"# task.name={name}"] + describe(task_class(name).Config, "task.")
+    return out
 
 
 def from_resolved(d: dict) -> RunConfig:

@@ -43,7 +43,7 @@ __all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"
 from bench.store import Store, write_atomic, write_json
 from bench.train import beats_baseline, git_commit, reproduce_command, variant_tags
 from models.init import uniform_all_
-from models.packed import packable_model, packed_linear, packed_recurrent
+from models.packed import packable_model, packed_linear, packed_recurrent, recurrence
 from tasks.registry import task_class
 from tasks.synthetic import SyntheticTask
 
@@ -152,7 +152,7 @@ class _Member:
         self.result = {"hash": self.h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
                        "seed": cfg.seed, "git_commit": git_commit(), "command": reproduce_command(cfg),
                        "resumed_from_step": self.step0, "error": None, "metrics": {}, "wandb_id": None,
-                       "implementation": {"recurrence": "packed", "device": str(device),
+                       "implementation": {"recurrence": f"packed-{recurrence(device)}", "device": str(device),
                                           "threads": torch.get_num_threads(), "packed": k}}
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         self.task = task_class(cfg.task.name)(cfg)
@@ -265,7 +265,7 @@ def _forward(members, x):
     m0 = members[0].module
     if m0.task.one_hot:
         x = torch.nn.functional.one_hot(x, m0.task.input_size).to(m0.head.weight.dtype)
-    out = packed_recurrent([m.module.rnn for m in members], x)
+    out = packed_recurrent([m.module.rnn for m in members], x, recurrence(x.device))
     return packed_linear([m.module.head for m in members], out)
 
 

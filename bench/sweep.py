@@ -127,6 +127,16 @@ def _busy(slot) -> bool:
     return isinstance(slot, tuple) or (isinstance(slot, Worker) and slot.unit is not None)
 
 
+def _input_error(log: Path) -> Optional[str]:
+    """The one-line error `rnnbench train` printed when it stopped before any work (exit 2)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    mark = "rnnbench train: error: "
+    return next((ln.split(mark, 1)[1] for ln in reversed(lines) if mark in ln), None)
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -179,8 +189,10 @@ class LocalExecutor:
         return cmd
 
     def todo(self, cfgs: list[RunConfig]) -> list[RunConfig]:
+        """Unfinished runs, and failed ones with --retry-failed or when they failed on their data."""
         skip = ("done", "diverged") if self.retry_failed else FINISHED
-        return [c for c in cfgs if self.store.status(c.hash) not in skip]
+        return [c for c in cfgs if self.store.status(c.hash) not in skip
+                or (self.store.result(c.hash) or {}).get("failed_on") == "data"]
 
     def run(self, cfgs: list[RunConfig]) -> dict:
         for cfg in cfgs:  # config files first, so the store knows every run of the sweep
@@ -251,26 +263,29 @@ class LocalExecutor:
             return None
         answer = s.answer()
         if answer is not None:
-            return [self._finish(c, 1, err) if err.startswith("error: ") else self.store.status(c.hash)
-                    for c, err in zip(s.cfgs, answer["status"])]
+            # "exit N": the run stopped as `rnnbench train` would have exited with code N
+            return [self._finish(c, int(st.split()[1])) if st.startswith("exit ") else self.store.status(c.hash)
+                    for c, st in zip(s.cfgs, answer["status"])]
         code = s.dead()
         if code is None:
             return None
         s.unit = None
         return [self._finish(c, code) for c in s.cfgs]
 
-    def _finish(self, cfg: RunConfig, code: int, error: str = "") -> str:
+    def _finish(self, cfg: RunConfig, code: int) -> str:
         """Status of a finished run; a crash without a result is recorded as failed."""
         status = self.store.status(cfg.hash)
         if status in FINISHED or status == "running":
             return status
         step = self.store.checkpoint_step(cfg.hash) or 0
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        write_json(self.store.run_dir(cfg.hash) / "result.json",
-                   {"hash": cfg.hash, "status": "failed", "step": step,
-                    "error": error.removeprefix("error: ") or f"process {why}",
-                    "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
-                    "sweep": self.sweep})
+        result = {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
+                  "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
+                  "sweep": self.sweep, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        error = _input_error(self.store.run_dir(cfg.hash) / "run.log") if code == 2 else None
+        if error:  # `rnnbench train` stopped on its input (its data) before any work: rerun it next time
+            result.update(error=error, failed_on="data")
+        write_json(self.store.run_dir(cfg.hash) / "result.json", result)
         return "failed"
 
     def _bar(self, total: int, done: int):

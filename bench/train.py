@@ -105,23 +105,55 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
 
 def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         wandb_mode: Optional[str] = None, project: str = "rnnbench", retry_failed: bool = False) -> dict:
-    """Run (or resume, or return) the run of `cfg` in the store; returns its result dict."""
+    """Run (or resume, or return) the run of `cfg` in the store; returns its result dict.
+
+    A stored result comes back with `stored: true` (not written). The data is loaded before the
+    run is claimed, so a data error raises (one line) and leaves nothing in the store; a run
+    recorded as failed on its data (`failed_on: data`) is run again."""
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
     if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files
         return _run(cfg, store, h, d, sweep, wandb_mode, project)
+    old = _stored(store, h, retry_failed)
+    if old is not None:
+        return old
+    prepared = prepare(cfg)
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}
-        old = store.result(h)
-        if old is not None and not (retry_failed and old["status"] == "failed"):
-            return old
+        old = _stored(store, h, retry_failed)
         if old is not None:
+            return old
+        if store.result(h) is not None:
             (d / "result.json").unlink()
         if not (d / "config.yaml").is_file():
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return _run(cfg, store, h, d, sweep, wandb_mode, project)
+        return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
+
+
+def _stored(store: Store, h: str, retry_failed: bool) -> Optional[dict]:
+    """The stored result to return instead of running; None when the run is to (re)run."""
+    old = store.result(h)
+    if old is None or (old["status"] == "failed" and (retry_failed or old.get("failed_on") == "data")):
+        return None
+    return {**old, "stored": True}
+
+
+def prepare(cfg: RunConfig):
+    """Seed, make the task and load its data (datamodule setup): what a run does first, here so
+    that data errors stop before any work. Returns (task, datamodule)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = task_class(cfg.task.name)(cfg)
+    dm = task.datamodule()
+    try:
+        dm.setup("fit")
+    except ValueError:  # ConfigError included: already one line naming the field or file
+        raise
+    except Exception as e:  # e.g. the hub unreachable: one line, the run is not claimed
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"task data: {type(e).__name__}: {msg}") from e
+    return task, dm
 
 
 def _rank() -> int:
@@ -132,7 +164,7 @@ def _rank() -> int:
     return 0
 
 
-def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
+def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     ckpt = store.checkpoint(h)
     step0 = store.checkpoint_step(h)
     if ckpt is not None and _rank() == 0:  # resuming: forget what was logged after the checkpoint
@@ -140,11 +172,11 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
               "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": step0,
               "error": None, "metrics": {}, "wandb_id": None}
-    trainer, wb, t0 = None, None, time.time()
+    trainer, wb, t0, train_s = None, None, time.time(), None
     try:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        task = task_class(cfg.task.name)(cfg)
-        dm = task.datamodule()
+        task, dm = prepared or prepare(cfg)
+        if getattr(dm, "info", None):
+            result["data"] = dm.info
         module = task.module(dm)
         if cfg.model.init_range is not None:
             from models.init import uniform_all_
@@ -163,6 +195,8 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         result["implementation"] = implementation(module, trainer)
         if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
+        # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
+        train_s = _train_time(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/") and v.numel() == 1}
         best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
@@ -186,10 +220,11 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project) -> dict:
         result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     finally:
         finish(wb)
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer else None
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
     result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
-    result["wall_time_s"] = round((timer.time_elapsed("train") if timer else 0) or (time.time() - t0), 3)
+    if train_s is None and trainer is not None:
+        train_s = _train_time(trainer)
+    result["wall_time_s"] = round(train_s or (time.time() - t0), 3)
     result["beats_baseline"] = beats_baseline(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
@@ -209,6 +244,12 @@ def implementation(module, trainer, packed: Optional[int] = None) -> dict:
                 paths.append(path)
     return {"recurrence": "+".join(paths) or None, "device": trainer.strategy.root_device.type,
             "threads": torch.get_num_threads(), "packed": packed}
+
+
+def _train_time(trainer) -> float:
+    """Training seconds of all attempts so far (Lightning's Timer, restored on resume)."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return timer.time_elapsed("train") if timer else 0.0
 
 
 def beats_baseline(result: dict) -> Optional[bool]:

@@ -33,6 +33,8 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from bench.schema import ConfigError
+
 STOPPED = ("interrupted", "stopped")
 
 
@@ -66,8 +68,7 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
                 return [r["status"] for r in run_group([C.load(p, []) for p in paths], store, sweep,
                                                        wandb_mode, project, retry_failed)]
             except Exception as e:
-                traceback.print_exc()
-                return [f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"] * len(paths)
+                return [_exit_status(e, "python -m bench.packed")] * len(paths)
     statuses = []
     for path in paths:
         with output_to(Path(path).with_name("run.log")):
@@ -75,10 +76,19 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
                 cfg = C.load(path, [])
                 statuses.append(run(cfg, store, sweep=sweep, wandb_mode=wandb_mode, project=project,
                                     retry_failed=retry_failed)["status"])
-            except Exception as e:  # outside the run's own recording (e.g. the config no longer loads)
-                traceback.print_exc()
-                statuses.append(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            except Exception as e:  # outside the run's own recording (bad config or data, no claim)
+                statuses.append(_exit_status(e, "rnnbench train"))
     return statuses
+
+
+def _exit_status(e: Exception, prog: str) -> str:
+    """What the command would have printed and its exit code, as `exit N`: an input error (bad
+    config or data) is one line and code 2, as the CLI's, anything else a traceback and code 1."""
+    if isinstance(e, (ConfigError, FileNotFoundError, ValueError)):
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return "exit 2"
+    traceback.print_exc()
+    return "exit 1"
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,13 @@
 """Packed recurrences: K models of one shape run as one batched model (one bmm per step over K).
 
-    out = packed_recurrent(rnns, x)        # rnns: K `Recurrent` layers, x (K, B, T, I) -> (K, B, T, H)
+    out = packed_recurrent(rnns, x, mode)  # rnns: K `Recurrent` layers, x (K, B, T, I) -> (K, B, T, H)
     y = packed_linear(linears, h)          # K `nn.Linear` heads, h (K, ..., H) -> (K, ..., O)
 
 The members keep their own parameters (each an ordinary `Recurrent`, built and initialised as an
 unpacked run builds it); every forward stacks them into (K, ...) tensors, so autograd hands each
 member exactly the gradient of its own loss (losses summed over members do not mix) and each
-member's parameters, optimizer and checkpoint stay those of its unpacked run.
+member's parameters, optimizer and checkpoint stay those of its unpacked run. `mode="members"`
+runs each member's own recurrence instead (see `recurrence`): the rest of the step stays packed.
 
 Packable variants (`packable_model`): the cells torch.nn.RNN/LSTM/GRU express -- `rnn_tanh`,
 `rnn_relu`, `irnn`, `gru` and `lstm` without Greff switches (any init: `recurrent_init`,
@@ -16,15 +17,16 @@ torch's, gate blocks in torch order (LSTM i, f, g, o; GRU r, z, n with b_hn insi
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from models.registry import cell_class
 
 PACKABLE_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "gru", "lstm")
+RECURRENCES = ("bmm", "members")
 
 
 def packable_model(model_cfg) -> Optional[str]:
@@ -61,8 +63,22 @@ def _stack(rnns, layer):
     return [torch.stack(ps) for ps in zip(*(layer_params(r, layer) for r in rnns))]
 
 
-def packed_recurrent(rnns: Sequence, x: torch.Tensor) -> torch.Tensor:
+def recurrence(device) -> str:
+    """How a packed group runs its recurrence on `device`: `bmm` (one batched matmul per step over
+    the K members) on CUDA; on CPU `members` (each member's own kernel, C++ scan or oneDNN, one
+    after another), which bench/bench_packed.py measured faster there: a bmm over K small distinct
+    weights does the same FLOPs as K gemms, and elementwise ops on gate slices of (K, B, G*H) cost
+    more than the members' fused kernels. RNNBENCH_PACKED_RECURRENCE=bmm|members overrides."""
+    env = os.environ.get("RNNBENCH_PACKED_RECURRENCE")
+    if env in RECURRENCES:
+        return env
+    return "bmm" if torch.device(device).type == "cuda" else "members"
+
+
+def packed_recurrent(rnns: Sequence, x: torch.Tensor, mode: str = "bmm") -> torch.Tensor:
     """K unidirectional `Recurrent` modules of one shape on x (K, B, T, I) -> outputs (K, B, T, H)."""
+    if mode == "members":
+        return torch.stack([r(x[k])[0] for k, r in enumerate(rnns)])
     kind = _kind(rnns[0])
     K, B, T, _ = x.shape
     H = rnns[0].hidden_size
@@ -82,16 +98,8 @@ def packed_recurrent(rnns: Sequence, x: torch.Tensor) -> torch.Tensor:
 
 
 def _scan(kind, xp, w_hh, b_rec, H) -> torch.Tensor:
-    """The recurrence over time-major xp (T, K, B, G*H), zero initial state -> (T, K, B, H)."""
-    if kind == "lstm":
-        return _LSTMScan.apply(xp, w_hh)
-    if kind == "gru":
-        return _GRUScan.apply(xp, w_hh, b_rec)
-    return _ElmanScan.apply(xp, w_hh, kind == "rnn_relu")
-
-
-def reference_scan(kind, xp, w_hh, b_rec, H) -> torch.Tensor:
-    """`_scan` by autograd, step by step (what the hand-written backward passes are tested against)."""
+    """The recurrence over time-major xp (T, K, B, G*H), zero initial state -> (T, K, B, H), by
+    autograd (measured faster on CPU at the sweeps' sizes than a hand-written BPTT on gate slices)."""
     _, K, B, _ = xp.shape
     w_t = w_hh.transpose(1, 2)
     h = xp.new_zeros(K, B, H)
@@ -115,142 +123,6 @@ def reference_scan(kind, xp, w_hh, b_rec, H) -> torch.Tensor:
             h = torch.addcmul(n, z, h - n)                                # (1 - z) n + z h
         outs.append(h)
     return torch.stack(outs)
-
-
-_sig_bwd = torch.ops.aten.sigmoid_backward.grad_input      # g * s * (1 - s), one kernel
-_tanh_bwd = torch.ops.aten.tanh_backward.grad_input         # g * (1 - t^2), one kernel
-
-
-def _weight_grad(dA, S):
-    """sum over steps and batch of dA^T S, per member: (T, K, B, G) x (T, K, B, H) -> (K, G, H)."""
-    T, K, B, G = dA.shape
-    return torch.bmm(dA.permute(1, 3, 0, 2).reshape(K, G, T * B), S.permute(1, 0, 2, 3).reshape(K, T * B, -1))
-
-
-class _ElmanScan(torch.autograd.Function):
-    """h_t = act(xp_t + R_k h_{t-1}) for K members at once; BPTT by hand (one bmm per step)."""
-
-    @staticmethod
-    def forward(ctx, xp, w_hh, relu: bool):
-        T, K, B, H = xp.shape
-        S = xp.new_zeros(T + 1, K, B, H)
-        wt = w_hh.transpose(1, 2)
-        for t in range(T):
-            h = torch.baddbmm(xp[t], S[t], wt, out=S[t + 1])
-            h.relu_() if relu else h.tanh_()
-        ctx.save_for_backward(S, w_hh)
-        ctx.relu = relu
-        return S[1:].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dhs):
-        S, w_hh = ctx.saved_tensors
-        dA = torch.empty_like(dhs)
-        dh = torch.zeros_like(dhs[0])
-        for t in range(dhs.shape[0] - 1, -1, -1):
-            dh += dhs[t]
-            h = S[t + 1]
-            if ctx.relu:
-                torch.mul(dh, h > 0, out=dA[t])
-            else:
-                _tanh_bwd(dh, h, grad_input=dA[t])
-            dh = torch.bmm(dA[t], w_hh)
-        return dA, _weight_grad(dA, S[:-1]), None
-
-
-class _GRUScan(torch.autograd.Function):
-    """torch's GRU recurrence for K members given xp (T, K, B, 3H) (b_ih + b_hr, b_hz folded) and
-    b_rec (K, 3H) = [0, 0, b_hn]; BPTT by hand."""
-
-    @staticmethod
-    def forward(ctx, xp, w_hh, b_rec):
-        T, K, B, H3 = xp.shape
-        H = H3 // 3
-        S = xp.new_zeros(T + 1, K, B, H)
-        G = xp.new_empty(T, K, B, 4 * H)             # r, z, n, (R_n h + b_hn) per step
-        wt, b = w_hh.transpose(1, 2), b_rec.unsqueeze(1)
-        for t in range(T):
-            gh = torch.baddbmm(b, S[t], wt)
-            g = G[t]
-            torch.add(xp[t, ..., :2 * H], gh[..., :2 * H], out=g[..., :2 * H])
-            g[..., :2 * H].sigmoid_()
-            r, z = g[..., :H], g[..., H:2 * H]
-            g[..., 3 * H:] = gh[..., 2 * H:]
-            n = torch.addcmul(xp[t, ..., 2 * H:], r, gh[..., 2 * H:]).tanh_()
-            g[..., 2 * H:3 * H] = n
-            torch.addcmul(n, z, S[t] - n, out=S[t + 1])   # (1 - z) n + z h
-        ctx.save_for_backward(S, G, w_hh)
-        return S[1:].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dhs):
-        S, G, w_hh = ctx.saved_tensors
-        T, K, B, H = dhs.shape
-        dX = dhs.new_empty(T, K, B, 3 * H)
-        dR = dhs.new_empty(T, K, B, 3 * H)
-        dh = torch.zeros_like(dhs[0])
-        for t in range(T - 1, -1, -1):
-            dh = dh + dhs[t]
-            g = G[t]
-            r, z, n, ghn = g[..., :H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
-            dx, dr = dX[t], dR[t]
-            _tanh_bwd(dh * (1 - z), n, grad_input=dx[..., 2 * H:])            # d n-pre
-            dpn = dx[..., 2 * H:]
-            _sig_bwd(dpn * ghn, r, grad_input=dx[..., :H])                    # d r-pre
-            _sig_bwd(dh * (S[t] - n), z, grad_input=dx[..., H:2 * H])         # d z-pre
-            dr[..., :2 * H] = dx[..., :2 * H]
-            torch.mul(dpn, r, out=dr[..., 2 * H:])
-            dh = torch.baddbmm(dh * z, dr, w_hh)
-        db = dR.sum((0, 2))
-        db[:, :2 * H] = 0
-        return dX, _weight_grad(dR, S[:-1]), db
-
-
-class _LSTMScan(torch.autograd.Function):
-    """torch's LSTM recurrence for K members given xp (T, K, B, 4H) (both biases folded), gate
-    blocks i, f, g, o; BPTT by hand with fused sigmoid/tanh backward kernels."""
-
-    @staticmethod
-    def forward(ctx, xp, w_hh):
-        T, K, B, H4 = xp.shape
-        H = H4 // 4
-        S = xp.new_zeros(T + 1, K, B, H)
-        C = xp.new_zeros(T + 1, K, B, H)
-        A = xp.new_empty(T, K, B, H4)
-        HC = xp.new_empty(T, K, B, H)
-        wt = w_hh.transpose(1, 2)
-        for t in range(T):
-            a = torch.baddbmm(xp[t], S[t], wt, out=A[t])
-            a[..., :2 * H].sigmoid_()
-            a[..., 2 * H:3 * H].tanh_()
-            a[..., 3 * H:].sigmoid_()
-            c = torch.mul(a[..., :H], a[..., 2 * H:3 * H], out=C[t + 1]).addcmul_(a[..., H:2 * H], C[t])
-            torch.mul(a[..., 3 * H:], torch.tanh(c, out=HC[t]), out=S[t + 1])
-        ctx.save_for_backward(S, C, A, HC, w_hh)
-        return S[1:].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dhs):
-        S, C, A, HC, w_hh = ctx.saved_tensors
-        T, K, B, H = dhs.shape
-        dA = torch.empty_like(A)
-        dh = torch.zeros_like(dhs[0])
-        dc = torch.zeros_like(dhs[0])
-        for t in range(T - 1, -1, -1):
-            dh = dh + dhs[t]
-            a, d = A[t], dA[t]
-            i, f, g, o = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
-            _sig_bwd(dh * HC[t], o, grad_input=d[..., 3 * H:])
-            dc = dc + torch.ops.aten.tanh_backward(dh * o, HC[t])
-            _sig_bwd(dc * g, i, grad_input=d[..., :H])
-            _sig_bwd(dc * C[t], f, grad_input=d[..., H:2 * H])
-            _tanh_bwd(dc * i, g, grad_input=d[..., 2 * H:3 * H])
-            dc = dc * f
-            dh = torch.bmm(d, w_hh)
-        return dA, _weight_grad(dA, S[:-1])
 
 
 def packed_linear(linears: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:

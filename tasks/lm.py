@@ -55,6 +55,11 @@ class LMConfig(text.TextDataConfig):
     metric: str = opt("ppl", choices=("ppl", "bpc", "loss"), help="primary test metric")
 
     def check(self, path: str) -> None:
+        super().check(path)
+        for key in ("folds", "test_fraction"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"{path}{key}: not for language modelling (one text is cut by position); "
+                                  f"allowed: null, and task.cut=[0.9, 0.05, 0.05] for one file")
         if self.cut is not None and (len(self.cut) != 3 or min(self.cut) <= 0 or abs(sum(self.cut) - 1) > 1e-6):
             raise ConfigError(f"{path}cut: invalid value {self.cut!r}; allowed: three positive fractions summing to 1")
         if self.k2 is not None and self.k2 < self.K1:

@@ -18,14 +18,14 @@ from torch import nn
 
 from bench.schema import opt
 from tasks.base import Task, TaskModule
-from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, column_list,
-                        lengths_to_mask, pad, token_column)
+from tasks.text import (LabelsConfig, TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
+                        column_list, handle_unseen, lengths_to_mask, pad, token_column)
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class SentimentConfig(WordVectorsConfig):
+class SentimentConfig(WordVectorsConfig, LabelsConfig):
     # defaults: SST-2 sentence level (stsa.binary); presets: bench/configs/task/{sst2,imdb}.yaml
     dataset: str = opt("SetFit/sst2", help="hub data set id (used when no local data dir is set)")
     format: str = opt("label_text", choices=TextDataConfig.__dataclass_fields__["format"].metadata["choices"],
@@ -51,12 +51,9 @@ class SentimentData(TextDataModule):
         labels = {s: [str(v) for v in column_list(raw[s], c.label_column)] for s in SPLITS}
         self.vocabs["word"] = word = Vocab.build(toks["train"], c.min_freq, c.max_vocab)
         self.vocabs["label"] = lab = Vocab.labels(labels["train"])
+        fallback, self.info["labels"] = handle_unseen(labels, lab, Counter(labels["train"]), c, c.label_column)
         for s in SPLITS:
-            unseen = sorted(set(labels[s]) - set(lab.itos))
-            if unseen:
-                raise ValueError(f"{s} split: label(s) {', '.join(unseen[:5])} not among the training "
-                                 f"labels {', '.join(lab.itos)} (column {c.label_column!r})")
-            self.examples[s] = [{"ids": word.encode(t) or [word.unk_id], "label": lab[y]}
+            self.examples[s] = [{"ids": word.encode(t) or [word.unk_id], "label": lab[y if y in lab else fallback]}
                                 for t, y in zip(toks[s], labels[s])]
             self.lengths[s] = [len(e["ids"]) for e in self.examples[s]]
 

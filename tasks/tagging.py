@@ -20,8 +20,8 @@ from torch import nn
 
 from bench.schema import opt
 from tasks.base import Task, TaskModule
-from tasks.text import (TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask, char_vocab,
-                        column_list, pad, token_column)
+from tasks.text import (LabelsConfig, TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
+                        char_vocab, column_list, handle_unseen, pad, token_column)
 
 SPLITS = ("train", "validation", "test")
 IGNORE = -100
@@ -29,7 +29,7 @@ MAX_WORD_CHARS = 20
 
 
 @dataclass
-class TaggingConfig(WordVectorsConfig):
+class TaggingConfig(WordVectorsConfig, LabelsConfig):
     # defaults: UD English EWT UPOS; presets: bench/configs/task/{ud_pos,conll_ner}.yaml
     dataset: str = opt("universal-dependencies/universal_dependencies",
                        help="hub data set id (used when no local data dir is set)")
@@ -56,6 +56,7 @@ class TaggingConfig(WordVectorsConfig):
                              help="training: replace a word seen once in train by <unk> with this probability")
 
     def check(self, path: str) -> None:
+        super().check(path)
         if self.max_len is not None:
             from bench.schema import ConfigError
             raise ConfigError(f"{path}max_len: tagging keeps whole sentences; allowed: null")
@@ -84,16 +85,16 @@ class TaggingData(TextDataModule):
             self.vocabs["char"] = char_vocab(toks["train"])
         counts = Counter(w for row in train_words for w in row)
         self.singletons = {word[w] for w, n in counts.items() if n == 1 and w in word}
+        flat = {s: (t for row in tags[s] for t in row) for s in SPLITS}
+        fallback, self.info["labels"] = handle_unseen(flat, tag, Counter(t for row in tags["train"] for t in row),
+                                                      c, c.label_column, what="tag")
         for s in SPLITS:
-            unseen = sorted({t for row in tags[s] for t in row} - set(tag.itos))
-            if unseen:
-                raise ValueError(f"{s} split: tag(s) {', '.join(unseen[:5])} not among the training tags "
-                                 f"(column {c.label_column!r})")
             ex = []
             for w, t in zip(toks[s], tags[s]):
                 if not w:
                     continue
-                e = {"ids": word.encode(norm(x) for x in w), "tags": tag.encode(t), "words": w}
+                e = {"ids": word.encode(norm(x) for x in w), "tags": tag.encode(x if x in tag else fallback for x in t),
+                     "words": w}
                 if c.char_embedding:
                     cv = self.vocabs["char"]
                     e["chars"] = [cv.encode(x[:MAX_WORD_CHARS]) or [cv.unk_id] for x in w]

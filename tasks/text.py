@@ -53,11 +53,14 @@ vocabularies travel inside Lightning checkpoints.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import io
 import math
 import os
 import re
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +114,31 @@ class TextDataConfig:
     batch_size: int = opt(32, ge=1)
     eval_batch_size: Optional[int] = opt(None, ge=1, help="default: batch_size")
     bucket_pool: int = opt(50, ge=1, help="batches per length-sorted pool (1 = no bucketing)")
+    encoding: str = opt("utf-8", help="text encoding of the local files, e.g. latin-1, cp1252 "
+                        "(any Python codec name)", new=True)
+    test_fraction: Optional[float] = opt(None, gt=0, lt=1, new=True,
+                                         help="no test file: carve this share of train as test (seeded by data_seed)")
+    folds: Optional[int] = opt(None, ge=2, new=True, help="no test file: k-fold cross-validation, test = fold "
+                               "task.fold of the train file (folds drawn with data_seed); sweep over task.fold")
+    fold: int = opt(0, ge=0, new=True, help="with folds: which fold is the test split (0 .. folds-1)")
+
+    def check(self, path: str) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"{path}encoding: invalid value {self.encoding!r}; allowed: a Python codec "
+                              f"name, e.g. utf-8, latin-1, cp1252") from None
+        if self.folds is not None and self.test_fraction is not None:
+            raise ConfigError(f"{path}folds: conflicts with test_fraction; allowed: one of them")
+        if self.folds is None and self.fold != 0:
+            raise ConfigError(f"{path}fold: {self.fold} without task.folds; allowed: 0, or set task.folds")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ConfigError(f"{path}fold: invalid value {self.fold}; allowed: 0 .. {self.folds - 1} "
+                              f"(task.folds={self.folds})")
+        if (self.folds or self.test_fraction) and self.data_files and self.data_files.get("test"):
+            key = "folds" if self.folds else "test_fraction"
+            raise ConfigError(f"{path}{key}: the data has a test file (task.data_files.test); "
+                              f"allowed: null, or task.data_files.test=null to carve the test split from train")
 
 
 @dataclass
@@ -120,6 +148,47 @@ class WordVectorsConfig(TextDataConfig):
     embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
                                     "for the training-vocab words; width = model.embedding_size")
     freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
+
+
+@dataclass
+class LabelsConfig:
+    """What to do with a label (sentiment) or tag (tagging) that the training split never has."""
+
+    unseen_labels: str = opt("fallback", choices=("fallback", "error"), new=True,
+                             help="a validation/test label not in training: map it to fallback_label (and "
+                             "count it in result.json under data.unseen), or stop with an error")
+    fallback_label: Optional[str] = opt(None, new=True,
+                                        help="unseen_labels=fallback: the label used; null = the most frequent training label")
+
+
+def handle_unseen(values: dict, known: "Vocab", train: Counter, cfg, column: str, what: str = "label"):
+    """`values`: split -> iterable of label strings. Returns (fallback label, record for result.json);
+    raises with `cfg.unseen_labels == "error"` when a split has a label not in `known`."""
+    unseen = {}
+    for split, vals in values.items():
+        c = Counter(v for v in vals if v not in known)
+        if c:
+            unseen[split] = dict(sorted(c.items()))
+    fallback = cfg.fallback_label
+    if fallback is None:
+        fallback = min(train.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    elif fallback not in known:
+        raise ConfigError(f"task.fallback_label: invalid value {fallback!r}; allowed: a training {what}: "
+                          f"{', '.join(known.itos[:20])}")
+    if unseen and cfg.unseen_labels == "error":
+        split, c = next(iter(unseen.items()))
+        raise ValueError(f"{split} split: {what}(s) {', '.join(list(c)[:5])} not among the training {what}s "
+                         f"{', '.join(known.itos[:20])} (column {column!r}); allowed: task.unseen_labels=fallback maps them to {fallback!r}")
+    record = {"mode": cfg.unseen_labels, "fallback": fallback, "unseen": unseen}
+    return fallback, record
+
+
+def sources(cfg, path: str = "task.") -> dict:
+    """split -> where its data comes from (local files, or hub id[split]), for result.json."""
+    root = local_root(cfg)
+    if root is None:
+        return {s: f"{cfg.dataset}[{h}]" for s, h in cfg.splits.items() if h is not None}
+    return {s: ", ".join(f) for s, f in resolve_files(cfg, root, path).items()}
 
 
 # ---------------------------------------------------------------- local-file parsers
@@ -136,8 +205,71 @@ FORMAT_HELP = {
 }
 
 
-def _open(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+def _zip_members(path) -> list[str]:
+    """The data files of a zip archive (no folders, no macOS resource forks)."""
+    with zipfile.ZipFile(path) as z:
+        return [n for n in z.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+
+
+def _open_binary(path):
+    """A local file as bytes: .gz decompressed, a .zip archive's one data file."""
+    path = str(path)
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".zip"):
+        members = _zip_members(path)
+        if len(members) != 1:
+            raise ValueError(f"{path}: a zip archive of {len(members)} files ({', '.join(members[:4])}); "
+                             f"expected one data file in it, or unpack it and name the files in task.data_files")
+        z = zipfile.ZipFile(path)
+        return z.open(members[0])
+    return open(path, "rb")
+
+
+def _open(path: str, encoding: str = "utf-8"):
+    """A local text file (.gz, or a .zip archive of one file) in `encoding`."""
+    return io.TextIOWrapper(_open_binary(path), encoding=encoding)
+
+
+def check_file(path, fmt: str, encoding: str = "utf-8") -> None:
+    """Raise a one-line ValueError when a local file is empty or not in `encoding` (with the line);
+    parquet files and the zip archives of builder formats (several members allowed) included."""
+    path = str(path)
+    help_ = FORMAT_HELP.get(fmt, fmt)
+    if fmt == "parquet":
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{path}: empty file; expected {help_}")
+        return
+    if path.endswith(".zip") and fmt in BUILDERS:
+        with zipfile.ZipFile(path) as z:
+            members = _zip_members(path)
+            if not members:
+                raise ValueError(f"{path}: empty zip archive; expected {help_}")
+            for m in members:
+                with z.open(m) as f:
+                    _check_stream(f, f"{path}/{m}", help_, encoding)
+        return
+    with _open_binary(path) as f:
+        _check_stream(f, path, help_, encoding)
+
+
+def _check_stream(f, name: str, help_: str, encoding: str) -> None:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    content = False
+    for i, line in enumerate(f, 1):
+        try:
+            text = decoder.decode(line)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name}: not {_codec_name(encoding)} at line {i} (byte 0x{line[e.start]:02x}); "
+                             f"set task.encoding, e.g. task.encoding=latin-1") from None
+        content = content or bool(text.strip())
+    if not content:
+        raise ValueError(f"{name}: empty file; expected {help_}")
+
+
+def _codec_name(encoding: str) -> str:
+    name = codecs.lookup(encoding).name
+    return {"utf-8": "UTF-8", "iso8859-1": "latin-1"}.get(name, encoding)
 
 
 def _malformed(path, lineno, fmt) -> ValueError:
@@ -145,10 +277,10 @@ def _malformed(path, lineno, fmt) -> ValueError:
 
 
 def parse_label_text(files: Sequence[str], text_column: str = "text", label_column: str = "label",
-                     **_) -> Iterator[dict]:
+                     encoding: str = "utf-8", **_) -> Iterator[dict]:
     """`<label> <text>` lines -> {text_column: str, label_column: str}."""
     for path in files:
-        with _open(path) as f:
+        with _open(path, encoding) as f:
             for i, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
@@ -162,13 +294,13 @@ def parse_label_text(files: Sequence[str], text_column: str = "text", label_colu
 CONLLU_FIELDS = ("idx", "tokens", "lemmas", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
-def parse_conllu(files: Sequence[str], **_) -> Iterator[dict]:
+def parse_conllu(files: Sequence[str], encoding: str = "utf-8", **_) -> Iterator[dict]:
     """CoNLL-U -> one row a sentence with the Hugging Face `universal_dependencies` column names
     (tokens, lemmas, upos, xpos, feats, head, deprel, deps, misc); multiword-token ranges and
     empty nodes are skipped (they carry no UPOS of their own)."""
     for path in files:
         rows: list[list[str]] = []
-        with _open(path) as f:
+        with _open(path, encoding) as f:
             for i, line in enumerate(f, 1):
                 line = line.rstrip("\n")
                 if not line.strip():
@@ -188,13 +320,14 @@ def parse_conllu(files: Sequence[str], **_) -> Iterator[dict]:
             yield {k: [r[j] for r in rows] for j, k in enumerate(CONLLU_FIELDS) if k != "idx"}
 
 
-def parse_conll(files: Sequence[str], columns: Optional[Sequence[str]] = None, **_) -> Iterator[dict]:
+def parse_conll(files: Sequence[str], columns: Optional[Sequence[str]] = None, encoding: str = "utf-8",
+                **_) -> Iterator[dict]:
     """CoNLL-2003 style columns -> one row a sentence, one list column per file column, named by
     `columns` (default tokens, pos_tags, chunk_tags, ner_tags). `-DOCSTART-` lines are skipped."""
     columns = list(columns or ("tokens", "pos_tags", "chunk_tags", "ner_tags"))
     for path in files:
         rows: list[list[str]] = []
-        with _open(path) as f:
+        with _open(path, encoding) as f:
             for i, line in enumerate(f, 1):
                 cols = line.split()
                 if not cols:
@@ -220,7 +353,7 @@ PARSERS: dict[str, Callable[..., Iterator[dict]]] = {
 
 
 def register_parser(name: str, fn: Callable[..., Iterator[dict]], help: str) -> None:
-    """Add a local format: `fn(files: list[str], text_column=, label_column=, columns=, **_)`
+    """Add a local format: `fn(files: list[str], text_column=, label_column=, columns=, encoding=, **_)`
     yields one dict a row; raise ValueError("<file> line N: malformed; expected ...") on bad input."""
     PARSERS[name] = fn
     FORMAT_HELP[name] = help
@@ -230,19 +363,22 @@ def register_parser(name: str, fn: Callable[..., Iterator[dict]], help: str) -> 
 
 
 def local_root(cfg) -> Optional[Path]:
-    """The local data root (cfg.data_dir, else $RNNBENCH_DATA) when local files are to be used."""
+    """The local data root when local files are to be used: whenever `cfg.data_files` names files
+    (local files win; the hub is never used in their place), cfg.data_dir, else $RNNBENCH_DATA,
+    else the current directory. None (the hub) only with no data_files."""
     root = getattr(cfg, "data_dir", None) or os.environ.get(ENV_DATA)
-    if not root or not getattr(cfg, "data_files", None):
+    if not getattr(cfg, "data_files", None):
         if getattr(cfg, "data_dir", None):
             raise ConfigError("task.data_files: empty, but task.data_dir is set; "
                               "allowed: a mapping split -> file, e.g. {train: train.jsonl}")
         return None
-    return Path(root).expanduser()
+    return Path(root).expanduser() if root else Path.cwd()
 
 
 def resolve_files(cfg, root: Path, path: str = "task.") -> dict[str, list[str]]:
     """Our split -> list of absolute file paths, each checked to exist."""
     out = {}
+    unset = not (getattr(cfg, "data_dir", None) or os.environ.get(ENV_DATA))
     for split, files in cfg.data_files.items():
         if files is None:
             continue
@@ -252,13 +388,30 @@ def resolve_files(cfg, root: Path, path: str = "task.") -> dict[str, list[str]]:
             p = Path(f).expanduser()
             p = p if p.is_absolute() else root / p
             if not p.is_file():
-                raise ConfigError(f"{path}data_files.{split}: file {p} not found; "
-                                  f"expected {FORMAT_HELP.get(cfg.format, cfg.format)}")
+                where = ""
+                if unset and not Path(f).expanduser().is_absolute():
+                    hub = f"; to use the hub data set {cfg.dataset} instead, set {path}data_files={{}}" \
+                        if getattr(cfg, "dataset", "") else ""
+                    where = f" (relative to the current directory: neither {path}data_dir nor ${ENV_DATA} is set{hub})"
+                fmt = getattr(cfg, "format", "csv")  # the time-series family reads CSV only
+                raise ConfigError(f"{path}data_files.{split}: file {p} not found{where}; "
+                                  f"expected {FORMAT_HELP.get(fmt, fmt)}")
             full.append(str(p))
         out[split] = full
     if "train" not in out:
         raise ConfigError(f"{path}data_files: no 'train' entry; allowed keys: train, validation, test")
     return out
+
+
+def check_files(cfg, path: str = "task.") -> None:
+    """Check the local files of `cfg` (exist, not empty, readable in task.encoding) before any
+    work; a no-op for hub data."""
+    root = local_root(cfg)
+    if root is None:
+        return
+    for files in resolve_files(cfg, root, path).values():
+        for f in files:
+            check_file(f, cfg.format, getattr(cfg, "encoding", "utf-8"))
 
 
 def _gen(parser: str, files: tuple, stamp: str, options: dict):
@@ -275,18 +428,24 @@ def _load_local(cfg, root: Path, path: str):
     import datasets
 
     files = resolve_files(cfg, root, path)
-    fmt = cfg.format
+    fmt, encoding = cfg.format, getattr(cfg, "encoding", "utf-8")
+    for fl in files.values():
+        for f in fl:
+            check_file(f, fmt, encoding)
     out = {}
     for split, fl in files.items():
         try:
             if fmt in PARSERS:
                 options = {"text_column": cfg.text_column, "label_column": cfg.label_column,
                            "columns": getattr(cfg, "columns", None)}
+                if encoding != "utf-8":  # only when set: the datasets cache keys of utf-8 data stay
+                    options["encoding"] = encoding
                 ds = datasets.Dataset.from_generator(
                     _gen, gen_kwargs={"parser": fmt, "files": tuple(fl), "stamp": _stamp(fl),
                                       "options": options})
             else:
-                ds = datasets.load_dataset(fmt, data_files={split: fl}, split=split)
+                kw = {"encoding": encoding} if fmt != "parquet" and encoding != "utf-8" else {}
+                ds = datasets.load_dataset(fmt, data_files={split: fl}, split=split, **kw)
         except Exception as e:  # datasets may wrap a parser's error in its own exception types
             cause, depth = e, 0
             while cause is not None and depth < 20:
@@ -382,11 +541,11 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
                 raise ConfigError(f"{path}{key}: column {col!r} not in {where[split]}; "
                                   f"available: {', '.join(ds.column_names)}")
         raw[split] = class_labels_to_names(ds, need[1:])
+    if "test" not in raw:
+        raw["train"], raw["test"] = carve_test(raw["train"], cfg, path)
     if "validation" not in raw:
         parts = raw["train"].train_test_split(test_size=cfg.val_fraction, seed=cfg.data_seed, shuffle=True)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
-    if "test" not in raw:
-        raise ConfigError(f"{path}data_files: no 'test' split; allowed keys: train, validation, test")
     for split in ("train", "validation", "test"):
         cap = cfg.max_train if split == "train" else cfg.max_eval
         if cap is not None and len(raw[split]) > cap:
@@ -394,6 +553,26 @@ def load_splits(cfg, path: str = "task.", need: Sequence[str] = ()):
                 raw[split] = raw[split].shuffle(seed=cfg.data_seed)
             raw[split] = raw[split].select(range(cap))
     return datasets.DatasetDict({s: raw[s] for s in ("train", "validation", "test")})
+
+
+def carve_test(ds, cfg, path: str = "task."):
+    """(train, test) from one training set: `cfg.test_fraction` drawn with `cfg.data_seed`, or fold
+    `cfg.fold` of `cfg.folds` (a permutation drawn with data_seed cut into `folds` near-equal parts:
+    over fold = 0 .. folds-1 every example is tested exactly once)."""
+    folds, frac = getattr(cfg, "folds", None), getattr(cfg, "test_fraction", None)
+    if folds:
+        n = len(ds)
+        if n < folds:
+            raise ValueError(f"{path}folds: {folds} folds, but the training data has {n} examples")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.data_seed)).tolist()
+        a, b = cfg.fold * n // folds, (cfg.fold + 1) * n // folds
+        test = set(perm[a:b])
+        return ds.select([i for i in range(n) if i not in test]), ds.select(sorted(test))
+    if frac:
+        parts = ds.train_test_split(test_size=frac, seed=cfg.data_seed, shuffle=True)
+        return parts["train"], parts["test"]
+    raise ConfigError(f"{path}data_files: no 'test' split; allowed: a test entry (train, validation, test), "
+                      f"or carve one from train with {path}test_fraction=0.1 or {path}folds=10")
 
 
 def column_list(ds, name: str) -> list:
@@ -723,6 +902,7 @@ class TextDataModule(L.LightningDataModule):
         self.examples: dict[str, list] = {}
         self.lengths: dict[str, list[int]] = {}
         self.vocabs: dict[str, Vocab] = {}
+        self.info: dict = {}      # recorded in result.json under "data": sources, unseen labels
         self._restored: Optional[dict] = None
         self.ready = False
 
@@ -737,6 +917,7 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.ready:
             return
+        self.info["source"] = sources(self.cfg, self.path)
         self.build(load_splits(self.cfg, self.path))
         if self._restored is not None:
             self._check_restored()

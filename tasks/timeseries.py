@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import SkipDone, Task, TaskModule, batches_done
-from tasks.text import ENV_DATA, local_root, resolve_files
+from tasks.text import ENV_DATA, check_file, local_root, resolve_files
 
 TRANSFORMS = ("none", "log", "diff", "log_diff")
 SPLITS = ("train", "validation", "test")
@@ -90,6 +90,8 @@ def load_table(cfg, path: str = "task."):
     root = local_root(cfg)
     if root is not None:
         files = resolve_files(cfg, root, path)["train"]
+        for f in files:
+            check_file(f, "csv")   # empty, or not UTF-8 at line N: one line before datasets reads it
         return datasets.load_dataset("csv", data_files={"train": files}, split="train"), ", ".join(files)
     if not cfg.dataset:
         raise ConfigError(f"{path}dataset: empty and no local data (set {path}data_dir or ${ENV_DATA} "

@@ -41,16 +41,16 @@ PAD, UNK, BOS, EOS = text.PAD, text.UNK, text.BOS, text.EOS
 
 # ---------------------------------------------------------------- local format: parallel files
 
-PARALLEL_HELP = ("two UTF-8 text files aligned by line, source language first "
+PARALLEL_HELP = ("two text files aligned by line, source language first "
                  "(one raw sentence a line, same number of lines)")
 
 
-def parse_parallel(files: Sequence[str], columns: Optional[Sequence[str]] = None, **_):
+def parse_parallel(files: Sequence[str], columns: Optional[Sequence[str]] = None, encoding: str = "utf-8", **_):
     """[src_file, tgt_file] -> rows {columns[0]: src line, columns[1]: tgt line}."""
     columns = list(columns or ("src", "tgt"))
     if len(files) != 2 or len(columns) != 2:
         raise ValueError(f"{', '.join(files)} line 1: malformed; expected {PARALLEL_HELP}")
-    with text._open(files[0]) as fs, text._open(files[1]) as ft:
+    with text._open(files[0], encoding) as fs, text._open(files[1], encoding) as ft:
         i = 0
         while True:
             try:
@@ -130,6 +130,7 @@ class TranslationData(text.TextDataModule):
             return
         view = copy.copy(self.cfg)               # the parallel parser names its columns src, tgt
         view.columns = list(self.cfg.columns or (self.cfg.src, self.cfg.tgt))
+        self.info["source"] = text.sources(view, self.path)
         self.build(text.load_splits(view, self.path, need=[self.cfg.src, self.cfg.tgt]))
         if self._restored is not None:
             self._check_restored()

@@ -29,7 +29,7 @@ def test_bench_small_prints_every_path_against_fused_lstm(capsys, monkeypatch):
     assert table[0][4] == "1.00x" and table[0][9] == "<-"          # the reference, auto for lstm
     for r in table:
         assert re.fullmatch(r"\d+\.\d\dx", r[4]) and re.fullmatch(r"\d+\.\d\dx", r[6]), r
-    assert rows(out, "tiny | custom LSTM variants")
+    assert rows(out, "tiny | custom LSTM variants except FGR") and rows(out, "tiny | gru (auto path)")
 
 
 def test_bench_cells_rejects_an_unknown_cell():

@@ -101,6 +101,19 @@ def test_auto_choice():
     assert make("lstm").implementation == "fused"
 
 
+def test_kernels_off_or_unbuildable_keeps_torch_fused_gru_and_rnn(monkeypatch):
+    """RNNBENCH_CPU_KERNELS=0 (or no compiler): auto is what it was before the C++ scans, and
+    the custom path runs the Python scans and F.linear."""
+    cfg = build(ModelConfig, {"cell": "gru"}, "model.")
+    monkeypatch.setenv("RNNBENCH_CPU_KERNELS", "0")
+    assert not kernels.available() and not kernels.enabled() and not kernels.usable(torch.zeros(1))
+    assert choose(cell_class("gru"), cfg, "cpu") == "fused"
+    assert make("rnn_tanh").implementation == "fused"
+    monkeypatch.delenv("RNNBENCH_CPU_KERNELS")
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    assert choose(cell_class("gru"), cfg, "cpu") == "fused"
+
+
 @pytest.mark.parametrize("stack", [dict(num_layers=1), dict(num_layers=2, bidirectional=True),
                                    dict(num_layers=3, residual=True)], ids=["1", "2bi", "3res"])
 @pytest.mark.parametrize("cell", ["gru", "rnn_tanh", "irnn", "lstm"])

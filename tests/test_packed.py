@@ -16,6 +16,9 @@ from bench.cli import main as cli
 from bench.packed import groups, packable, run_group
 from bench.store import Store
 from bench.train import run
+from models.config import ModelConfig
+from models.packed import RECURRENCES, packed_recurrent
+from models.recurrent import Recurrent
 from wandb_records import config_and_history
 
 TINY = ["task.T=5", "task.batch_size=4", "task.eval_size=10", "model.hidden_size=8", "trainer.val_every=10"]
@@ -27,7 +30,8 @@ def _close(a: dict, b: dict, tol: float) -> bool:
 
 @pytest.mark.parametrize("task,cell", [("copy", "lstm"), pytest.param("adding", "gru", marks=pytest.mark.slow),
                                        pytest.param("copy", "rnn_tanh", marks=pytest.mark.slow)])
-def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, task, cell):
+def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypatch, task, cell):
+    monkeypatch.setenv("RNNBENCH_PACKED_RECURRENCE", "bmm")   # the batched recurrence (CPU default: members)
     base = [f"task={task}", f"model.cell={cell}", *TINY, "trainer.max_steps=45", "trainer.precision=64-true",
             "optim.name=rmsprop", "optim.alpha=0.9", "optim.lr=0.01"]
     # seeds differ, and so may the optimizer and the init: neither changes a shape
@@ -117,6 +121,25 @@ def test_a_diverging_member_is_recorded_and_masked_and_the_others_go_on(tmp_path
     for p, w in zip([packed[0], packed[2]], without):
         assert p["status"] == w["status"] == "done" and p["step"] == 30
         assert _close(p["metrics"], w["metrics"], 1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "irnn", "gru", "lstm"])
+@pytest.mark.parametrize("impl", ["fused", "custom"])
+def test_bmm_recurrence_equals_the_members_own(cell, impl):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, hidden_size=5, num_layers=2, impl=impl)
+    rnns = [Recurrent(3, cfg).double() for _ in range(3)]
+    x = torch.randn(3, 4, 7, 3, dtype=torch.float64)
+    w = torch.randn(3, 4, 7, 5, dtype=torch.float64)
+    grads = []
+    for mode in RECURRENCES:
+        for r in rnns:
+            r.zero_grad()
+        out = packed_recurrent(rnns, x, mode)
+        (out * w).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for r in rnns for p in r.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert torch.allclose(a, b, atol=1e-12) and all(torch.allclose(p, q, atol=1e-12) for p, q in zip(ga, gb))
 
 
 def test_groups_pack_only_runs_that_differ_in_free_fields(tmp_path):

@@ -163,7 +163,9 @@ def test_malformed_file_one_line(tmp_path):
 def test_unseen_test_label_one_line(tmp_path):
     (tmp_path / "tr.txt").write_text("1 good\n0 bad\n")
     (tmp_path / "te.txt").write_text("1 good\n-1 hidden\n")
-    _, _, dm = make("task.name=sentiment", f"task.data_dir={tmp_path}",
+    _, _, dm = make("task.name=sentiment", f"task.data_dir={tmp_path}", "task.unseen_labels=error",
                     "task.data_files={train: tr.txt, validation: tr.txt, test: te.txt}")
-    with pytest.raises(ValueError, match=r"^test split: label\(s\) -1 not among the training labels 0, 1"):
+    with pytest.raises(ValueError) as e:
         dm.setup()
+    assert str(e.value) == ("test split: label(s) -1 not among the training labels 0, 1 (column 'label'); "
+                            "allowed: task.unseen_labels=fallback maps them to '0'")

@@ -3,7 +3,8 @@
 `available()` is True when the extension could be built and loaded (torch.utils.cpp_extension:
 a C++ compiler and ninja; the build is cached under TORCH_EXTENSIONS_DIR, by default
 ~/.cache/torch_extensions, and reused by every later process). `RNNBENCH_CPU_KERNELS=0` turns
-the kernels off (the Python scans run instead, and `auto` then keeps torch's fused kernels).
+the kernels off: the Python scans and F.linear run, and `auto` keeps torch's fused GRU/RNN, i.e.
+every config computes exactly as before the C++ scans (to reproduce a stored run bit for bit).
 The kernels need an x86-64 CPU with AVX2 (torch's `get_cpu_capability()` AVX2 or AVX512).
 `usable(*tensors)` says whether a call can take them: CPU, float32 or float64.
 A failed build is a warning, never an error: the Python scans are the same equations.
@@ -23,14 +24,16 @@ _state: dict = {}
 
 
 def available() -> bool:
+    """The C++ scans are built and loaded (building them on the first call), and not switched
+    off by RNNBENCH_CPU_KERNELS=0."""
+    if os.environ.get("RNNBENCH_CPU_KERNELS", "1") == "0":
+        return False
     if "ok" not in _state:
         _state["ok"] = _load()
     return _state["ok"]
 
 
 def _load() -> bool:
-    if os.environ.get("RNNBENCH_CPU_KERNELS", "1") == "0":
-        return False
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False                            # built for AVX2 (Sleef's AVX2 exp/tanh)
     try:
@@ -48,8 +51,14 @@ def set_enabled(on: bool) -> None:
     _state["off"] = not on
 
 
+def enabled() -> bool:
+    """Kernels not switched off (RNNBENCH_CPU_KERNELS=0 or set_enabled(False)); builds nothing.
+    Off, the custom path computes exactly as before the C++ scans (Python scans, F.linear)."""
+    return not _state.get("off") and os.environ.get("RNNBENCH_CPU_KERNELS", "1") != "0"
+
+
 def usable(*tensors) -> bool:
-    return (not _state.get("off") and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+    return (enabled() and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
                 for t in tensors if t is not None) and available())
 
 
