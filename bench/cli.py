@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import warnings
 
 from bench.schema import ConfigError
+from bench.tracking import quiet_logs
 
 EXAMPLES = """examples:
   rnnbench train task=copy task.T=20 model.cell=gru seed=1
@@ -18,17 +17,6 @@ EXAMPLES = """examples:
   rnnbench leaderboard default --out reports/out/default
   rnnbench vectors bench/configs/reference/imdb.yaml task.max_len=null --out imdb.w2v.txt
 """
-
-
-def quiet() -> None:
-    """Keep run logs readable: drop third-party chatter that says nothing about the run."""
-    for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
-                ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
-                ".*Experiment logs directory.*"):
-        warnings.filterwarnings("ignore", message=msg)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
-    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def _count(text: str) -> int:
@@ -74,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default=None, help="sweep name (W&B group)")
     p.add_argument("--retry-failed", action="store_true", help="rerun a run recorded as failed")
     _common(p), _wandb(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run every config of a sweep file that is not finished")
     p.add_argument("file", help="sweep YAML (W&B sweep shape)")
@@ -91,16 +80,19 @@ def parser() -> argparse.ArgumentParser:
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     _common(p), _wandb(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="state of every run of a sweep (or of the whole store)")
     p.add_argument("sweep", nargs="?")
     p.add_argument("--json", action="store_true")
     _common(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config", help="print the resolved config of a config file + overrides")
     p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--fields", action="store_true", help="list every config field with default and allowed values")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("sample", help="generate text from a language-model checkpoint")
     p.add_argument("checkpoint", help="a run's checkpoints/last.ckpt, or a run hash in --store")
@@ -109,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("vectors", help="train word2vec vectors on a task's training text (for task.embeddings)")
     p.add_argument("config", nargs="?", help="YAML run config whose task names the text")
@@ -122,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sg", action="store_true", help="skip-gram (default: CBOW)")
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--workers", type=_positive, default=1, help="more than 1 is faster but not reproducible")
+    p.set_defaults(func=cmd_vectors)
 
     from reports.cli import add_parsers
     add_parsers(sub)
@@ -218,7 +212,7 @@ def cmd_status(a) -> int:
     hashes = store.sweep_hashes(a.sweep) if a.sweep else store.hashes()
     states = {h: store.status(h) for h in hashes}
     try:
-        from slurm.executor import job_states
+        from slurm.states import job_states
 
         states.update(job_states(store, hashes))
     except ImportError:
@@ -287,14 +281,10 @@ def cmd_vectors(a) -> int:
 
 
 def main(argv=None) -> int:
-    quiet()
+    quiet_logs()
     a = parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sweep": cmd_sweep, "status": cmd_status, "config": cmd_config,
-                "sample": cmd_sample, "vectors": cmd_vectors}
     try:
-        if a.cmd in handlers:
-            return handlers[a.cmd](a)
-        return a.func(a)
+        return a.func(a)  # every subcommand sets its handler with set_defaults(func=...)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"rnnbench {a.cmd}: error: {e}", file=sys.stderr)
         return 2

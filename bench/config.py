@@ -16,7 +16,7 @@ import yaml
 
 from bench.schema import ConfigError, build, config_hash, describe, fmt_value, hash_view, opt, parse_value
 from models.config import ModelConfig
-from tasks.base import TaskConfig
+from tasks.base import OPTIMIZERS, TaskConfig
 from tasks.registry import TASKS, task_class
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -28,7 +28,7 @@ SECTIONS = ("task", "model", "optim", "trainer")
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adam", choices=("adam", "rmsprop", "sgd", "adagrad"), help="optimizer")
+    name: str = opt("adam", choices=lambda: list(OPTIMIZERS), help="optimizer (tasks/base.py OPTIMIZERS)")
     lr: float = opt(1e-3, gt=0, help="learning rate")
     momentum: float = opt(0.0, ge=0, lt=1, help="SGD/RMSprop momentum")
     alpha: float = opt(0.99, gt=0, lt=1, help="RMSprop decay of the squared-gradient average")

@@ -124,7 +124,7 @@ def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] 
                 continue
             old = store.result(h)
             if old is not None and not (retry_failed and old["status"] == "failed"):
-                out[h] = old
+                out[h] = {**old, "stored": True}   # as bench.train returns a stored result
                 continue
             if old is not None:
                 (d / "result.json").unlink()

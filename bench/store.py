@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+import torch
 import yaml
 
 FINISHED = ("done", "failed", "diverged")
@@ -72,7 +74,6 @@ class Store:
         path = self.checkpoint(h)
         if path is None:
             return None
-        import torch
 
         return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
@@ -171,8 +172,6 @@ def _num(v: str):
 
 
 def _csv_text(fields, rows) -> str:
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
+from tqdm import tqdm
 
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.packed import groups, is_packed_checkpoint
@@ -139,8 +141,6 @@ def _input_error(log: Path) -> Optional[str]:
 
 def _gpu_count() -> int:
     try:
-        import torch
-
         return torch.cuda.device_count()
     except Exception:
         return 0
@@ -291,6 +291,5 @@ class LocalExecutor:
     def _bar(self, total: int, done: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)

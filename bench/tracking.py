@@ -3,11 +3,25 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
+from lightning.pytorch.loggers import WandbLogger
+
 log = logging.getLogger("rnnbench")
 MODES = ("online", "offline", "disabled")
+
+
+def quiet_logs() -> None:
+    """Keep run logs readable: drop third-party chatter that says nothing about the run."""
+    for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
+                ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
+                ".*Experiment logs directory.*"):
+        warnings.filterwarnings("ignore", message=msg)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def default_mode() -> str:
@@ -53,8 +67,6 @@ def _safe(method):
 
 
 def _safe_logger_class():
-    from lightning.pytorch.loggers import WandbLogger
-
     class SafeWandbLogger(WandbLogger):
         """A WandbLogger whose failures are warnings: tracking never fails a run."""
         _broken = False
@@ -74,7 +86,7 @@ def finish(logger) -> None:
     if logger is None:
         return
     try:
-        import wandb
+        import wandb  # optional at run time: W&B may be disabled or missing; imported only when used
 
         wandb.finish()
     except Exception as e:

@@ -28,6 +28,8 @@ from bench.config import RunConfig, to_overrides
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import finish, wandb_logger
 from models.recurrent import Recurrent
+from models.config import ModelConfig
+from models.init import uniform_all_
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -56,8 +58,6 @@ def reproduce_command(cfg: RunConfig) -> str:
 
 def variant_tags(cfg: RunConfig) -> list[str]:
     """W&B tags: cell, task, and every model switch that differs from the defaults."""
-    from models.config import ModelConfig
-
     default = ModelConfig()
     tags = [cfg.model.cell, cfg.task.name]
     for k, v in cfg.model.__dict__.items():
@@ -179,7 +179,6 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
             result["data"] = dm.info
         module = task.module(dm)
         if cfg.model.init_range is not None:
-            from models.init import uniform_all_
             uniform_all_(module, cfg.model.init_range)
         pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
         if pretrained:

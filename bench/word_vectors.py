@@ -13,13 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 from bench.schema import ConfigError
+from tasks.text import column_list, load_splits, token_column
 
 SPLITS = ("train", "validation", "test")
 
 
 def sentences(task_cfg, splits=("train",)) -> list[list[str]]:
-    from tasks.text import column_list, load_splits, token_column
-
     for s in splits:
         if s not in SPLITS:
             raise ConfigError(f"--splits: invalid value {s!r}; allowed: {', '.join(SPLITS)}")
@@ -35,7 +34,7 @@ def sentences(task_cfg, splits=("train",)) -> list[list[str]]:
 def train_vectors(sents, out, dim=300, window=5, min_count=5, epochs=5, sg=False, seed=0, workers=1) -> int:
     """Train word2vec on token lists and write `out`; returns the number of words."""
     try:
-        from gensim.models import Word2Vec
+        from gensim.models import Word2Vec  # optional dependency: pip install -e '.[vectors]'
     except ImportError:
         raise ConfigError("rnnbench vectors: needs gensim; pip install -e '.[vectors]'") from None
     if not any(n >= min_count for n in Counter(t for sent in sents for t in sent).values()):

@@ -99,9 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--wandb", default=None)
     ap.add_argument("--project", default="rnnbench")
     a = ap.parse_args(argv)
-    from bench.cli import quiet  # this module's main is an entry point, like the CLI's
+    from bench.tracking import quiet_logs
 
-    quiet()
+    quiet_logs()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # fd 2: the running run's log
     import bench.train  # noqa: F401  (the one import this worker exists to pay only once)
 

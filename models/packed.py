@@ -66,7 +66,7 @@ def _stack(rnns, layer):
 def recurrence(device) -> str:
     """How a packed group runs its recurrence on `device`: `bmm` (one batched matmul per step over
     the K members) on CUDA; on CPU `members` (each member's own kernel, C++ scan or oneDNN, one
-    after another), which bench/bench_packed.py measured faster there: a bmm over K small distinct
+    after another), which bench/benchmarks/packed.py measured faster there: a bmm over K small distinct
     weights does the same FLOPs as K gemms, and elementwise ops on gate slices of (K, B, G*H) cost
     more than the members' fused kernels. RNNBENCH_PACKED_RECURRENCE=bmm|members overrides."""
     env = os.environ.get("RNNBENCH_PACKED_RECURRENCE")

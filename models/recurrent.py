@@ -38,7 +38,7 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def choose(cls, cfg, device_type: str | None = None) -> str:
-    """The implementation `model.impl=auto` takes, from measurements (python -m bench.bench_small).
+    """The implementation `model.impl=auto` takes, from measurements (python -m bench.benchmarks.small).
 
     A fixed table per (cell, device type), never timed at run time, so a config gets the same
     implementation on the same kind of machine. On CPU, torch has oneDNN kernels for the LSTM

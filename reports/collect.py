@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from bench.schema import ConfigError, config_hash, fmt_value
+from bench.config import resolve
+from bench.schema import ConfigError, config_hash, fmt_value, parse_value
 from bench.store import Store
+from models.registry import CELLS
 from reports import stats
+from tasks.registry import task_class
 
 SECTION_ORDER = ("model", "optim", "trainer", "seed")
 
@@ -192,9 +195,6 @@ def _task_info(name: str, config: dict, baseline: bool = True) -> tuple[str, str
     """(primary, mode, baseline, long_dependency) from the task class (runs without result.json);
     `baseline=False` skips computing the baseline (it may load the data set)."""
     try:
-        from bench.config import resolve
-        from tasks.registry import task_class
-
         cls = task_class(name)
         try:
             baseline = cls(resolve(config)).baseline() if baseline else {}
@@ -208,8 +208,6 @@ def _task_info(name: str, config: dict, baseline: bool = True) -> tuple[str, str
 @functools.lru_cache(maxsize=None)
 def _defaults(task_name: str) -> dict:
     try:
-        from bench.config import resolve
-
         return flatten(resolve({"task": {"name": task_name}}).to_dict())
     except Exception:
         return {}
@@ -217,8 +215,6 @@ def _defaults(task_name: str) -> dict:
 
 def _fixed_by_cell(cell) -> set:
     try:
-        from models.registry import CELLS
-
         return {f"model.{k}" for k in CELLS[cell].fixed}
     except Exception:
         return set()
@@ -326,8 +322,6 @@ def _title_tasks(groups: list[TaskGroup]) -> None:
 
 def parse_reference(items: list[str]) -> dict:
     """`KEY=VALUE` pairs naming the reference variant; keys may omit `model.` (cell=lstm)."""
-    from bench.schema import parse_value
-
     out = {}
     for item in items or []:
         if "=" not in item:

@@ -24,13 +24,16 @@ from typing import Optional, Union
 
 import torch
 
-from bench.schema import ConfigError
+from bench.config import parse_overrides, preset, resolve
+from bench.schema import ConfigError, build
+from models.config import ModelConfig
+from models.recurrent import Recurrent
+from reports.collect import as_store
+from reports.plots import plt  # matplotlib with the Agg backend set
+from tasks.registry import task_class
 
 
 def _model_cfg(model_cfg):
-    from bench.schema import build
-    from models.config import ModelConfig
-
     if isinstance(model_cfg, str):
         model_cfg = {"cell": model_cfg}
     if isinstance(model_cfg, dict):
@@ -75,8 +78,6 @@ def measure(model_cfg, task: Union[int, dict, object, None] = None, T: Optional[
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(10_000 + seed)
     if isinstance(task, int) or task is None:
-        from models.recurrent import Recurrent
-
         if T is None:
             raise ConfigError("gradflow: T is needed with an input size")
         input_size = int(task or 1)
@@ -91,9 +92,6 @@ def measure(model_cfg, task: Union[int, dict, object, None] = None, T: Optional[
         loss = (top @ u).sum()
         where = f"input_size={input_size}"
     else:
-        from bench.config import resolve
-        from tasks.registry import task_class
-
         tdict = _as_dict(task)
         if T is not None:
             if "T" not in tdict and "name" in tdict and "T" not in asdict(resolve({"task": {"name": tdict["name"]}}).task):
@@ -140,8 +138,6 @@ def measure(model_cfg, task: Union[int, dict, object, None] = None, T: Optional[
 def measure_run(store, h: str, T: Optional[int] = None, *, batch: int = 16, seed: Optional[int] = None) -> dict:
     """A run of the store, at init (fresh weights from its config and seed) and trained (its
     last checkpoint): {"init": measure(..), "trained": measure(..) or None, "config": ..}."""
-    from reports.collect import as_store
-
     store = as_store(store)
     if not (store.run_dir(h) / "config.yaml").is_file():
         raise FileNotFoundError(f"run {h}: not in store {store.root}")
@@ -159,11 +155,6 @@ def measure_run(store, h: str, T: Optional[int] = None, *, batch: int = 16, seed
 
 def plot(init: dict[str, dict], trained: dict[str, dict], path: Path, title: str = "") -> Path:
     """Side by side, log scale: at init | after training (the second panel only with runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("at initialization", init)] + ([("after training", trained)] if trained else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False, sharey=True)
     for ax, (name, curves) in zip(axes[0], panels):
@@ -191,8 +182,6 @@ def run_diagnostic(out_dir, cells: list[str] = (), task: Optional[str] = None, i
                    T: Optional[int] = None, model_overrides: list[str] = (), task_overrides: list[str] = (),
                    runs: list[str] = (), store="results", batch: int = 16, seed: int = 0) -> dict[str, Path]:
     """What `rnnbench gradflow` does: measure, then write gradflow.png / .json / .csv in out_dir."""
-    from bench.config import parse_overrides, preset
-
     init: dict[str, dict] = {}
     trained: dict[str, dict] = {}
     model_extra = dict(parse_overrides(list(model_overrides)))

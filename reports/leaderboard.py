@@ -14,16 +14,16 @@ import shlex
 from pathlib import Path
 from typing import Union
 
+from bench.config import load, resolve
 from bench.schema import ConfigError
 from bench.store import Store, write_atomic
+from bench.train import reproduce_command
 from reports.collect import Run, TaskGroup, Variant, as_store, group, store_runs
 from reports.doc import Doc
 from reports.report import DASH, ci_text, num
 
 
 def _command_ok(cmd: str, h: str) -> bool:
-    from bench.config import load
-
     try:
         words = shlex.split(cmd)
         if words[:2] != ["rnnbench", "train"]:
@@ -39,9 +39,6 @@ def run_command(run: Run) -> str:
     cmd = (run.result or {}).get("command")
     if cmd and _command_ok(cmd, run.hash):
         return cmd
-    from bench.config import resolve
-    from bench.train import reproduce_command
-
     return reproduce_command(resolve(run.config))
 
 

@@ -150,3 +150,54 @@ def solved_vs_T(family: str, points: dict[str, dict[int, tuple[int, int]]], path
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def mean_vs_T(series: dict[str, list[tuple]], baseline: list[tuple], ylabel: str, path: Path,
+              title: str) -> Path:
+    """One line per label through its (T, mean) points, the baseline dashed (published reports)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for lab, pts in series.items():
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=lab)
+    if baseline:
+        ax.plot(*zip(*baseline), "k--", label="baseline")
+    ax.set_xlabel("T")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Path, title: str) -> Path:
+    """One panel per task: {task: ({label: values}, baseline, ylabel)}; bar = mean, error bar =
+    95% t CI, dots = seeds, dashed = baseline (published reports)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (task, (variants, base, ylabel)) in zip(axes[0], panels.items()):
+        labels = list(variants)
+        for i, lab in enumerate(labels):
+            xs = variants[lab]
+            if not xs:
+                continue
+            s = stats.summarize(xs)
+            ax.bar(i, s.mean, color="C0" if i else "C1", alpha=0.6)
+            if s.ci_half is not None:
+                ax.errorbar(i, s.mean, yerr=s.ci_half, color="k", capsize=3)
+            ax.plot([i] * len(xs), xs, "k.", ms=4)
+        if base is not None:
+            ax.axhline(base, ls="--", color="k", lw=1)
+        allv = [x for lab in labels for x in variants[lab] if x > 0]
+        if allv and max(allv) / min(allv) > 50:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels([lab.replace("lstm_", "") for lab in labels], rotation=45, ha="right", fontsize=7)
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

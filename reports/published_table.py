@@ -12,17 +12,20 @@ in the paper's units), per metric, with the mean training time.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from reports import stats
+from reports.claims import matches
+from reports.doc import Doc
+from reports.report import DASH
 
-DASH = "—"
 
-
-def _fmt(x) -> str:
+def one_decimal(x: Optional[float]) -> str:
+    """A figure in the paper's units (one decimal, as papers print accuracies in %)."""
     return DASH if x is None else f"{x:.1f}"
 
 
-def _ours(runs: list[dict], metric: str, scale: float):
+def ours(runs: list[dict], metric: str, scale: float) -> tuple[str, Optional[float]]:
     xs = [float(r["metrics"][metric]) * scale for r in runs
           if r.get("status") == "done" and isinstance((r.get("metrics") or {}).get(metric), (int, float))
           and math.isfinite(float(r["metrics"][metric]))]
@@ -30,30 +33,38 @@ def _ours(runs: list[dict], metric: str, scale: float):
         return DASH, None
     m = stats.mean(xs)
     sd = stats.summarize(xs).std
-    return (f"{m:.1f}" if sd is None else f"{m:.1f} ± {sd:.1f}") + f" (n={len(xs)})", m
+    return (one_decimal(m) if sd is None else f"{one_decimal(m)} ± {one_decimal(sd)}") + f" (n={len(xs)})", m
 
 
-def published_table(rows: list[dict], runs: list[dict], matches) -> str:
-    """Markdown table; `matches(run, selector)` picks a row's runs (reports.papers.matches)."""
+def published_table(rows: list[dict], runs: list[dict], pick=matches) -> str:
+    """The section as Markdown (`pick(run, selector)` chooses a row's runs; default claims.matches)."""
+    doc = Doc()
+    published_section(doc, rows, runs, pick)
+    return doc.markdown()
+
+
+def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches) -> None:
+    """Add the section: one table row per `published` row, its runs picked by `select`."""
     metrics = []
     for row in rows:
         for k in list(row.get("paper", {})) + list(row.get("target", {})):
             if k not in metrics:
                 metrics.append(k)
     head = ["model"] + [f"{m.split('/', 1)[-1]}: paper / target / ours" for m in metrics] + ["train time/run (s)", "seeds not done"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for row in rows:
-        mine = [r for r in runs if matches(r, row.get("select"))]
+        mine = [r for r in runs if pick(r, row.get("select"))]
         cells = [row["label"]]
         for m in metrics:
-            text, mean = _ours(mine, m, float(row.get("scale", 1.0)))
+            text, mean = ours(mine, m, float(row.get("scale", 1.0)))
             target = row.get("target", {}).get(m)
             met = "" if target is None or mean is None else (" ✓" if mean >= target else " ✗")
-            cells.append(f"{_fmt(row.get('paper', {}).get(m))} / {_fmt(target)} / {text}{met}")
+            cells.append(f"{one_decimal(row.get('paper', {}).get(m))} / {one_decimal(target)} / {text}{met}")
         wall = [r["wall_time_s"] for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
         cells.append(f"{stats.mean(wall):.0f}" if wall else DASH)
         bad = [f"seed {r['config'].get('seed')}: {r.get('status')}" for r in mine if r.get("status") != "done"]
         cells.append("; ".join(bad) or "none")
-        lines.append("| " + " | ".join(cells) + " |")
-    return ("\n## Published figures beside ours\n\nPaper / target here / ours on the test set "
-            "(mean ± std over the finished seeds; ✓ = mean meets the target).\n\n" + "\n".join(lines) + "\n")
+        table.append(cells)
+    doc.h(2, "Published figures beside ours")
+    doc.p("Paper / target here / ours on the test set (mean ± std over the finished seeds; ✓ = mean meets the target).")
+    doc.table(head, table, align="l" * len(head))

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from bench.schema import fmt_value
-from bench.store import Store
-from reports import plots, stats
+from bench.store import Store, write_atomic
+from reports import plots, stats, wandb_io
 from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, group, implementation_label,
                              parse_reference, store_runs)
 from reports.doc import Doc
@@ -138,8 +138,6 @@ def collect(store, sweeps: list[str], from_wandb: Optional[str] = None):
     store = as_store(store)
     runs = []
     if from_wandb:
-        from reports import wandb_io
-
         local = [s for s in sweeps if s in store.sweeps()] if sweeps else []
         if local or not sweeps:
             try:
@@ -227,26 +225,8 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         doc.img(str(path.relative_to(root)), caption)
 
 
-def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, reference: list[str] = (),
-                 from_wandb: Optional[str] = None, publish: Optional[str] = None) -> Path:
-    """Write report.md, report.html (self-contained) and figures/*.png into out_dir; returns the
-    Markdown path. `reference`: KEY=VALUE items naming the reference variant for Welch tests.
-    `publish`: None = local only; a string (ENTITY/PROJECT or "") = also save a W&B Report."""
-    store = as_store(store)
-    sweeps = list(sweeps or [])
-    ref = parse_reference(list(reference))
-    if publish is not None:
-        from reports import wandb_io
-
-        wandb_io.check_publish()
-    groups = collect(store, sweeps, from_wandb)
-    out = Path(out_dir)
-    figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    for old in figdir.glob("*.png"):  # a rebuilt report never shows stale figures
-        old.unlink()
-
-    runs = [r for g in groups for r in g.runs]
+def head_doc(store: Store, sweeps: list[str], from_wandb: Optional[str], runs: list, ref: Optional[dict]) -> tuple[str, Doc]:
+    """(title, the report's opening: title, provenance, how to read the statistics)."""
     title = f"rnnbench report: {', '.join(sweeps)}" if sweeps else f"rnnbench report: all runs in {store.root}"
     head = Doc()
     head.h(1, title)
@@ -275,13 +255,11 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
                      f"(`{' '.join(f'{k}={fmt_value(v, 6)}' for k, v in ref.items())}`); n/a when either side has "
                      "fewer than 2 seeds. p (Holm): Holm–Bonferroni adjusted over the variants of the task.")
     head.ul(notes)
+    return title, head
 
-    sections = []
-    for g in groups:
-        d = Doc()
-        task_section(g, d, figdir, out, ref)
-        sections.append((g, d))
 
+def solved_doc(groups: list[TaskGroup], figdir: Path, out: Path) -> Doc:
+    """Long-dependency families: seeds solved / finished per variant and T, table and figure."""
     solved = Doc()
     fams = long_families(groups)
     for key, gs in fams.items():
@@ -314,7 +292,10 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
         p = plots.solved_vs_T(fam, points, figdir / f"solved-{slug(fam)}-{gs[0].key[:6]}.png")
         if p:
             solved.img(str(p.relative_to(out)), f"{fam}: fraction of finished seeds that solved the task vs T")
+    return solved
 
+
+def appendix_doc(groups: list[TaskGroup]) -> Doc:
     appendix = Doc()
     appendix.h(2, "Appendix: every run")
     arows = []
@@ -329,19 +310,40 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
                               (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
                     "implementation", "commit", "error"], arows, "llrllrrrlll")
+    return appendix
 
+
+def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, reference: list[str] = (),
+                 from_wandb: Optional[str] = None, publish: Optional[str] = None) -> Path:
+    """Write report.md, report.html (self-contained) and figures/*.png into out_dir; returns the
+    Markdown path. `reference`: KEY=VALUE items naming the reference variant for Welch tests.
+    `publish`: None = local only; a string (ENTITY/PROJECT or "") = also save a W&B Report."""
+    store = as_store(store)
+    sweeps = list(sweeps or [])
+    ref = parse_reference(list(reference))
+    if publish is not None:
+        wandb_io.check_publish()
+    groups = collect(store, sweeps, from_wandb)
+    out = Path(out_dir)
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    for old in figdir.glob("*.png"):  # a rebuilt report never shows stale figures
+        old.unlink()
+
+    title, head = head_doc(store, sweeps, from_wandb, [r for g in groups for r in g.runs], ref)
+    sections = []
+    for g in groups:
+        d = Doc()
+        task_section(g, d, figdir, out, ref)
+        sections.append((g, d))
     doc = Doc()
-    for part in [head] + [d for _, d in sections] + [solved, appendix]:
+    for part in [head] + [d for _, d in sections] + [solved_doc(groups, figdir, out), appendix_doc(groups)]:
         doc.blocks += part.blocks
     md = out / "report.md"
-    from bench.store import write_atomic
-
     write_atomic(md, doc.markdown())
     write_atomic(out / "report.html", doc.html(out, title))
 
     if publish is not None:
-        from reports import wandb_io
-
         secs = [(f"Task: {g.title}", d.markdown(), [r.hash for r in g.runs if r.result and r.result.get("wandb_id")],
                  g.primary) for g, d in sections]
         secs.insert(0, ("Summary", head.markdown(), [], ""))

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from scipy import stats
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -41,7 +43,6 @@ def t_ci(xs: Sequence[float], level: float = 0.95) -> tuple[Optional[float], Opt
     n = len(xs)
     if n < 2:
         return None, None
-    from scipy import stats
 
     m, s = mean(xs), std(xs)
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * s / math.sqrt(n)
@@ -61,7 +62,6 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
         return None
     if std(a) == 0 and std(b) == 0:
         return None
-    from scipy import stats
 
     p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
     return None if math.isnan(p) else p

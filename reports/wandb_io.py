@@ -12,13 +12,14 @@ import math
 import os
 from typing import Optional
 
+from bench.config import resolve
 from bench.schema import ConfigError
+from bench.tracking import default_mode
+from bench.train import reproduce_command
 from reports.collect import Run
 
 
 def _online(flag: str) -> None:
-    from bench.tracking import default_mode
-
     mode = default_mode()
     if mode == "online":
         return
@@ -47,7 +48,7 @@ def fetch_runs(path: str, sweeps: list[str], known: set[str] = frozenset()) -> l
     _online("--from-wandb")
     entity, project = _split_path(path, "--from-wandb")
     try:
-        import wandb
+        import wandb  # optional at report time: only --from-wandb and --publish talk to W&B
 
         api = wandb.Api(timeout=30)
         full = f"{entity or api.default_entity}/{project}"
@@ -61,9 +62,6 @@ def fetch_runs(path: str, sweeps: list[str], known: set[str] = frozenset()) -> l
 
 
 def _to_run(r) -> Run:
-    from bench.config import resolve
-    from bench.train import reproduce_command
-
     config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
     summary = dict(r.summary)
     metrics = {k: float(v) for k, v in summary.items()
@@ -114,12 +112,13 @@ def publish(path: Optional[str], title: str, sections: list[tuple[str, str, list
     """Save a W&B Report; sections are (heading, markdown, run ids, primary metric).
     Returns the report URL."""
     check_publish()
-    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.reports.v2 as wr  # optional dependency (pip install wandb-workspaces)
+
 
     entity, project = _split_path(path or "rnnbench", "--publish")
     try:
         if entity is None:
-            import wandb
+            import wandb  # optional at report time, as above
 
             entity = wandb.Api().default_entity
         blocks = [wr.TableOfContents()]

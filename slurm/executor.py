@@ -2,7 +2,7 @@
 
     submit(name, cfgs, store_root, slurm_overrides, wandb_mode) -> job ids
     resubmit_failed(name, store_root, slurm_overrides, wandb_mode) -> job ids
-    job_states(store, hashes) -> {hash: state}   (for `rnnbench status`)
+    job_states(store, hashes) -> {hash: state}   (slurm/states.py, for `rnnbench status`)
 
 Every run is one array task running `slurm.job.RunJob` -> `bench.train.run` on the node, so the
 results land in the same store as local runs (the store must be on a file system the nodes
@@ -28,17 +28,13 @@ from typing import Any, Optional
 
 import yaml
 
-from bench.config import parse_overrides
+from bench.config import from_resolved, parse_overrides
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
+from slurm.job import RunJob  # pickled by submitit by reference
+from slurm.states import job_states, run_command, slurm_info
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
-
-# SLURM job states (lower-case) after which the job will not run again by itself
-ENDED = {"completed", "failed", "timeout", "cancelled", "node_fail", "preempted", "out_of_memory",
-         "boot_fail", "deadline", "revoked", "special_exit", "unknown"}
-ALIVE = {"pending", "requeued", "running", "completing", "configuring", "suspended", "resizing",
-         "requeue_fed", "requeue_hold", "stopped", "signaling", "stage_out"}
 
 _TYPES: dict[str, tuple] = {
     "partition": (str, type(None)), "time": (int,), "cpus_per_task": (int,), "mem_gb": (int, float, type(None)),
@@ -109,10 +105,6 @@ def _set(opts: dict, key: str, value: Any, where: str) -> None:
 # ---------------------------------------------------------------- cluster checks
 
 
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def _first_error(text: str) -> str:
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     errors = [l for l in lines if "error" in l.lower()]
@@ -126,7 +118,7 @@ def partitions() -> list[str]:
     if shutil.which("sinfo") is None:
         raise SlurmError("slurm: sinfo not found; is this a SLURM login node? (locally: slurm/local_cluster.sh up)")
     try:
-        out = _run(["sinfo", "-h", "-o", "%R"])
+        out = run_command(["sinfo", "-h", "-o", "%R"])
     except subprocess.TimeoutExpired:
         raise SlurmError("slurm: sinfo timed out; the SLURM controller does not answer") from None
     if out.returncode != 0:
@@ -166,7 +158,7 @@ def _resources(cfg) -> tuple[int, int, bool]:
 
 
 def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
-    import submitit
+    import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
     devices, nodes, gpu = resources
     gpus = opts["gpus_per_run"] or (devices if gpu else 0)
@@ -197,7 +189,7 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
 def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,
             project: str) -> list[str]:
     """Submit `cfgs` (already filtered) as arrays grouped by resources; write the store records."""
-    import submitit
+    import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
     store = Store(store_root)
     root_existed = store.root.exists()
@@ -246,21 +238,11 @@ def _record(store: Store, name: str, submitted: list) -> None:
         d = store.run_dir(cfg.hash)
         if not (d / "config.yaml").is_file():
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        info = _slurm_info(store, cfg.hash) or {"jobs": []}
+        info = slurm_info(store, cfg.hash) or {"jobs": []}
         info["jobs"].append({"job_id": str(job), "sweep": name, "submitted_at": now})
         info["job_id"] = str(job)
         write_json(d / "slurm.json", info)
     store.record_sweep(name, [c.hash for c, _ in submitted])
-
-
-def _slurm_info(store: Store, h: str) -> Optional[dict]:
-    import json
-
-    path = store.run_dir(h) / "slurm.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
@@ -299,8 +281,6 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
                     project: str = "rnnbench") -> list[str]:
     """Submit again, alone, the runs of sweep `name` that failed (their SLURM job timed out, was
     cancelled or crashed, or their result says failed). They resume from their checkpoints."""
-    from bench.config import from_resolved
-
     opts = load_options(slurm_overrides)
     preflight(opts)
     store = Store(store_root)
@@ -310,97 +290,3 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
     if not todo:
         return []
     return _submit(name, todo, store_root, opts, wandb_mode, True, project)
-
-
-# ---------------------------------------------------------------- states
-
-
-def _scontrol_jobs() -> Optional[dict[str, dict]]:
-    """Every job the controller still knows (finished ones for MinJobAge), keyed by
-    `<array>_<task>` and by plain job id; pending array ranges are expanded. None: no controller."""
-    try:
-        out = _run(["scontrol", "show", "job", "-o"], timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    jobs: dict[str, dict] = {}
-    for line in out.stdout.splitlines():
-        rec = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        if "JobId" not in rec:
-            continue
-        state = {"state": rec.get("JobState", "UNKNOWN").lower(), "reason": rec.get("Reason", ""),
-                 "restarts": int(rec.get("Restarts", "0") or 0)}
-        jobs[rec["JobId"]] = state
-        array, task = rec.get("ArrayJobId"), rec.get("ArrayTaskId")
-        if array and task:
-            for t in _expand(task.split("%")[0]):
-                jobs[f"{array}_{t}"] = state
-    return jobs
-
-
-def _expand(spec: str) -> list[str]:
-    out = []
-    for part in spec.split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
-        if not m:
-            continue
-        lo, hi, step = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
-        out += [str(i) for i in range(lo, hi + 1, step)]
-    return out
-
-
-def _sacct(ids: list[str]) -> dict[str, str]:
-    if not ids or shutil.which("sacct") is None:
-        return {}
-    try:
-        out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)], timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if out.returncode != 0:
-        return {}
-    states = {}
-    for line in out.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.split("|", 1)
-            states[jid.strip()] = state.split()[0].lower() if state.strip() else "unknown"
-    return states
-
-
-def job_states(store, hashes: list[str]) -> dict[str, str]:
-    """SLURM-side state of the unfinished runs among `hashes` that were submitted to SLURM:
-    `pending` (queued), `requeued` (queued again after a requeue), `running`, or
-    `failed:<slurm state>` (e.g. `failed:timeout`, `failed:cancelled`) when the job ended without
-    a finished result; such runs are what `resubmit_failed` submits again. Runs with a result, or
-    never submitted to SLURM, are left out (their store status stands)."""
-    store = store if isinstance(store, Store) else Store(store)
-    wanted = {}
-    for h in hashes:
-        info = _slurm_info(store, h)
-        if info and info.get("job_id") and store.result(h) is None:
-            wanted[h] = str(info["job_id"])
-    if not wanted:
-        return {}
-    known = _scontrol_jobs()
-    if known is None:  # no controller answers (e.g. the store was copied off the cluster)
-        return {}
-    missing = [j for j in wanted.values() if j not in known]
-    acct = _sacct(missing)
-    states = {}
-    for h, job in wanted.items():
-        rec = known.get(job)
-        state = rec["state"] if rec else acct.get(job, "unknown")
-        if state == "pending" and rec and (rec["restarts"] > 0 or rec["reason"] == "BeginTime"):
-            state = "requeued"
-        if state in ("pending", "requeued", "running"):
-            states[h] = state
-        elif state in ALIVE:
-            states[h] = "running" if state in ("completing", "configuring") else "pending"
-        elif store.running(h):
-            states[h] = "running"
-        else:
-            states[h] = f"failed:{'no-result' if state == 'completed' else state}"
-    return states
-
-
-from slurm.job import RunJob  # noqa: E402  (pickled by submitit by reference)

@@ -28,7 +28,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Optional
+
+import torch
+
+from bench.config import resolve
+from bench.store import Store
+from bench.train import run
+from tasks.base import TaskModule
 
 log = logging.getLogger("rnnbench.slurm")
 
@@ -123,13 +131,8 @@ class RunJob:
         pre.install()
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
         try:
-            import torch
-
             if threads:
                 torch.set_num_threads(threads)
-            from bench.config import resolve
-            from bench.train import run
-
             cfg = resolve(self.cfg)
             expected = getattr(self, "hash", None)   # (absent in jobs pickled by older code)
             if expected and cfg.hash != expected:  # the code changed between submit and start
@@ -166,7 +169,6 @@ class RunJob:
 def _forget_result(store_root: str, h: Optional[str]) -> None:
     if not h:
         return
-    from bench.store import Store
 
     path = Store(store_root).run_dir(h) / "result.json"
     try:
@@ -179,11 +181,7 @@ def _forget_result(store_root: str, h: Optional[str]) -> None:
 def _slow_down(seconds: float) -> None:
     """Test aid: sleep after every training batch (so a test can interrupt a tiny run mid-way).
     Numbers are unaffected; only wall time grows."""
-    from tasks.base import TaskModule
-
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        import time
-
         time.sleep(seconds)
 
     TaskModule.on_train_batch_end = on_train_batch_end

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import lightning as L
 import torch
@@ -55,6 +55,7 @@ class Task:
     datamodule and module for one resolved run config."""
 
     Config: type
+    Data: Optional[type] = None        # datamodule class made (once) by `datamodule()`
     primary: str = "test/loss"         # metric the reports and leaderboards rank by
     mode: str = "min"                  # "min" or "max" for `primary`
     long_dependency: bool = False      # reports draw solved-vs-T for these
@@ -62,9 +63,18 @@ class Task:
     def __init__(self, run_cfg):
         self.run = run_cfg
         self.cfg = run_cfg.task
+        self._dm: Optional[L.LightningDataModule] = None
 
     def datamodule(self) -> L.LightningDataModule:
-        raise NotImplementedError
+        """The run's datamodule, made once (module(), baseline() and pretrained() share it)."""
+        if self._dm is None:
+            self._dm = self.make_datamodule()
+        return self._dm
+
+    def make_datamodule(self) -> L.LightningDataModule:
+        if self.Data is None:
+            raise NotImplementedError
+        return self.Data(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
 
     def module(self, datamodule: L.LightningDataModule) -> L.LightningModule:
         raise NotImplementedError
@@ -83,9 +93,26 @@ class Task:
         return None
 
 
+# The one optimizer registry: `optim.name` -> torch optimizer from the parameters and the `optim`
+# section (its choices in bench/config.py come from here; a new optimizer is one line).
+# foreach (Adam, RMSprop): one multi-tensor op per update term instead of one per parameter; on
+# CPU the same kernels per tensor, so the same numbers, with less per-step overhead
+OPTIMIZERS: dict[str, Callable] = {
+    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, foreach=True),
+    "rmsprop": lambda params, o: torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
+                                                     weight_decay=o.weight_decay, foreach=True),
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+    "adagrad": lambda params, o: torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay),  # Socher 2013, Tai 2015
+}
+
+
 class TaskModule(L.LightningModule):
     """Optimizer from the `optim` section, divergence check, and RNG state in checkpoints
-    (so a resumed run continues with the same dropout masks as an uninterrupted one)."""
+    (so a resumed run continues with the same dropout masks as an uninterrupted one).
+
+    Evaluation: a family implements `eval_step(batch, split)` ("val" or "test"), and, when its
+    metrics are sums over the whole split, `eval_start(split)` / `eval_end(split)`; what a loaded
+    module needs besides its weights (vocabularies, carried state) comes from `checkpoint_extras()`."""
 
     def __init__(self, run_cfg):
         super().__init__()
@@ -94,18 +121,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.run_cfg.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        # foreach: one multi-tensor op per update term instead of one per parameter; on CPU
-        # the same kernels per tensor, so the same numbers, with less per-step overhead
-        if o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, foreach=True)
-        elif o.name == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
-                                      weight_decay=o.weight_decay, foreach=True)
-        elif o.name == "adagrad":  # Socher et al. 2013, Tai et al. 2015
-            opt = torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = OPTIMIZERS[o.name]([p for p in self.parameters() if p.requires_grad], o)
         if o.lr_decay is not None:
             start, gamma = o.lr_decay_start, o.lr_decay
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: gamma ** max(0, epoch - start + 1))
@@ -130,10 +146,44 @@ class TaskModule(L.LightningModule):
         if self.run_cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
             raise Diverged(self.global_step, float(loss.detach().float().mean()))
 
+    # -- evaluation hooks
+    def eval_start(self, split: str) -> None:
+        """Before a validation or test epoch (reset split-level sums)."""
+
+    def eval_step(self, batch, split: str) -> None:
+        raise NotImplementedError
+
+    def eval_end(self, split: str) -> None:
+        """After a validation or test epoch (log split-level metrics)."""
+
+    def on_validation_epoch_start(self):
+        self.eval_start("val")
+
+    def on_test_epoch_start(self):
+        self.eval_start("test")
+
+    def validation_step(self, batch, batch_idx):
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.eval_step(batch, "test")
+
+    def on_validation_epoch_end(self):
+        self.eval_end("val")
+
+    def on_test_epoch_end(self):
+        self.eval_end("test")
+
+    # -- checkpoints
+    def checkpoint_extras(self) -> dict:
+        """Entries saved into every checkpoint beside the weights; default none."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["rng_cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint.update(self.checkpoint_extras())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_torch" in checkpoint:

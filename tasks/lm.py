@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bench.schema import ConfigError, opt
+from models.recurrent import Recurrent
 from tasks import text
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 
@@ -250,7 +251,6 @@ class LMModule(TaskModule):
 
     def __init__(self, run_cfg, vocab_tokens: list[str]):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, t = run_cfg.model, run_cfg.task
         if m.bidirectional:
@@ -315,17 +315,11 @@ class LMModule(TaskModule):
         return loss
 
     # -- evaluation: exact per-token averages over the whole split
-    def _eval_start(self):
+    def eval_start(self, split):
         self._eval_carry = None
         self._sums = {"nats": 0.0, "n": 0.0, "chars": 0.0}
 
-    def on_validation_epoch_start(self):
-        self._eval_start()
-
-    def on_test_epoch_start(self):
-        self._eval_start()
-
-    def _eval_step(self, batch):
+    def eval_step(self, batch, split):
         if batch["reset"]:
             self._eval_carry = None
         emb = self.drop(self.embed(batch["x"]))
@@ -336,13 +330,7 @@ class LMModule(TaskModule):
         self._sums["n"] += y.numel()
         self._sums["chars"] += self.chars[y].sum().item()
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def _eval_end(self, split):
+    def eval_end(self, split):
         s = self._sums
         if not s or s["n"] == 0:
             return
@@ -355,19 +343,13 @@ class LMModule(TaskModule):
         self.log(f"{split}/ppl", math.exp(min(loss, 50.0)), prog_bar=split == "val")
         self.log(f"{split}/bpc", nats / math.log(2) / max(chars, 1.0))
 
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["vocab"] = {"itos": list(self.vocab_tokens), "unk": UNK, "pad": None}
+    def checkpoint_extras(self) -> dict:
+        out = {"vocab": {"itos": list(self.vocab_tokens), "unk": UNK, "pad": None}}
         if self._carry is not None:  # every rank's state (rank 0 alone writes the file)
             world = self.trainer.world_size if self._trainer is not None else 1
             states = [self.all_gather(s) if world > 1 else s[None] for s in self._carry]
-            checkpoint["lm_carry"] = {"world": world, "states": [s.cpu() for s in states]}
+            out["lm_carry"] = {"world": world, "states": [s.cpu() for s in states]}
+        return out
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -388,12 +370,9 @@ class LMTask(Task):
     def __init__(self, run_cfg):
         super().__init__(run_cfg)
         self.primary = f"test/{self.cfg.metric}"
-        self._dm: Optional[LMData] = None
 
-    def datamodule(self) -> LMData:
-        if self._dm is None:
-            self._dm = LMData(self.cfg)
-        return self._dm
+    def make_datamodule(self) -> LMData:
+        return LMData(self.cfg)
 
     def module(self, datamodule=None) -> LMModule:
         dm = datamodule or self.datamodule()

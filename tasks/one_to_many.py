@@ -159,15 +159,9 @@ class OneToManyModule(TaskModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         v, y = batch
         loss = F.cross_entropy(self(v, y).flatten(0, 1), y.flatten())
         hit = self.generate(v) == y
         for k, val in (("loss", loss), ("acc", hit.float().mean()), ("seq_acc", hit.all(1).float().mean())):
             self.log(f"{split}/{k}", val, on_epoch=True, batch_size=len(y), sync_dist=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")

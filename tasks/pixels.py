@@ -20,8 +20,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
+import datasets
 import lightning as L
 import numpy as np
+import sklearn.datasets
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,12 +58,9 @@ class PixelConfig:
 
 def load_images(cfg):
     """`datasets.DatasetDict` train/validation/test with columns pixels (flat list) and label (int)."""
-    import datasets
-
     if cfg.dataset.startswith("sklearn:"):
         if cfg.dataset not in SKLEARN:
             raise ConfigError(f"task.dataset: invalid value {cfg.dataset!r}; allowed: {', '.join(SKLEARN)} or a hub id")
-        import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, SKLEARN[cfg.dataset])()
         full = datasets.Dataset.from_dict({"pixels": bunch.data.tolist(), "label": bunch.target.tolist()})
@@ -162,34 +161,20 @@ class PixelModule(TaskModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         x, y = batch
         logits = self(x)
         self.log(f"{split}/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log(f"{split}/acc", (logits.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=len(y),
                  sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class PixelTask(Task):
     Config = PixelConfig
+    Data = PixelData
     primary = "test/acc"
     mode = "max"
     long_dependency = False
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> PixelData:
-        if self._dm is None:
-            self._dm = PixelData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> PixelModule:
         dm = datamodule or self.datamodule()

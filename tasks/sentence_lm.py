@@ -133,27 +133,15 @@ class SentenceLMModule(TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(mask.sum()))
         return loss
 
-    def _eval_start(self):
+    def eval_start(self, split):
         self._sums = {"nats": 0.0, "n": 0.0}
 
-    def on_validation_epoch_start(self):
-        self._eval_start()
-
-    def on_test_epoch_start(self):
-        self._eval_start()
-
-    def _eval_step(self, batch):
+    def eval_step(self, batch, split):
         nats, mask = self.token_nats(*batch)
         self._sums["nats"] += float(nats.sum())
         self._sums["n"] += float(mask.sum())
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def _eval_end(self, split):
+    def eval_end(self, split):
         if not self._sums or self._sums["n"] == 0:
             return
         t = torch.tensor([self._sums["nats"], self._sums["n"]], dtype=torch.float64, device=self.device)
@@ -163,26 +151,12 @@ class SentenceLMModule(TaskModule):
         self.log(f"{split}/loss", loss, prog_bar=True)
         self.log(f"{split}/ppl", math.exp(min(loss, 50.0)), prog_bar=split == "val")
 
-    def on_validation_epoch_end(self):
-        self._eval_end("val")
-
-    def on_test_epoch_end(self):
-        self._eval_end("test")
-
 
 class SentenceLMTask(Task):
     Config = SentenceLMConfig
+    Data = SentenceData
     primary = "test/ppl"
     mode = "min"
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> SentenceData:
-        if self._dm is None:
-            self._dm = SentenceData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> SentenceLMModule:
         dm = datamodule or self.datamodule()

@@ -1,5 +1,5 @@
 """Sentiment classification (many-to-one): SST-2 sentence level, IMDB, or any data set with a
-text column and a label column (hub id or local files, by config only; see tasks/text.py).
+text column and a label column (hub id or local files, by config only; see tasks/text/).
 
 Embedding -> models.recurrent.Recurrent (with `lengths`, so padding changes nothing) -> sequence
 summary (default: the last valid state, both directions when bidirectional) -> linear.
@@ -17,6 +17,7 @@ import torchmetrics
 from torch import nn
 
 from bench.schema import opt
+from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
 from tasks.text import (LabelsConfig, TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
                         column_list, handle_unseen, lengths_to_mask, pad, token_column)
@@ -86,7 +87,6 @@ def _metrics(num_classes: int) -> dict:
 class SentimentModule(TaskModule):
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_classes: int):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, c = run_cfg.model, run_cfg.task
         self.num_classes = num_classes
@@ -112,7 +112,7 @@ class SentimentModule(TaskModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         ids, lengths, y = batch
         logits = self(ids, lengths)
         loss = F.cross_entropy(logits, y)
@@ -123,26 +123,12 @@ class SentimentModule(TaskModule):
             m.update(pred, y)
             self.log(f"{split}/{k}", m, on_epoch=True, batch_size=len(y))
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class SentimentTask(WordVectorsTask, Task):
     Config = SentimentConfig
+    Data = SentimentData
     primary = "test/acc"
     mode = "max"
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> SentimentData:
-        if self._dm is None:
-            self._dm = SentimentData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> SentimentModule:
         dm = datamodule or self.datamodule()

@@ -120,11 +120,8 @@ class SequenceModule(TaskModule):
         self.check_finite(loss)
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    def eval_step(self, batch, split):
+        self._step(batch, split)
 
 
 class SyntheticTask(Task):

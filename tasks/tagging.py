@@ -1,6 +1,6 @@
 """Sequence tagging (many-to-many; usually bidirectional): UD English EWT UPOS (token accuracy),
 CoNLL-2003 NER in IOB2 (entity-level span F1, seqeval/conlleval rules), or any data set with a
-token-list column and a tag-list column (hub id or local files, by config only; tasks/text.py).
+token-list column and a tag-list column (hub id or local files, by config only; tasks/text/).
 
 Word embedding (+ optional character CNN per word) -> models.recurrent.Recurrent (with `lengths`)
 -> linear per step. Loss and metrics skip padded steps (ignore index -100).
@@ -16,9 +16,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from seqeval.metrics import f1_score
+from seqeval.metrics.sequence_labeling import get_entities
 from torch import nn
 
-from bench.schema import opt
+from bench.schema import ConfigError, opt
+from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
 from tasks.text import (LabelsConfig, TextDataConfig, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
                         char_vocab, column_list, handle_unseen, pad, token_column)
@@ -58,7 +61,6 @@ class TaggingConfig(WordVectorsConfig, LabelsConfig):
     def check(self, path: str) -> None:
         super().check(path)
         if self.max_len is not None:
-            from bench.schema import ConfigError
             raise ConfigError(f"{path}max_len: tagging keeps whole sentences; allowed: null")
 
 
@@ -165,8 +167,6 @@ class CharCNN(nn.Module):
 
 
 def span_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
-    from seqeval.metrics import f1_score
-
     return float(f1_score(gold, pred)) if gold else 0.0
 
 
@@ -183,8 +183,6 @@ class SpanF1(torchmetrics.Metric):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, gold: torch.Tensor, lengths: torch.Tensor) -> None:
-        from seqeval.metrics.sequence_labeling import get_entities
-
         for p, g, n in zip(pred.tolist(), gold.tolist(), lengths.tolist()):
             ps = set(get_entities([self.tag_names[t] for t in p[:n]]))
             gs = set(get_entities([self.tag_names[t] for t in g[:n]]))
@@ -200,7 +198,6 @@ class SpanF1(torchmetrics.Metric):
 class TaggingModule(TaskModule):
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, tags: Vocab, n_chars: int = 0):
         super().__init__(run_cfg)
-        from models.recurrent import Recurrent
 
         m, c = run_cfg.model, run_cfg.task
         self.tag_names = list(tags.itos)
@@ -231,7 +228,7 @@ class TaggingModule(TaskModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         logits = self(batch)
         y = batch["tags"]
         n = int((y != IGNORE).sum())
@@ -244,27 +241,16 @@ class TaggingModule(TaskModule):
             self.f1[split].update(pred, y, batch["lengths"])
             self.log(f"{split}/f1", self.f1[split], on_epoch=True, batch_size=n)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class TaggingTask(WordVectorsTask, Task):
     Config = TaggingConfig
+    Data = TaggingData
     primary = "test/acc"
     mode = "max"
 
     def __init__(self, run_cfg):
         super().__init__(run_cfg)
-        self._dm = None
         self.primary = "test/f1" if self.cfg.metric == "span_f1" else "test/acc"
-
-    def datamodule(self) -> TaggingData:
-        if self._dm is None:
-            self._dm = TaggingData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> TaggingModule:
         dm = datamodule or self.datamodule()

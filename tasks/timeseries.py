@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -85,8 +86,6 @@ class TimeSeriesConfig:
 
 def load_table(cfg, path: str = "task."):
     """The series as a `datasets.Dataset` (local CSV or hub) and where it came from."""
-    import datasets
-
     root = local_root(cfg)
     if root is not None:
         files = resolve_files(cfg, root, path)["train"]
@@ -258,7 +257,7 @@ class ForecastModule(TaskModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         x, y = batch
         pred = self(x)
         self.log(f"{split}/loss", F.mse_loss(pred, y), on_epoch=True, batch_size=len(y), sync_dist=True)
@@ -266,26 +265,12 @@ class ForecastModule(TaskModule):
         self.log(f"{split}/mse", err.pow(2).mean(), on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log(f"{split}/mae", err.abs().mean(), on_epoch=True, batch_size=len(y), sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
-
 
 class TimeSeriesTask(Task):
     Config = TimeSeriesConfig
+    Data = SeriesData
     primary = "test/mse"
     mode = "min"
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm = None
-
-    def datamodule(self) -> SeriesData:
-        if self._dm is None:
-            self._dm = SeriesData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> ForecastModule:
         dm = datamodule or self.datamodule()

@@ -28,13 +28,16 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import sacrebleu
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.schema import opt
+from models.recurrent import Recurrent
 from tasks import text
 from tasks.base import Task, TaskModule
+from tasks.decoding import beam_decode, greedy_decode
 
 PAD, UNK, BOS, EOS = text.PAD, text.UNK, text.BOS, text.EOS
 
@@ -50,7 +53,7 @@ def parse_parallel(files: Sequence[str], columns: Optional[Sequence[str]] = None
     columns = list(columns or ("src", "tgt"))
     if len(files) != 2 or len(columns) != 2:
         raise ValueError(f"{', '.join(files)} line 1: malformed; expected {PARALLEL_HELP}")
-    with text._open(files[0], encoding) as fs, text._open(files[1], encoding) as ft:
+    with text.open_text(files[0], encoding) as fs, text.open_text(files[1], encoding) as ft:
         i = 0
         while True:
             try:
@@ -112,8 +115,6 @@ def detokenize(tokens: Sequence[str]) -> str:
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str], lowercase: bool = True) -> float:
-    import sacrebleu
-
     return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], lowercase=lowercase).score)
 
 
@@ -196,7 +197,6 @@ class AdditiveAttention(nn.Module):
 class Seq2Seq(nn.Module):
     def __init__(self, model_cfg, task_cfg, src_vocab: int, tgt_vocab: int, pad_src: int, pad_tgt: int):
         super().__init__()
-        from models.recurrent import Recurrent
 
         m, t = model_cfg, task_cfg
         E = m.embedding_size
@@ -264,131 +264,6 @@ class Seq2Seq(nn.Module):
         return torch.stack(logits, 1)
 
 
-def _expand_state(state, k):
-    return tuple(s.repeat_interleave(k, dim=1) for s in state)
-
-
-def _select_state(state, idx):
-    return tuple(s.index_select(1, idx) for s in state)
-
-
-def _norm(score: float, length: int, alpha: float) -> float:
-    return score / (max(length, 1) ** alpha) if alpha else score
-
-
-@torch.no_grad()
-def greedy_decode(model: Seq2Seq, src, src_len, bos: int, eos: int, max_len: int):
-    """-> list of token-id lists (without <bos>; ending at <eos> when produced) and their raw
-    log-probabilities."""
-    enc, state = model.encode(src, src_len)
-    B = src.size(0)
-    y = torch.full((B,), bos, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    toks, lps, alive = [], [], []
-    for _ in range(max_len):
-        lg, state = model.step(y, state, enc)
-        logp = F.log_softmax(lg.float(), -1)
-        y = logp.argmax(-1)
-        alive.append(~done)
-        toks.append(y)
-        lps.append(logp.gather(1, y[:, None]).squeeze(1).double())
-        done = done | (y == eos)
-        if bool(done.all()):
-            break
-    alive_t = torch.stack(alive, 1).cpu()
-    toks_t = torch.stack(toks, 1).cpu()
-    scores = (torch.stack(lps, 1).cpu() * alive_t).sum(1)
-    seqs = [toks_t[b][alive_t[b]].tolist() for b in range(B)]
-    return seqs, scores.tolist()
-
-
-@torch.no_grad()
-def beam_decode(model: Seq2Seq, src, src_len, bos: int, eos: int, max_len: int, beam: int,
-                alpha: float = 1.0):
-    """Batched beam search. Each sentence keeps `beam` live prefixes; a candidate ending in
-    <eos> is set aside as finished; a sentence stops when it has `beam` finished hypotheses (or at
-    max_len, where the live prefixes count as finished). Returns the best by score / len^alpha,
-    compared with the greedy hypothesis under the same score (the better one is returned)."""
-    if beam == 1:
-        return greedy_decode(model, src, src_len, bos, eos, max_len)
-    enc, state = model.encode(src, src_len)
-    B, K, dev = src.size(0), beam, src.device
-    enc = {k: (v.repeat_interleave(K, 0) if v is not None else None) for k, v in enc.items()}
-    state = _expand_state(state, K)
-    scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
-    scores[:, 0] = 0.0
-    prefixes = [[[] for _ in range(K)] for _ in range(B)]
-    finished = [[] for _ in range(B)]          # (normalised, raw, tokens)
-    active = [True] * B
-    y = torch.full((B * K,), bos, dtype=torch.long, device=dev)
-    for t in range(max_len):
-        lg, state = model.step(y, state, enc)
-        logp = F.log_softmax(lg.float(), -1).double().cpu().view(B, K, -1)
-        V = logp.size(-1)
-        cand = (scores.unsqueeze(-1) + logp).view(B, K * V)
-        top_s, top_i = cand.topk(min(2 * K, K * V), dim=1)
-        new_scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
-        src_rows = torch.zeros(B, K, dtype=torch.long)
-        new_tok = torch.full((B, K), eos, dtype=torch.long)
-        new_prefixes = [[[] for _ in range(K)] for _ in range(B)]
-        for b in range(B):
-            if not active[b]:
-                continue
-            n = 0
-            for s, i in zip(top_s[b].tolist(), top_i[b].tolist()):
-                if s == float("-inf"):
-                    break
-                k, tok = divmod(i, V)
-                seq = prefixes[b][k] + [tok]
-                if tok == eos:
-                    finished[b].append((_norm(s, len(seq), alpha), s, seq))
-                    continue
-                if n < K:
-                    new_scores[b, n], src_rows[b, n], new_tok[b, n] = s, k, tok
-                    new_prefixes[b][n] = seq
-                    n += 1
-            if len(finished[b]) >= K:
-                active[b] = False
-        scores, prefixes = new_scores, new_prefixes
-        for b in range(B):
-            if not active[b]:
-                scores[b] = float("-inf")
-        if not any(active):
-            break
-        rows = (torch.arange(B).unsqueeze(1) * K + src_rows).view(-1).to(dev)
-        state = _select_state(state, rows)
-        y = new_tok.view(-1).to(dev)
-    for b in range(B):
-        if active[b]:
-            for k in range(K):
-                s = float(scores[b, k])
-                if s > float("-inf"):
-                    finished[b].append((_norm(s, len(prefixes[b][k]), alpha), s, prefixes[b][k]))
-    g_seqs, g_scores = greedy_decode(model, src, src_len, bos, eos, max_len)
-    seqs, raw = [], []
-    for b in range(B):
-        best = max(finished[b], key=lambda f: f[0]) if finished[b] else (float("-inf"), 0.0, [])
-        g = (_norm(g_scores[b], len(g_seqs[b]), alpha), g_scores[b], g_seqs[b])
-        if g[0] > best[0]:
-            best = g
-        seqs.append(best[2])
-        raw.append(best[1])
-    return seqs, raw
-
-
-@torch.no_grad()
-def sequence_logprob(model: Seq2Seq, src, src_len, hyps: list[list[int]], bos: int, pad: int) -> list[float]:
-    """Raw log-probability of each hypothesis (token ids, ending with <eos> if it has one) under
-    the model, by teacher forcing -- an independent check of the decoders' bookkeeping."""
-    tgt_in, _ = text.pad([[bos] + h[:-1] if h else [bos] for h in hyps], pad)
-    tgt_out, lens = text.pad([h if h else [pad] for h in hyps], pad)
-    logits = model(src, src_len, tgt_in.to(src.device))
-    logp = F.log_softmax(logits.float(), -1).double()
-    lp = logp.gather(2, tgt_out.to(src.device).unsqueeze(-1)).squeeze(-1)
-    mask = text.lengths_to_mask(lens, tgt_out.size(1)).to(src.device)
-    return [(lp[b][mask[b]].sum().item() if hyps[b] else 0.0) for b in range(len(hyps))]
-
-
 class TranslationModule(TaskModule):
     def __init__(self, run_cfg, src_vocab: dict, tgt_vocab: dict):
         super().__init__(run_cfg)
@@ -424,16 +299,10 @@ class TranslationModule(TaskModule):
         toks = [self.tgt_vocab.itos[i] for i in ids if i != self.eos]
         return detokenize(toks)
 
-    def _start(self):
+    def eval_start(self, split):
         self._eval = {"nats": 0.0, "n": 0, "hyps": [], "refs": []}
 
-    def on_validation_epoch_start(self):
-        self._start()
-
-    def on_test_epoch_start(self):
-        self._start()
-
-    def _eval_step(self, batch, split):
+    def eval_step(self, batch, split):
         logits = self.model(batch["src"], batch["src_len"], batch["tgt_in"])
         self._eval["nats"] += float(self._loss(logits, batch["tgt_out"]))
         self._eval["n"] += int((batch["tgt_out"] != self.pad).sum())
@@ -444,13 +313,7 @@ class TranslationModule(TaskModule):
             self._eval["hyps"] += [self.to_text(h) for h in hyps]
             self._eval["refs"] += list(batch["ref"])
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
-    def _end(self, split):
+    def eval_end(self, split):
         e = self._eval
         if not e or e["n"] == 0:
             return
@@ -460,31 +323,15 @@ class TranslationModule(TaskModule):
         if e["hyps"]:
             self.log(f"{split}/bleu", corpus_bleu(e["hyps"], e["refs"]), prog_bar=True)
 
-    def on_validation_epoch_end(self):
-        self._end("val")
-
-    def on_test_epoch_end(self):
-        self._end("test")
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["vocabs"] = {"src": self.src_vocab.to_dict(), "tgt": self.tgt_vocab.to_dict()}
+    def checkpoint_extras(self) -> dict:
+        return {"vocabs": {"src": self.src_vocab.to_dict(), "tgt": self.tgt_vocab.to_dict()}}
 
 
 class TranslationTask(Task):
     Config = TranslationConfig
+    Data = TranslationData
     primary = "test/bleu"
     mode = "max"
-
-    def __init__(self, run_cfg):
-        super().__init__(run_cfg)
-        self._dm: Optional[TranslationData] = None
-
-    def datamodule(self) -> TranslationData:
-        if self._dm is None:
-            self._dm = TranslationData(self.cfg, seed=self.run.seed,
-                                       num_workers=self.run.trainer.num_workers)
-        return self._dm
 
     def module(self, datamodule=None) -> TranslationModule:
         dm = datamodule or self.datamodule()

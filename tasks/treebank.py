@@ -159,13 +159,9 @@ class TreebankTask(WordVectorsTask, Task):
         self.tree = run_cfg.model.cell in TREE_CELLS
         if self.cfg.classes == "binary":
             self.primary = "test/binary_root"
-        self._dm = None
 
-    def datamodule(self) -> TreebankData:
-        if self._dm is None:
-            self._dm = TreebankData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers,
-                                    tree=self.tree)
-        return self._dm
+    def make_datamodule(self) -> TreebankData:
+        return TreebankData(self.cfg, seed=self.run.seed, num_workers=self.run.trainer.num_workers, tree=self.tree)
 
     def module(self, datamodule=None):
         dm = datamodule or self.datamodule()

@@ -108,16 +108,10 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))
         return loss
 
-    def _eval(self, batch, split):
+    def eval_step(self, batch, split):
         root = torch.zeros_like(batch.label, dtype=torch.bool)
         root[batch.root] = True
         self.eval_nodes(self(batch), batch.label, root, split, len(batch.root))
-
-    def validation_step(self, batch, batch_idx):
-        self._eval(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval(batch, "test")
 
 
 class SpanModule(PhraseMetricsMixin, TaskModule):

@@ -37,3 +37,12 @@ def data_dir() -> Path:
 def store(tmp_path) -> Path:
     """A fresh result store for one test."""
     return tmp_path / "results"
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory) -> dict:
+    """The tiny trained sweep of tests/report_sweep.py, shared by the report, leaderboard,
+    gradient-flow and report-CLI tests: {"root", "store", "crashed"}."""
+    import report_sweep  # after the environment above is set (it imports torch)
+
+    return report_sweep.make(tmp_path_factory.mktemp("sweep"))

@@ -1,13 +1,14 @@
 """Published-comparison sweeps expand to the papers' configurations; the claim checker's verdicts."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.sweep import expand
-from reports.papers import AGREES, DISAGREES, INCONCLUSIVE, all_claims, check_claim
+from reports.claims import AGREES, DISAGREES, INCONCLUSIVE, all_claims, check_claim
 
 SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
 NAMES = ["copy", "adding", "greff", "jozefowicz", "orthinit"]
@@ -186,3 +187,45 @@ def test_welch_claim_inconclusive_when_neither_learnt():
     r = check_claim(_welch_claim("not_worse_than_ref"), ref + same)
     assert r["verdict"] == INCONCLUSIVE and "neither" in r["why"]
     assert check_claim(_welch_claim("worse_than_ref"), ref + worse)["verdict"] == INCONCLUSIVE
+
+
+# ---------------------------------------------------------------- the report from a store
+
+
+def _fake_store(root: Path, sweep: str, loss) -> None:
+    """The sweep's configs as finished runs with `loss(cfg)` as test/loss (no training)."""
+    from bench.store import Store, write_json
+
+    store = Store(root)
+    name, cfgs = expand(SWEEPS / f"{sweep}.yaml")
+    for c in cfgs:
+        d = store.run_dir(c.hash)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(c.to_dict()))
+        write_json(d / "result.json", {"status": "done", "metrics": {"test/loss": loss(c)}, "primary": "test/loss",
+                                       "mode": "min", "baseline": {"test/loss": 0.17}, "wall_time_s": 2.0,
+                                       "params": 100, "git_commit": "abc1234"})
+    store.record_sweep(name, [c.hash for c in cfgs])
+
+
+@pytest.mark.parametrize("name", ["jozefowicz", "copy"])
+def test_build_writes_report_and_verdicts(tmp_path, name):
+    from reports.claims import load_claims
+    from reports.papers import build, write_readme
+
+    def loss(c):  # forget bias 1 clearly better than 0 and as good as the GRU; every variant beats the baseline
+        return {0.0: 0.10}.get(c.model.forget_bias, 0.01) + 0.001 * c.seed
+
+    _fake_store(tmp_path / "store", f"paper_{name}_cpu", loss)
+    path = build(load_claims(name), tmp_path / "store", tmp_path / "out")
+    text = path.read_text()
+    for heading in ("## Verdict", "## Results", "## Figures", "## Reduction", "## Cost on this machine"):
+        assert heading in text
+    verdicts = {c["id"]: c["verdict"] for c in json.loads((path.parent / "claims.json").read_text())["claims"]}
+    if name == "jozefowicz":
+        assert verdicts == {"bias1_better_than_bias0": AGREES, "bias1_not_worse_than_gru": AGREES}
+        assert (path.parent / "bars.png").is_file()
+    else:
+        assert (path.parent / "vs_T.png").is_file() and set(verdicts.values()) <= {AGREES, DISAGREES, INCONCLUSIVE}
+    readme = write_readme([load_claims(name)], tmp_path / "store", tmp_path / "out").read_text()
+    assert "## Published comparisons" in readme and f"[report]({name}/report.md)" in readme

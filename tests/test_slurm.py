@@ -250,7 +250,8 @@ def test_interrupted_job_resumes_with_same_metrics(cluster, tmp_path, how):
 def test_time_limit_reported_failed_then_resubmitted(cluster, tmp_path):
     """A job killed by its 1-minute limit (its requeue budget is 0) shows as failed:timeout and
     keeps its checkpoint; resubmit_failed sends that run alone, and it resumes and finishes."""
-    from slurm.executor import job_states, resubmit_failed, submit
+    from slurm.executor import resubmit_failed, submit
+    from slurm.states import job_states
 
     cfg_ok = C.load(None, TINY + ["trainer.max_steps=10", "seed=5"])
     cfg_slow = C.load(None, TINY + ["trainer.max_steps=60", "seed=6"])

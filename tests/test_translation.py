@@ -9,8 +9,8 @@ from bench.config import load
 from bench.inference import translate
 from bench.schema import ConfigError
 from tasks import text
-from tasks.translation import (Seq2Seq, TranslationModule, TranslationTask, beam_decode, corpus_bleu,
-                               detokenize, greedy_decode, sequence_logprob)
+from tasks.decoding import beam_decode, greedy_decode, sequence_logprob
+from tasks.translation import Seq2Seq, TranslationModule, TranslationTask, corpus_bleu, detokenize
 
 warnings.filterwarnings("ignore", message=".*self.trainer.*reference is not registered.*")
 

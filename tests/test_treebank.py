@@ -301,7 +301,7 @@ parameters:
 
 
 def test_bench_trees_compares_level_batching_with_recursion(capsys):
-    from bench import bench_trees
+    from bench.benchmarks import trees as bench_trees
 
     out = bench_trees.main(["--cells", "recnn,treelstm_childsum", "--batch-size", "3", "--batches", "1",
                             "--repeats", "1", "model.hidden_size=4", "model.embedding_size=4"])
@@ -312,7 +312,7 @@ def test_bench_trees_compares_level_batching_with_recursion(capsys):
 
 
 def test_published_table_of_the_paper_report():
-    from reports.papers import load_claims, matches
+    from reports.claims import load_claims, matches
     from reports.published_table import published_table
 
     claims = load_claims("socher")

@@ -119,7 +119,7 @@ class _LSTMScan(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dhs, dhT, dcT, daT):
+    def backward(ctx, dhs, dhT, dcT, daT):  # long function on purpose: hand-written backward (one BPTT loop)
         S, C, A, HC, w_rec, w_ci, w_cf, w_co, mask = ctx.saved_tensors
         spec = ctx.spec
         T, B, GH = A.shape

@@ -13,7 +13,7 @@ Two ways to run the same weights over trees:
   one `compose` call (heights: leaves 0, a node 1 + its highest child). The states live in one
   (N + 1, H) buffer per state tensor; row N stays zero and stands for a missing child.
 * `forward_recursive(tree)` -- plain recursion, one node at a time (the reference the batching is
-  parity-tested against, and the baseline of bench/bench_trees.py).
+  parity-tested against, and the baseline of bench/benchmarks/trees.py).
 
 Both return (N, C) logits, one row per node in the batch's node order (trees concatenated, each in
 post-order). Word vectors start at random (U(-0.1, 0.1)) unless task.embeddings is given.

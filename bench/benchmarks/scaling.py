@@ -1,6 +1,6 @@
 """Time and memory of training (full BPTT) and streaming inference versus sequence length T.
 
-    python -m bench.bench_scaling [--cells lstm,lstm_vanilla] [--T 64,128,256,512,1024] ...
+    python -m bench.benchmarks.scaling [--cells lstm,lstm_vanilla] [--T 64,128,256,512,1024] ...
 
 Per cell and T:
 * train: one forward over the whole (B, T, I) batch + `out.sum().backward()` (full BPTT).
@@ -20,9 +20,7 @@ Fits: least squares line y = a + b*T over the T values, slope b and R^2.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -30,10 +28,10 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from bench.benchmarks.common import add_threads_and_seed, cell_list, median_ms, parser, setup, table
 from bench.schema import build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
-from models.registry import CELLS
 
 
 class PeakMemory(TorchDispatchMode):
@@ -103,62 +101,45 @@ def linfit(xs, ys):
     return b, (1 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.bench_scaling", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cells", default="lstm,lstm_vanilla", help="comma-separated registry cells")
-    ap.add_argument("--impl", default="auto", choices=("auto", "custom"))
-    ap.add_argument("--T", default="64,128,256,512,1024", help="comma-separated sequence lengths")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--input", type=int, default=64, help="input features")
-    ap.add_argument("--chunk", type=int, default=64, help="streaming chunk length")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    Ts = [int(t) for t in args.T.split(",")]
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r}; allowed: {', '.join(CELLS)}")
-    B, I = args.batch, args.input
-    nets = {c: Recurrent(I, build(ModelConfig, {"cell": c, "hidden_size": args.hidden, "impl": args.impl},
-                                  "model.")) for c in cells}
-    xs = {T: torch.randn(B, T, I) for T in Ts}
+def train(net, x):
+    """Full BPTT: one forward over the whole batch, `out.sum().backward()`."""
+    xg = x.requires_grad_(True)
+    out = net(xg)[0]
+    out.sum().backward()
+    xg.grad = None
+    for p in net.parameters():
+        p.grad = None
 
-    def train(net, x):
-        xg = x.requires_grad_(True)
-        out = net(xg)[0]
-        out.sum().backward()
-        xg.grad = None
-        for p in net.parameters():
-            p.grad = None
 
-    def stream(net, x):
-        with torch.no_grad():
-            state = None
-            for s in range(0, x.shape[1], args.chunk):
-                out, state = net(x[:, s:s + args.chunk], state=state)
-                del out
+def stream(net, x, chunk: int):
+    """Inference under no_grad in chunks of `chunk` steps, the state carried between chunks."""
+    with torch.no_grad():
+        state = None
+        for s in range(0, x.shape[1], chunk):
+            out, state = net(x[:, s:s + chunk], state=state)
+            del out
 
-    modes = {"train": train, "stream": stream}
-    for c, net in nets.items():                     # warm-up
+
+def time_modes(nets: dict, xs: dict, modes: dict, repeats: int) -> dict:
+    """{(cell, mode, T): [seconds]}, after one warm-up call per cell and mode; T and cells interleaved."""
+    for net in nets.values():
         for fn in modes.values():
-            fn(net, xs[Ts[0]])
-    times = {(c, m, T): [] for c in cells for m in modes for T in Ts}
-    for _ in range(args.repeats):
-        for T in Ts:
+            fn(net, next(iter(xs.values())))
+    times = {(c, m, T): [] for c in nets for m in modes for T in xs}
+    for _ in range(repeats):
+        for T, x in xs.items():
             for c, net in nets.items():
                 for m, fn in modes.items():
                     t0 = time.perf_counter()
-                    fn(net, xs[T])
+                    fn(net, x)
                     times[(c, m, T)].append(time.perf_counter() - t0)
+    return times
+
+
+def measure_memory(nets: dict, xs: dict, modes: dict) -> tuple[dict, dict]:
+    """Peak live bytes per (cell, mode, T) and bytes saved for backward per (cell, T)."""
     peak, saved = {}, {}
-    for T in Ts:
+    for T in xs:
         for c, net in nets.items():
             for m, fn in modes.items():
                 x = xs[T].detach()
@@ -177,8 +158,56 @@ def main(argv=None) -> None:
                     with PeakMemory() as pm:
                         fn(net, x)
                 peak[(c, m, T)] = pm.peak
+    return peak, saved
 
+
+def report(nets: dict, Ts: list[int], modes: dict, times: dict, peak: dict, saved: dict) -> None:
     MB = 1e6
+    rows = []
+    for c, net in nets.items():
+        for m in modes:
+            for T in Ts:
+                sv = f"{saved[(c, T)] / MB:.1f}" if m == "train" else "-"
+                rows.append([c, "fused" if net.fused else "custom", m, T, f"{median_ms(times[(c, m, T)]):.1f}",
+                             f"{peak[(c, m, T)] / MB:.1f}", sv])
+    print(table(["cell", "path", "mode", "T", "time ms", "peak MB", "saved MB"], rows, ["---"] * 3 + ["---:"] * 4))
+    print()
+    rows = []
+    for c in nets:
+        for m in modes:
+            tb, tr = linfit(Ts, [median_ms(times[(c, m, T)]) for T in Ts])
+            pb, pr = linfit(Ts, [peak[(c, m, T)] / MB for T in Ts])
+            sv = ["-", "-"]
+            if m == "train":
+                sb_, sr = linfit(Ts, [saved[(c, T)] / MB for T in Ts])
+                sv = [f"{sb_:.4f}", f"{sr:.4f}"]
+            rows.append([c, m, f"{tb:.3f}", f"{tr:.4f}", f"{pb:.4f}", f"{pr:.4f}"] + sv)
+    print(table(["cell", "mode", "time slope ms/step", "time R^2", "peak slope MB/step", "peak R^2",
+                 "saved slope MB/step", "saved R^2"], rows, ["---"] * 2 + ["---:"] * 6))
+    print("R^2 of a flat series (stream memory) is meaningless: its slope is the number to read.")
+
+
+def main(argv=None) -> None:
+    ap = parser("scaling", __doc__)
+    ap.add_argument("--cells", default="lstm,lstm_vanilla", help="comma-separated registry cells")
+    ap.add_argument("--impl", default="auto", choices=("auto", "custom"))
+    ap.add_argument("--T", default="64,128,256,512,1024", help="comma-separated sequence lengths")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--input", type=int, default=64, help="input features")
+    ap.add_argument("--chunk", type=int, default=64, help="streaming chunk length")
+    ap.add_argument("--repeats", type=int, default=3)
+    add_threads_and_seed(ap)
+    args = ap.parse_args(argv)
+    setup(args.threads, args.seed)
+    Ts = [int(t) for t in args.T.split(",")]
+    B, I = args.batch, args.input
+    nets = {c: Recurrent(I, build(ModelConfig, {"cell": c, "hidden_size": args.hidden, "impl": args.impl},
+                                  "model.")) for c in cell_list(args.cells)}
+    xs = {T: torch.randn(B, T, I) for T in Ts}
+    modes = {"train": train, "stream": lambda net, x: stream(net, x, args.chunk)}
+    times = time_modes(nets, xs, modes, args.repeats)
+    peak, saved = measure_memory(nets, xs, modes)
     print(f"# bench_scaling: batch {B}, input {I}, hidden {args.hidden}, 1 layer, float32, impl {args.impl}, "
           f"stream chunk {args.chunk}")
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
@@ -187,29 +216,7 @@ def main(argv=None) -> None:
           "(TorchDispatchMode + StorageWeakRef; inputs/parameters allocated before the call excluded);")
     print("#         saved = bytes of distinct storages saved for backward (saved_tensors_hooks), train only")
     print()
-    print("| cell | path | mode | T | time ms | peak MB | saved MB |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for c, net in nets.items():
-        path = "fused" if net.fused else "custom"
-        for m in modes:
-            for T in Ts:
-                sv = f"{saved[(c, T)] / MB:.1f}" if m == "train" else "-"
-                print(f"| {c} | {path} | {m} | {T} | {statistics.median(times[(c, m, T)]) * 1e3:.1f} | "
-                      f"{peak[(c, m, T)] / MB:.1f} | {sv} |")
-    print()
-    print("| cell | mode | time slope ms/step | time R^2 | peak slope MB/step | peak R^2 | saved slope MB/step | saved R^2 |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for c in cells:
-        for m in modes:
-            tb, tr = linfit(Ts, [statistics.median(times[(c, m, T)]) * 1e3 for T in Ts])
-            pb, pr = linfit(Ts, [peak[(c, m, T)] / MB for T in Ts])
-            if m == "train":
-                sb_, sr = linfit(Ts, [saved[(c, T)] / MB for T in Ts])
-                sv = f"{sb_:.4f} | {sr:.4f}"
-            else:
-                sv = "- | -"
-            print(f"| {c} | {m} | {tb:.3f} | {tr:.4f} | {pb:.4f} | {pr:.4f} | {sv} |")
-    print("R^2 of a flat series (stream memory) is meaningless: its slope is the number to read.")
+    report(nets, Ts, modes, times, peak, saved)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Recurrences at the sizes the sweeps run (hidden 40-128, T 30-120, batch 20-64), against fused nn.LSTM.
 
-    python -m bench.bench_small --quick        # the two issue-14 shapes, < 2 minutes
-    python -m bench.bench_small                # + the shapes of the default and paper sweeps
+    python -m bench.benchmarks.small --quick        # the two issue-14 shapes, < 2 minutes
+    python -m bench.benchmarks.small                # + the shapes of the default and paper sweeps
 
 One process, all entries of a shape interleaved: each repeat runs every entry once, the table
 shows medians of CPU time (time.process_time, one torch thread by default: robust to other jobs on
@@ -83,7 +83,7 @@ def time_shape(entries, x, repeats, warmup):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.bench_small", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.benchmarks.small", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the two issue shapes only, fewer repeats")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per entry (default 7, quick 5)")

@@ -1,7 +1,7 @@
 """Packed seeds: K runs as one packed group (bench/packed.py) against the same K runs one by one
 (bench.train, each a whole Lightning run), per cell, at paper_copy's shape.
 
-    python -m bench.bench_packed [--quick] [--k 8] [--steps N] [--repeats R] [--cells gru,rnn_tanh,lstm]
+    python -m bench.benchmarks.packed [--quick] [--k 8] [--steps N] [--repeats R] [--cells gru,rnn_tanh,lstm]
 
 Shape (bench/sweeps/paper_copy.yaml): copy T=100, batch 20, RMSProp lr 1e-3 alpha 0.9, clip 1;
 hidden 80 (rnn_tanh), 40 (lstm), 47 (gru), or --hidden H for every cell. Each run trains --steps
@@ -18,7 +18,6 @@ training, validation, test and every file written) and the training time each re
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -27,6 +26,7 @@ import time
 import torch
 
 from bench import config as C
+from bench.benchmarks.common import parser
 from bench.packed import run_group
 from bench.train import run
 from models.packed import RECURRENCES
@@ -57,7 +57,7 @@ def measure(cfgs: list, root: str) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("packed", __doc__)
     ap.add_argument("--quick", action="store_true", help="20 steps, 1 repeat")
     ap.add_argument("--k", type=int, default=8, help="runs per packed group")
     ap.add_argument("--steps", type=int, default=100)

@@ -1,6 +1,6 @@
 """Sweep packing: wall time of a local sweep of N runs on W workers against (sum of run times) / W.
 
-    python -m bench.bench_packing [--runs 8] [--workers 2] [key=value ...]
+    python -m bench.benchmarks.packing [--runs 8] [--workers 2] [key=value ...]
 
 First each run alone, one after another, as the `rnnbench train` process a sweep would start
 (same threads per run as a sweep worker gets), timing each whole process; then the same runs
@@ -8,7 +8,6 @@ as one sweep on W workers in a fresh store. Ratio = sweep wall / (sum of run wal
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench import config as C
+from bench.benchmarks.common import parser, table
 from bench.store import Store
 from bench.sweep import LocalExecutor
 
@@ -25,7 +25,7 @@ DEFAULT = ["task=adding", "task.T=20", "model.hidden_size=32", "trainer.max_step
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("packing", __doc__)
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(DEFAULT)})")
@@ -48,8 +48,8 @@ def main(argv=None):
     ideal = sum(alone) / a.workers
     print(f"sweep packing: {a.runs} runs ({' '.join(DEFAULT[:2] + a.overrides)}), {a.workers} workers, "
           f"{threads} thread(s) each, {os.cpu_count()} cores")
-    print(f"| measure | seconds |\n|---|---|\n| sum of single-run process walls | {sum(alone):.1f} |"
-          f"\n| ideal = sum / workers | {ideal:.1f} |\n| sweep wall | {wall:.1f} |")
+    print(table(["measure", "seconds"], [["sum of single-run process walls", f"{sum(alone):.1f}"],
+                                         ["ideal = sum / workers", f"{ideal:.1f}"], ["sweep wall", f"{wall:.1f}"]]))
     print(f"ratio sweep / ideal = {wall / ideal:.3f} (target <= 1.10)")
 
 

@@ -1,6 +1,6 @@
 """Tree models: training throughput of level-by-level batching against node-by-node recursion.
 
-    python -m bench.bench_trees [--cells rntn,treelstm_nary] [--batches 8] [--repeats 3] [--quick]
+    python -m bench.benchmarks.trees [--cells rntn,treelstm_nary] [--batches 8] [--repeats 3] [--quick]
 
 Same model (one set of weights), same optimizer (AdaGrad), same batches of real SST training trees
 (bench/configs/task/sst_trees.yaml, the first batches of a shuffled epoch): one training step is
@@ -12,7 +12,6 @@ of trees/s are printed with their ratio. Dropout is off, so both compute the sam
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import config as C
+from bench.benchmarks.common import parser
 from models.registry import TREE_CELLS
 from models.tree.base import batch_trees
 from tasks.registry import task_class
@@ -80,7 +80,7 @@ def measure(cell: str, batch_size: int, n_batches: int, repeats: int, overrides:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser("trees", __doc__.split("\n")[0])
     ap.add_argument("--cells", default=",".join(TREE_CELLS), help="comma-separated tree cells")
     ap.add_argument("--batch-size", type=int, default=25, help="trees a batch")
     ap.add_argument("--batches", type=int, default=8, help="batches a repeat")

@@ -1,8 +1,8 @@
 """Harness overhead at the shapes the suite runs: a Lightning training step against a bare PyTorch
 loop, and the bare loop against the fused recurrent kernel alone.
 
-    python -m bench.bench_harness [--shape default paper_copy] [--steps 300] [--repeats 5] [--quick]
-    python -m bench.bench_harness --shape custom task=adding task.T=100 ...   (any synthetic config)
+    python -m bench.benchmarks.harness [--shape default paper_copy] [--steps 300] [--repeats 5] [--quick]
+    python -m bench.benchmarks.harness --shape custom task=adding task.T=100 ...   (any synthetic config)
 
 Shapes: `default` = the default sweep's (copy T=10, LSTM 64, batch 64, Adam) and `paper_copy` =
 paper_copy.yaml's LSTM (copy T=100, LSTM 40, batch 20, RMSProp, clip 1). Three loops, same
@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from bench import config as C
-from bench.cli import quiet
+from bench.tracking import quiet_logs
 from bench.train import make_trainer
 from tasks.registry import task_class
 
@@ -137,7 +137,7 @@ def main(argv=None):
         CLOCK = time.perf_counter
     if a.quick:
         a.steps, a.repeats = 100, 3
-    quiet()
+    quiet_logs()
     torch.set_num_threads(a.threads)
     print(f"harness overhead, {a.steps} steps x {a.repeats} interleaved repeats, median ms/step "
           f"({'wall' if a.wall else 'process CPU'} time), threads={torch.get_num_threads()}")

@@ -1,6 +1,6 @@
 """Sweep overhead: wall time of a local sweep against the runs' own training time.
 
-    python -m bench.bench_sweep [SWEEP.yaml] [--workers 2] [--quick] [--wandb offline] [key=value ...]
+    python -m bench.benchmarks.sweep [SWEEP.yaml] [--workers 2] [--quick] [--wandb offline] [key=value ...]
 
 Runs the sweep (default: bench/sweeps/default.yaml, the README's main job) in a fresh store with
 the local executor, as `rnnbench sweep` does (W&B offline by default, as the main job), and
@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.store import Store
 from bench.sweep import LocalExecutor, expand
 
-DEFAULT = Path(__file__).resolve().parent / "sweeps" / "default.yaml"
+DEFAULT = Path(__file__).resolve().parents[1] / "sweeps" / "default.yaml"
 
 
 def main(argv=None):

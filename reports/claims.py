@@ -1,0 +1,208 @@
+"""Claim checking: a paper's finding (a claims-file entry) against runs, with a plain verdict.
+
+Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
+* `beats_baseline`: `select` picks a variant, `expect` maps T -> whether its mean primary metric
+  beats the task baseline (by `margin`, relative). A paper success that a shortened run misses is
+  inconclusive (training was cut), not a disagreement.
+* `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: Welch t-test of `select`'s seeds
+  against `ref`'s on the task `task`, at `alpha`.
+* `gradflow_ratio`: ||dl_T/dh_t|| at the largest lag, at init: `select` over `ref` >= `min_ratio`.
+
+The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
+`run_dict` makes one from a `reports.collect.Run` -- so it can be tested on hand-made results.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from reports import stats
+from reports.collect import Run, flatten
+from reports.report import DASH, num, pval
+
+SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
+AGREES, DISAGREES, INCONCLUSIVE = "agrees", "does not agree", "inconclusive"
+LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the baseline by this (relative)
+
+
+def run_dict(run: Run) -> dict:
+    """The plain dict the checker reads: result.json (or an empty one) + hash, status, config."""
+    return {**(run.result or {"metrics": {}}), "hash": run.hash, "status": run.status, "config": run.config}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b or str(a) == str(b)
+
+
+def matches(run: dict, selector: Optional[dict]) -> bool:
+    cfg = flatten(run.get("config") or {})
+    return all(k in cfg and _same(cfg[k], v) for k, v in (selector or {}).items())
+
+
+def primary_of(run: dict) -> str:
+    return run.get("primary") or "test/loss"
+
+
+def value(run: dict) -> Optional[float]:
+    """The run's primary metric, only for finished runs with a finite value."""
+    if run.get("status") != "done":
+        return None
+    v = (run.get("metrics") or {}).get(primary_of(run))
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def values(runs: list[dict]) -> list[float]:
+    return [v for v in map(value, runs) if v is not None]
+
+
+def lower_is_better(runs: list[dict]) -> bool:
+    return next((r.get("mode", "min") for r in runs if r.get("mode")), "min") == "min"
+
+
+def check_claim(claim: dict, runs: list[dict], *, margin: float = 0.0, alpha: float = 0.05,
+                reduced: bool = False, gradflow: Optional[list] = None) -> dict:
+    """-> {"verdict", "why", "ours", "paper", "rows"}: one claim against plain run dicts.
+    `reduced`: the runs are shortened (a paper success they miss is inconclusive)."""
+    kind = claim["kind"]
+    runs = [r for r in runs if matches(r, claim.get("task"))]
+    if kind == "beats_baseline":
+        return _beats(claim, runs, margin, reduced)
+    if kind in ("better_than_ref", "worse_than_ref", "not_worse_than_ref"):
+        return _versus(claim, runs, alpha)
+    if kind == "gradflow_ratio":
+        return _gradflow_claim(claim, gradflow or [])
+    raise ValueError(f"claim {claim.get('id')}: unknown kind {kind!r}")
+
+
+def baseline(runs: list[dict]) -> Optional[float]:
+    """The task baseline of the runs' primary metric (from the first run that records one)."""
+    for r in runs:
+        b = (r.get("baseline") or {}).get(primary_of(r))
+        if isinstance(b, (int, float)):
+            return float(b)
+    return None
+
+
+def _beats(claim, runs, margin, reduced) -> dict:
+    mine = [r for r in runs if matches(r, claim["select"])]
+    rows, verdicts = [], []
+    for T, expected in sorted(((int(t), bool(e)) for t, e in claim["expect"].items())):
+        at = [r for r in mine if _same(flatten(r.get("config") or {}).get("task.T"), T)]
+        xs, base = values(at), baseline(at)
+        paper = "beats" if expected else "does not beat"
+        if not xs or base is None:
+            why = "not run" if not at else f"no finished run ({', '.join(sorted({str(r.get('status')) for r in at}))})"
+            rows.append({"T": T, "paper": paper, "ours": DASH, "verdict": INCONCLUSIVE, "why": why})
+            verdicts.append(None)
+            continue
+        m = stats.mean(xs)
+        low = lower_is_better(at)
+        beats = m < base * (1 - margin) if low else m > base * (1 + margin)
+        ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)})"
+        if beats == expected:
+            v, why = AGREES, ""
+            if not expected and reduced:
+                why = "weak: a shortened run is biased towards not beating"
+        elif expected and reduced:
+            v, why = INCONCLUSIVE, "training cut short: the paper's success may need more steps"
+        else:
+            v, why = DISAGREES, ""
+        rows.append({"T": T, "paper": paper, "ours": ours, "verdict": v, "why": why})
+        verdicts.append(v)
+    run_v = [v for v in verdicts if v is not None]
+    missing = [str(r["T"]) for r, v in zip(rows, verdicts) if v is None]
+    if DISAGREES in run_v:
+        verdict = DISAGREES
+        why = "at T=" + ", ".join(str(r["T"]) for r in rows if r["verdict"] == DISAGREES)
+    elif not run_v:
+        verdict, why = INCONCLUSIVE, "no finished runs"
+    elif INCONCLUSIVE in run_v:
+        verdict = INCONCLUSIVE
+        why = "; ".join(f"T={r['T']}: {r['why']}" for r in rows if r["verdict"] == INCONCLUSIVE and r["ours"] != DASH)
+    else:
+        verdict, why = AGREES, ""
+        if reduced and any(r["paper"] == "does not beat" and r["verdict"] == AGREES for r in rows):
+            why = "weak: shortened runs are biased towards not beating"
+    if missing and verdict != INCONCLUSIVE or (missing and run_v):
+        why = (why + "; " if why else "") + f"checked at T={', '.join(str(r['T']) for r, v in zip(rows, verdicts) if v)} only (T={', '.join(missing)} not run)"
+    return {"verdict": verdict, "why": why, "rows": rows,
+            "paper": claim.get("text", ""), "ours": "; ".join(f"T={r['T']}: {r['ours']}" for r in rows if r["ours"] != DASH)}
+
+
+def _versus(claim, runs, alpha) -> dict:
+    a = values([r for r in runs if matches(r, claim["select"])])
+    b = values([r for r in runs if matches(r, claim["ref"])])
+    low = lower_is_better(runs)
+    base = {"paper": claim.get("text", ""), "rows": []}
+    if len(a) < 2 or len(b) < 2:
+        return {**base, "verdict": INCONCLUSIVE, "ours": f"n={len(a)} vs n={len(b)}",
+                "why": "fewer than 2 finished seeds on a side: no t-test"}
+    ma, mb = stats.mean(a), stats.mean(b)
+    base_v = baseline(runs)
+    if base_v is not None:  # a comparison between two models that learnt nothing says nothing
+        learnt = (lambda m: m < base_v * (1 - LEARNT_MARGIN)) if low else (lambda m: m > base_v * (1 + LEARNT_MARGIN))
+        if not learnt(ma) and not learnt(mb):
+            return {**base, "verdict": INCONCLUSIVE, "ours": f"{num(ma)} vs {num(mb)}, baseline {num(base_v)}, n={len(a)}/{len(b)}",
+                    "why": f"neither variant learnt the task (both means within {LEARNT_MARGIN:.0%} of the trivial baseline, or worse)"}
+    p = stats.welch(a, b)
+    if p is None:  # both constant
+        p = 1.0 if _same(ma, mb) else 0.0
+    better = ma < mb if low else ma > mb
+    sig = p < alpha
+    rel = (ma - mb) / abs(mb) if mb else float("nan")
+    ours = f"{num(ma)} vs {num(mb)} ({rel:+.1%}), Welch p={pval(p)}, n={len(a)}/{len(b)}"
+    kind = claim["kind"]
+    if kind == "not_worse_than_ref":
+        if sig and not better:
+            return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly worse (p < {alpha})"}
+        why = f"not significantly worse at p < {alpha}" + (f"; low power with n={min(len(a), len(b))}" if min(len(a), len(b)) < 5 else "")
+        if sig and better:
+            why = "significantly better"
+        return {**base, "verdict": AGREES, "ours": ours, "why": why}
+    want_better = kind == "better_than_ref"
+    if sig and better == want_better:
+        return {**base, "verdict": AGREES, "ours": ours, "why": ""}
+    if sig:
+        return {**base, "verdict": DISAGREES, "ours": ours,
+                "why": f"significantly {'worse' if want_better else 'better'}, the opposite of the paper"}
+    return {**base, "verdict": INCONCLUSIVE, "ours": ours,
+            "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} the paper's direction)"}
+
+
+def _gradflow_claim(claim, curves: list[dict]) -> dict:
+    """`curves`: [{"config": {"model": {...}}, "phase": "init", "norm": [...by lag...]}, ...]."""
+    base = {"paper": claim.get("text", ""), "rows": []}
+    curves = [c for c in curves if matches(c, claim.get("task"))]
+
+    def last(sel):
+        vals = [c["norm"][-1] for c in curves if c.get("phase", "init") == "init" and matches(c, sel) and c.get("norm")]
+        return stats.mean(vals) if vals else None
+    a, b = last(claim["select"]), last(claim["ref"])
+    if a is None or b is None:
+        return {**base, "verdict": INCONCLUSIVE, "ours": DASH, "why": "gradient flow not measured"}
+    ratio = a / b if b > 0 else float("inf")
+    ours = f"at the largest lag: {a:.3g} vs {b:.3g} (ratio {ratio:.3g})"
+    ok = ratio >= float(claim.get("min_ratio", 1.0))
+    return {**base, "verdict": AGREES if ok else DISAGREES, "ours": ours,
+            "why": "" if ok else f"ratio below {claim.get('min_ratio')}"}
+
+
+
+# ---------------------------------------------------------------- claims files
+
+
+def load_claims(name_or_path) -> dict:
+    p = Path(name_or_path)
+    if not p.is_file():
+        p = SWEEPS / f"paper_{name_or_path}.claims.yaml"
+    return yaml.safe_load(p.read_text())
+
+
+def all_claims() -> list[dict]:
+    return [yaml.safe_load(p.read_text()) for p in sorted(SWEEPS.glob("paper_*.claims.yaml"))]
