@@ -2,6 +2,7 @@
 (bench.train, each a whole Lightning run), per cell, at paper_copy's shape.
 
     python -m bench.benchmarks.packed [--quick] [--k 8] [--steps N] [--repeats R] [--cells gru,rnn_tanh,lstm]
+                                          [--impl auto|fused|custom]
 
 Shape (bench/sweeps/paper_copy.yaml): copy T=100, batch 20, RMSProp lr 1e-3 alpha 0.9, clip 1;
 hidden 80 (rnn_tanh), 40 (lstm), 47 (gru), or --hidden H for every cell. Each run trains --steps
@@ -34,10 +35,10 @@ from models.packed import RECURRENCES
 HIDDEN = {"rnn_tanh": 80, "irnn": 80, "lstm": 40, "gru": 47}
 
 
-def configs(cell: str, k: int, steps: int, hidden: int | None, eval_size: int) -> list:
+def configs(cell: str, k: int, steps: int, hidden: int | None, eval_size: int, impl: str = "auto") -> list:
     ov = ["task=copy", "task.T=100", "task.batch_size=20", f"task.eval_size={eval_size}", f"model.cell={cell}",
           f"model.hidden_size={hidden or HIDDEN[cell]}", "optim.name=rmsprop", "optim.lr=0.001", "optim.alpha=0.9",
-          "optim.grad_clip=1.0", f"trainer.max_steps={steps}", f"trainer.val_every={steps}"]
+          "optim.grad_clip=1.0", f"trainer.max_steps={steps}", f"trainer.val_every={steps}", f"model.impl={impl}"]
     return [C.load(None, ov + [f"seed={s}"]) for s in range(k)]
 
 
@@ -65,10 +66,13 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=None, help="one hidden size for every cell")
     ap.add_argument("--eval-size", type=int, default=100)
     ap.add_argument("--cells", default="gru,rnn_tanh,lstm")
+    ap.add_argument("--impl", default="auto", choices=("auto", "fused", "custom"),
+                    help="model.impl of the K runs alone (a packed group ignores it)")
     a = ap.parse_args(argv)
     steps, repeats = (20, 1) if a.quick else (a.steps, a.repeats)
     cells = a.cells.split(",")
-    print(f"# packed seeds: K={a.k}, copy T=100 batch 20, {steps} steps, {repeats} repeat(s); torch "
+    print(f"# packed seeds: K={a.k}, copy T=100 batch 20, {steps} steps, {repeats} repeat(s), "
+          f"runs alone with model.impl={a.impl}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs")
     got = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as d:  # warm-up: first-use builds (C++ scans) out of the timings
@@ -77,7 +81,7 @@ def main(argv=None):
     for rep in range(repeats):
         for cell in cells:
             with tempfile.TemporaryDirectory() as d:
-                got[cell].append(measure(configs(cell, a.k, steps, a.hidden, a.eval_size), d))
+                got[cell].append(measure(configs(cell, a.k, steps, a.hidden, a.eval_size, a.impl), d))
     print(f"| cell | hidden | recurrence of the group | {a.k} runs (s) | packed (s) | throughput × (whole runs) | "
           f"{a.k} runs training (s) | packed training (s) | throughput × (training) |")
     print("|---|---|---|---|---|---|---|---|---|")
