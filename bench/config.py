@@ -51,7 +51,9 @@ class TrainerConfig:
     max_epochs: Optional[int] = opt(None, ge=1, help="epochs cap for real data sets; null = steps only")
     val_every: Optional[int] = opt(100, ge=1, help="steps between validation+checkpoint; null = every epoch")
     limit_val_batches: Optional[int] = opt(None, ge=1, help="cap validation batches; null = all")
-    accelerator: str = opt("cpu", choices=("cpu", "gpu", "auto"))
+    accelerator: str = opt("auto", choices=("cpu", "gpu", "auto"), hash_as={"auto": "cpu"},
+                           help="auto = the GPU when one is visible, else the CPU; the device is no part "
+                           "of a run's identity (auto hashes as cpu); result.json records it")
     devices: int = opt(1, ge=1, help="devices for one run (>1 uses DDP)")
     strategy: str = opt("auto", choices=("auto", "ddp", "ddp_spawn"))
     num_nodes: int = opt(1, ge=1)
@@ -64,6 +66,9 @@ class TrainerConfig:
                        help="test the last weights, or the checkpoint with the best validation score")
     monitor: Optional[str] = opt(None, help="validation metric for test_on=best; null = the val/ "
                                  "counterpart of the task's primary metric")
+    stop_when_solved: bool = opt(False, new=True,
+                                 help="end the run at the first validation that meets the task's solved "
+                                 "criterion (long-dependency tasks; never stops on a plateau)")
 
     def check(self, path: str) -> None:
         if self.monitor is not None and not self.monitor.startswith("val/"):

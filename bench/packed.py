@@ -65,7 +65,8 @@ def packable(cfg: RunConfig) -> Optional[str]:
         return why
     for key, ok in (("devices", t.devices == 1), ("num_nodes", t.num_nodes == 1),
                     ("precision", t.precision in ("32-true", "64-true")), ("test_on", t.test_on == "last"),
-                    ("max_epochs", t.max_epochs is None)):
+                    ("max_epochs", t.max_epochs is None),
+                    ("stop_when_solved", not t.stop_when_solved)):  # not in packs yet: runs alone
         if not ok:
             return f"trainer.{key}={getattr(t, key)}"
     if o.lr_decay is not None or o.plateau_factor is not None:

@@ -22,13 +22,15 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = "",
-        new: bool = False):
+        new: bool = False, hash_as: Optional[dict] = None):
     """A config field with its allowed values. `choices` may be a callable (late-bound registry).
 
     `new=True` marks a field added after runs were stored: while it holds its default it is left
     out of the config hash, so adding it changes no existing run's hash (every field added from
-    now on sets it)."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help, "new": new}
+    now on sets it). `hash_as` maps a value to the value hashed in its place, for a value that names
+    no run of its own (trainer.accelerator=auto hashes as cpu, the default the stored runs have)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help, "new": new,
+            "hash_as": hash_as or {}}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -165,7 +167,8 @@ def hash_view(obj) -> dict:
             continue
         if f.metadata.get("new") and value == field_default(f):
             continue
-        out[f.name] = copy.deepcopy(value)
+        alias = f.metadata.get("hash_as") or {}
+        out[f.name] = copy.deepcopy(alias.get(value, value) if isinstance(value, str) else value)
     return out
 
 

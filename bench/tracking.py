@@ -37,12 +37,24 @@ def default_mode() -> str:
     return "offline"
 
 
+def agent_run() -> Optional[tuple[str, str]]:
+    """(run id, sweep id) the `wandb agent` gave this process (it sets WANDB_RUN_ID and
+    WANDB_SWEEP_ID before it starts the sweep's command); None outside an agent."""
+    run_id, sweep_id = os.environ.get("WANDB_RUN_ID"), os.environ.get("WANDB_SWEEP_ID")
+    return (run_id, sweep_id) if run_id and sweep_id else None
+
+
 def wandb_logger(run_dir: Path, run_id: str, config: dict, *, mode: Optional[str], project: str,
                  group: Optional[str], name: str, tags: list[str]):
-    """A Lightning WandbLogger resuming run `run_id`, or None if W&B is disabled or fails."""
+    """A Lightning WandbLogger resuming run `run_id` (the config hash), or None if W&B is disabled or
+    fails. Under `wandb agent` the run is the agent's (its run id, its sweep, its project)."""
     mode = mode or default_mode()
     if mode == "disabled":
         return None
+    agent = agent_run()
+    if agent is not None:
+        run_id = agent[0]
+        project = os.environ.get("WANDB_PROJECT") or project
     try:
         logger = _SafeWandbLogger(project=project, group=group, name=name, tags=tags, id=run_id,
                              resume="allow", save_dir=str(run_dir), mode=mode, config=config,

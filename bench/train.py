@@ -21,12 +21,14 @@ from typing import Optional
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import CSVLogger
 
 from bench.config import RunConfig, to_overrides
+from bench.schema import ConfigError
 from bench.store import Store, write_atomic, write_json
-from bench.tracking import finish, wandb_logger
+from bench.tracking import agent_run, finish, wandb_logger
 from models.recurrent import Recurrent
 from models.config import ModelConfig
 from models.init import uniform_all_
@@ -74,6 +76,62 @@ def monitor(cfg: RunConfig, task) -> tuple[str, str]:
     return key, mode
 
 
+class StopWhenSolved(EarlyStopping):
+    """EarlyStopping on the task's solved threshold only: patience is infinite, so a plateau never
+    stops a run. Checked at each validation; its state is in every checkpoint, so a resumed run
+    stops at the same step, and one resumed from the checkpoint it stopped at stops at once."""
+
+    def __init__(self, task):
+        key, mode, threshold = task.solved_threshold()
+        super().__init__(monitor=key, mode=mode, stopping_threshold=threshold, patience=math.inf,
+                         check_finite=False, check_on_train_epoch_end=False, strict=True)
+        self.stopped_step: Optional[int] = None
+
+    @property
+    def solved(self) -> bool:
+        return self.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self.solved and self.stopped_step is None:
+            self.stopped_step = int(trainer.global_step)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.solved:  # resumed from the checkpoint written at the solving validation
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "stopped_step": self.stopped_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.stopped_step = state_dict.get("stopped_step")
+
+
+def stop_when_solved(cfg: RunConfig, task) -> list:
+    """[StopWhenSolved] when trainer.stop_when_solved is set (ConfigError if the task has no
+    solved criterion), else []."""
+    if not cfg.trainer.stop_when_solved:
+        return []
+    if task.solved_threshold() is None:
+        raise ConfigError(f"trainer.stop_when_solved: task {cfg.task.name!r} has no solved criterion; "
+                          f"allowed: true only for copy, adding")
+    return [StopWhenSolved(task)]
+
+
+def stopped(trainer) -> Optional[dict]:
+    """{'reason': 'solved', 'step': N} when the run ended on its solved threshold, else None."""
+    cb = next((c for c in trainer.callbacks if isinstance(c, StopWhenSolved)), None) if trainer else None
+    return {"reason": "solved", "step": cb.stopped_step} if cb is not None and cb.solved else None
+
+
+def last_validation(store: Store, h: str) -> dict:
+    """The val/ metrics of the run's last logged validation (a run resumed from the checkpoint it
+    stopped at validates no more)."""
+    rows = [r for r in store.metrics(h) if any(k.startswith("val/") and r[k] not in (None, "") for k in r)]
+    return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v not in (None, "")} if rows else {}
+
+
 def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
     t = cfg.trainer
     best = []
@@ -97,7 +155,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
         # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                           enable_version_counter=False, save_on_train_epoch_end=False),
-                   Timer()],
+                   Timer(), *stop_when_solved(cfg, task)],
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
     )
@@ -145,6 +203,7 @@ def prepare(cfg: RunConfig):
     that data errors stop before any work. Returns (task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = task_class(cfg.task.name)(cfg)
+    stop_when_solved(cfg, task)   # a ConfigError before any work
     dm = task.datamodule()
     try:
         dm.setup("fit")
@@ -188,7 +247,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
         csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
         wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                           name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
-        result["wandb_id"] = h if wb else None
+        result["wandb_id"] = wb.experiment.id if wb else None
+        if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
+            result["wandb_sweep_id"] = agent_run()[1]
         trainer = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         result["implementation"] = implementation(module, trainer)
@@ -196,8 +257,9 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
             return {**result, "status": "interrupted", "step": int(trainer.global_step)}
         # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
         train_s = _train_time(trainer)
+        result["device"] = device_name(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith("val/") and v.numel() == 1}
+                   if k.startswith("val/") and v.numel() == 1} or last_validation(store, h)
         best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         if best is not None:
             if not best.best_model_path:
@@ -211,6 +273,8 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
         metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
         finite = all(math.isfinite(v) for v in metrics.values())
         result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
+        if stopped(trainer):
+            result["stopped"] = stopped(trainer)
     except Diverged as e:
         result.update(status="diverged", error=str(e))
     except Exception as e:  # recorded, never raised: one run must not stop a sweep
@@ -243,6 +307,13 @@ def implementation(module, trainer, packed: Optional[int] = None) -> dict:
                 paths.append(path)
     return {"recurrence": "+".join(paths) or None, "device": trainer.strategy.root_device.type,
             "threads": torch.get_num_threads(), "packed": packed}
+
+
+def device_name(trainer) -> str:
+    """Where the run trained: 'cpu', or e.g. 'cuda:0 (NVIDIA H200)', with ' x2' under 2-device DDP."""
+    dev = trainer.strategy.root_device
+    name = str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+    return f"{name} x{trainer.world_size}" if trainer.world_size > 1 else name
 
 
 def _train_time(trainer) -> float:

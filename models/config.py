@@ -9,7 +9,8 @@ from models.registry import CELLS, TREE_CELLS, cell_class
 
 # LSTM-family switches (Greff et al. 2015); a cell lists the ones it supports in `switches`.
 SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gate",
-            "input_activation", "output_activation", "coupled", "gate_recurrence")
+            "input_activation", "output_activation", "coupled", "gate_recurrence",
+            "reset_after", "leak", "leak_learned", "transition_layers")
 
 
 @dataclass
@@ -35,6 +36,12 @@ class ModelConfig:
     output_activation: bool = opt(True, help="LSTM tanh on the cell state (False = NOAF)")
     coupled: bool = opt(False, help="LSTM coupled input-forget gate f = 1 - i (CIFG)")
     gate_recurrence: bool = opt(False, help="LSTM full gate recurrence (FGR)")
+    reset_after: bool = opt(True, new=True, help="GRU: reset gate after the recurrent matmul, r * (U h + b) "
+                            "(torch/cuDNN); false = before it, U (r * h) (Cho et al. 2014; custom path)")
+    leak: float = opt(0.5, gt=0, lt=1, new=True, help="leaky cell: alpha of h = alpha h + (1 - alpha) tanh(..) "
+                      "(the initial value when leak_learned)")
+    leak_learned: bool = opt(False, new=True, help="leaky cell: learn alpha per unit (sigmoid of a parameter)")
+    transition_layers: int = opt(1, ge=1, new=True, help="deep_transition cell: tanh layers from h_{t-1} to h_t")
     init_range: Optional[float] = opt(None, gt=0, help="every weight of the whole network (embeddings and "
                                       "head too) U(-r, r), as Zaremba et al. 2014; null = per-layer defaults")
     impl: str = opt("auto", choices=("auto", "fused", "custom"),

@@ -26,6 +26,8 @@ CELLS: dict[str, CellSpec] = {
     "irnn": CellSpec("models.cells.rnn:ReLURNNCell", {"recurrent_init": "identity"}, "rnn_relu"),
     "lstm": CellSpec(_LSTM),
     "gru": CellSpec("models.cells.gru:GRUCell"),
+    "leaky": CellSpec("models.cells.leaky:LeakyRNNCell"),
+    "deep_transition": CellSpec("models.cells.deep_transition:DeepTransitionCell"),
     "lstm_vanilla": _greff(),
     "lstm_nig": _greff(input_gate=False),
     "lstm_nfg": _greff(forget_gate=False),
@@ -35,6 +37,12 @@ CELLS: dict[str, CellSpec] = {
     "lstm_np": CellSpec(_LSTM, {"peepholes": False}, "lstm"),
     "lstm_cifg": _greff(coupled=True),
     "lstm_fgr": _greff(gate_recurrence=True),
+    # The LSTM built up gate by gate (Solberg slides), see LSTMCell: residual recurrence
+    # s^t = s^{t-1} + z^t; + input gate; + forget gate; + output gate (= lstm).
+    "ladder_residual": CellSpec(_LSTM, {"input_gate": False, "forget_gate": False, "output_gate": False}, "lstm"),
+    "ladder_input": CellSpec(_LSTM, {"forget_gate": False, "output_gate": False}, "lstm"),
+    "ladder_forget": CellSpec(_LSTM, {"output_gate": False}, "lstm"),
+    "ladder_output": CellSpec(_LSTM, {"input_gate": True, "forget_gate": True, "output_gate": True}, "lstm"),
 }
 
 

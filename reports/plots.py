@@ -44,10 +44,15 @@ def mean_curve(v: Variant, metric: str) -> tuple[list[int], list[float], list[Op
     return steps, means, stds, ns
 
 
-def _auto_log(ax, ys: list[float]) -> None:
-    """Log y axis when the finite values are positive and span more than three decades."""
+def spans_decades(ys: list[float], decades: float = 2.0) -> bool:
+    """Whether the finite values are positive and span at least `decades` powers of ten (then a log
+    axis shows them all: on a linear one the small ones are flat at zero)."""
     ys = [y for y in ys if y is not None and math.isfinite(y)]
-    if ys and min(ys) > 0 and max(ys) / min(ys) > 1e3:
+    return bool(ys) and min(ys) > 0 and max(ys) / min(ys) >= 10 ** decades
+
+
+def _auto_log(ax, ys: list[float]) -> None:
+    if spans_decades(ys):
         ax.set_yscale("log")
 
 
@@ -111,9 +116,9 @@ def bar_chart(g: TaskGroup, path: Path) -> Optional[Path]:
         yerr = [[s.mean - s.ci_low], [s.ci_high - s.mean]] if s.ci_low is not None else None
         ax.bar(i, s.mean, color=color, alpha=0.75, yerr=yerr, capsize=5, ecolor="black")
         ax.scatter([i] * len(v.values()), v.values(), color="black", s=12, zorder=3)
-    _auto_log(ax, [x for v in vs for x in v.values()])
-    ax.set_xlim(-0.6, len(vs) - 0.4)
     base = g.baseline_value()
+    _auto_log(ax, [x for v in vs for x in v.values()] + ([base] if base is not None else []))
+    ax.set_xlim(-0.6, len(vs) - 0.4)
     if base is not None:
         ax.axhline(base, color="red", ls="--", lw=1.2, label=f"baseline {base:.4g}")
         ax.legend(fontsize=8)

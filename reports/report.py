@@ -306,10 +306,10 @@ def appendix_doc(groups: list[TaskGroup]) -> Doc:
                 arows.append([g.title, v.label, r.seed, f"`{r.hash}`", r.status,
                               r.step if r.step is not None else DASH, num(r.metric(g.primary)),
                               num(res.get("wall_time_s"), 3), implementation_label(res.get("implementation")),
-                              res.get("git_commit") or DASH,
-                              (r.error or "")[:120] or DASH])
+                              res.get("device") or (res.get("implementation") or {}).get("device") or DASH,
+                              res.get("git_commit") or DASH, (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
-                    "implementation", "commit", "error"], arows, "llrllrrrlll")
+                    "implementation", "device", "commit", "error"], arows, "llrllrrrllll")
     return appendix
 
 
@@ -344,7 +344,9 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
     write_atomic(out / "report.html", doc.html(out, title))
 
     if publish is not None:
-        secs = [(f"Task: {g.title}", d.markdown(), [r.hash for r in g.runs if r.result and r.result.get("wandb_id")],
+
+        secs = [(f"Task: {g.title}", d.markdown(), [r.result["wandb_id"] for r in g.runs
+                                                     if r.result and r.result.get("wandb_id")],
                  g.primary) for g, d in sections]
         secs.insert(0, ("Summary", head.markdown(), [], ""))
         url = wandb_io.publish(publish or from_wandb, title, secs)

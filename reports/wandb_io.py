@@ -103,37 +103,44 @@ def check_publish() -> None:
     try:
         import wandb_workspaces.reports.v2  # noqa: F401
     except ImportError:
-        raise ConfigError("--publish: needs the wandb-workspaces package (pip install wandb-workspaces)") from None
+        raise ConfigError("--publish: needs the wandb-workspaces package (pip install -e '.[reports]')") from None
     _online("--publish")
+
+
+def report_object(entity: str, project: str, title: str, sections: list[tuple[str, str, list[str], str]],
+                  description: str = ""):
+    """The W&B Report as wandb-workspaces objects, built without network: a table of contents, then
+    per section (heading, markdown, W&B run ids, primary metric) a heading, its Markdown and a panel
+    grid over a run set of those runs (val/loss curves, a bar of the primary metric)."""
+    import wandb_workspaces.reports.v2 as wr  # optional: the `reports` extra
+
+    blocks = [wr.TableOfContents()]
+    for heading, markdown, ids, primary in sections:
+        blocks.append(wr.H1(heading))
+        blocks.append(wr.MarkdownBlock(text=markdown))
+        if ids:
+            quoted = ", ".join(f"'{i}'" for i in ids)
+            runset = wr.Runset(entity=entity, project=project, name=heading,
+                               filters=f"Metric('ID') in [{quoted}]")
+            blocks.append(wr.PanelGrid(runsets=[runset], panels=[
+                wr.LinePlot(x="trainer/global_step", y=["val/loss"]),
+                wr.BarPlot(metrics=[primary]),
+            ]))
+    return wr.Report(entity=entity, project=project, title=title, description=description, blocks=blocks)
 
 
 def publish(path: Optional[str], title: str, sections: list[tuple[str, str, list[str], str]],
             description: str = "") -> str:
-    """Save a W&B Report; sections are (heading, markdown, run ids, primary metric).
-    Returns the report URL."""
+    """Save a W&B Report (`report_object`); sections are (heading, markdown, run ids, primary
+    metric). Returns the report URL."""
     check_publish()
-    import wandb_workspaces.reports.v2 as wr  # optional dependency (pip install wandb-workspaces)
-
-
     entity, project = _split_path(path or "rnnbench", "--publish")
     try:
         if entity is None:
             import wandb  # optional at report time, as above
 
             entity = wandb.Api().default_entity
-        blocks = [wr.TableOfContents()]
-        for heading, markdown, ids, primary in sections:
-            blocks.append(wr.H1(heading))
-            blocks.append(wr.MarkdownBlock(text=markdown))
-            if ids:
-                quoted = ", ".join(f"'{i}'" for i in ids)
-                runset = wr.Runset(entity=entity, project=project, name=heading,
-                                   filters=f"Metric('ID') in [{quoted}]")
-                blocks.append(wr.PanelGrid(runsets=[runset], panels=[
-                    wr.LinePlot(x="trainer/global_step", y=["val/loss"]),
-                    wr.BarPlot(metrics=[primary]),
-                ]))
-        report = wr.Report(entity=entity, project=project, title=title, description=description, blocks=blocks)
+        report = report_object(entity, project, title, sections, description)
         report.save()
         return report.url
     except ConfigError:

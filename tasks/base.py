@@ -92,6 +92,12 @@ class Task:
         """Whether a finished run solved the task (long-dependency tasks); None = not defined."""
         return None
 
+    def solved_threshold(self) -> Optional[tuple[str, str, float]]:
+        """(validation metric, mode, threshold) of `solved` for trainer.stop_when_solved: the run
+        stops once the metric is strictly beyond the threshold (below it for mode min, above it for
+        max); None = the task has no solved criterion."""
+        return None
+
 
 # The one optimizer registry: `optim.name` -> torch optimizer from the parameters and the `optim`
 # section (its choices in bench/config.py come from here; a new optimizer is one line).

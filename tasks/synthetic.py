@@ -186,6 +186,9 @@ class CopyTask(SyntheticTask):
     def solved(self, metrics):
         return metrics.get("test/acc", 0.0) >= 0.99
 
+    def solved_threshold(self):
+        return "val/acc", "max", 0.99   # strict: stops above 0.99, the safe side of solved's >=
+
 
 @dataclass
 class AddingConfig:
@@ -226,3 +229,6 @@ class AddingTask(SyntheticTask):
 
     def solved(self, metrics):
         return metrics.get("test/loss", math.inf) < 0.01
+
+    def solved_threshold(self):
+        return "val/loss", "min", 0.01

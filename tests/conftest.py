@@ -1,4 +1,5 @@
-"""Every test runs on CPU, offline, with one thread per process and the local data copies."""
+"""Every test runs on CPU, offline, with one thread per process and the local data copies; GPUs
+are hidden unless RNNBENCH_GPU_TESTS=1 (the `gpu` tests, tests/test_gpu.py, bench/gpu_checks.sh)."""
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+if os.environ.get("RNNBENCH_GPU_TESTS") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 if SHARED_DATA.is_dir():
     os.environ.setdefault("RNNBENCH_DATA", str(SHARED_DATA))
 

@@ -6,7 +6,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from models.cells import kernels
-from models.cells.base import Cell, linear
+from models.cells.base import Cell, linear, loop_scan
 
 
 class _GRUScan(torch.autograd.Function):
@@ -80,17 +80,29 @@ class GRUCell(Cell):
         y^t = (1 - u^t) * n^t + u^t * y^{t-1}
 
     b_r, b_u are b_ih + b_hh of their blocks; b_Wn = bias_ih n-block, b_Rn = bias_hh n-block
-    (inside the reset gate, as in torch/cuDNN).
+    (inside the reset gate, as in torch/cuDNN). That is `model.reset_after: true`, the default.
+
+    `model.reset_after: false` is the form of Cho et al. (2014) and the design documents: the
+    reset gate acts on the state before the recurrent matmul,
+
+        n^t = tanh(W_n x^t + R_n (r^t * y^{t-1}) + b_Wn + b_Rn)
+
+    (torch/cuDNN cannot run it: custom path, a Python scan over `step`).
     """
 
-    switches: set[str] = set()
+    switches: set[str] = {"reset_after"}
     gates = 3
     torch_module = nn.GRU
     torch_kwargs: dict = {}
 
     def __init__(self, input_size, hidden_size, model_cfg=None):
         super().__init__(input_size, hidden_size, model_cfg)
+        self.reset_after = bool(getattr(model_cfg, "reset_after", True))
         self.reset_parameters()
+
+    @classmethod
+    def fusable(cls, model_cfg) -> bool:
+        return bool(getattr(model_cfg, "reset_after", True))
 
     @classmethod
     def block_names(cls, model_cfg):
@@ -98,19 +110,26 @@ class GRUCell(Cell):
 
     def project(self, x):
         H = self.hidden_size
+        if not self.reset_after:                    # every bias outside the reset gate
+            return linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
         b = self.bias_ih + torch.cat([self.bias_hh[:2 * H], self.bias_hh.new_zeros(H)])
         return linear(x, self.weight_ih, b)
 
     def step(self, xp_t, state):
         H = self.hidden_size
         h = state[0]
-        gh = h @ self.weight_hh.t()
+        gh = h @ self.weight_hh[:2 * H].t()
         r = torch.sigmoid(xp_t[:, :H] + gh[:, :H])
         z = torch.sigmoid(xp_t[:, H:2 * H] + gh[:, H:2 * H])
-        n = torch.tanh(xp_t[:, 2 * H:] + r * (gh[:, 2 * H:] + self.bias_hh[2 * H:]))
+        if self.reset_after:
+            n = torch.tanh(xp_t[:, 2 * H:] + r * (h @ self.weight_hh[2 * H:].t() + self.bias_hh[2 * H:]))
+        else:
+            n = torch.tanh(xp_t[:, 2 * H:] + (r * h) @ self.weight_hh[2 * H:].t())
         return ((1 - z) * n + z * h,)
 
     def scan(self, xp, state, mask=None):
+        if not self.reset_after:
+            return loop_scan(self, xp, state, mask)
         dt = xp.dtype                               # e.g. bf16 under autocast: one dtype inside
         scan = kernels.GRUScan if kernels.usable(xp) else _GRUScan      # C++ scan on CPU
         hs, hT = scan.apply(xp, state[0].to(dt), self.weight_hh.to(dt),

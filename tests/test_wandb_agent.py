@@ -1,0 +1,75 @@
+"""W&B: a run started by `wandb agent` is the agent's run in the agent's sweep, and keeps its own
+store and hash; offline runs are laid out as `wandb sync` expects. No server here: the agent is
+played by hand, the way wandb/wandb_agent.py starts a sweep's command (its macros expanded by the
+wandb library's own functions, the environment it sets), and the offline run files are read."""
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from wandb.sdk.launch.sweeps import utils as sweep_utils
+from wandb.sdk.lib import config_util
+
+from bench import config as C
+from bench.store import Store
+from wandb_records import records
+
+ROOT = Path(__file__).resolve().parents[1]
+WANDB = Path(sys.executable).with_name("wandb")
+PARAMS = {"task": "adding", "task.T": 5, "task.eval_size": 16, "model.hidden_size": 8,
+          "trainer.max_steps": 4, "trainer.val_every": 2, "seed": 3}
+
+
+def _agent_command(sweep_file: Path, params: dict) -> list[str]:
+    """The command `wandb agent` runs for one set of parameters: the sweep's `command` with its
+    macros (`${args_no_hyphens}`, ...) replaced as the agent does (wandb_agent.py, _command_run)."""
+    command = yaml.safe_load(sweep_file.read_text())["command"]
+    args = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+    out = []
+    for c in sweep_utils.create_sweep_command(command):
+        out += args[c[2:-1]] if c.startswith("${") and c.endswith("}") else [c]
+    assert out[:2] == ["rnnbench", "train"], out
+    return [sys.executable, "-m", "bench.cli", *out[1:]]    # `rnnbench` is this console script
+
+
+def _the_run_file(run_dir: Path, run_id: str) -> Path:
+    (path,) = glob.glob(str(run_dir / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    return Path(path)
+
+
+def test_run_under_wandb_agent_is_the_agents_run_with_our_store_and_hash(tmp_path):
+    cmd = _agent_command(ROOT / "bench" / "sweeps" / "default.yaml", PARAMS)
+    param_path = tmp_path / "wandb" / "sweep-swp123" / "config-agentrun7.yaml"
+    param_path.parent.mkdir(parents=True)
+    config_util.save_config_file_from_dict(str(param_path), {k: {"value": v} for k, v in PARAMS.items()})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", WANDB_SWEEP_ID="swp123",
+               WANDB_RUN_ID="agentrun7", WANDB_SWEEP_PARAM_PATH=str(param_path), WANDB_PROJECT="rnnbench-sweeps",
+               OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    cfg = C.load(None, [f"{k}={v}" for k, v in PARAMS.items()])
+    store = Store(tmp_path / "results")                   # the sweep's command names no store: ./results
+    r = store.result(cfg.hash)
+    assert r["status"] == "done" and r["hash"] == cfg.hash
+    assert (r["wandb_id"], r["wandb_sweep_id"]) == ("agentrun7", "swp123")
+    run = next(rec.run for rec in records(_the_run_file(store.run_dir(cfg.hash), "agentrun7"))
+               if rec.WhichOneof("record_type") == "run")
+    assert (run.run_id, run.sweep_id, run.project) == ("agentrun7", "swp123", "rnnbench-sweeps")
+
+
+def test_offline_runs_are_where_wandb_sync_finds_them(tmp_path):
+    from bench.train import run
+
+    cfg = C.load(None, [f"{k}={v}" for k, v in PARAMS.items()])
+    r = run(cfg, tmp_path / "results", wandb_mode="offline")
+    assert r["status"] == "done" and r["wandb_id"] == cfg.hash
+    run_dir = Store(tmp_path / "results").run_dir(cfg.hash)
+    run_file = _the_run_file(run_dir, cfg.hash)
+    p = subprocess.run([str(WANDB), "sync", "--dry-run", str(tmp_path / "results" / "runs" / cfg.hash / "wandb")],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                       env=dict(os.environ, WANDB_MODE="offline"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert "Would sync 1 run(s)" in out and run_file.name in out, out
