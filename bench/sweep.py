@@ -13,6 +13,7 @@ Keys apply in file order, whole sections first. Nested `parameters:` blocks name
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import os
@@ -31,13 +32,18 @@ from tqdm import tqdm
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
-from bench.store import FINISHED, Store, write_atomic, write_json
+from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
 from bench.worker import Worker, wait_any
 
+DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
 
 
 def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    if not isinstance(params, dict):
+        where = f"parameters.{prefix}parameters" if prefix else "parameters"
+        raise ConfigError(f"{where.replace('.parameters.parameters', '.parameters')}: expected a mapping of "
+                          f"key: {{value|values|distribution}}, got a {type(params).__name__}")
     out = []
     for key, spec in params.items():
         if not isinstance(spec, dict):
@@ -47,9 +53,42 @@ def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
         else:
             if not ({"value", "values", "distribution", "min"} & set(spec)):
                 raise ConfigError(f"parameters.{prefix}{key}: needs one of value, values, distribution")
+            _check_spec(prefix + key, spec)
             out.append((prefix + key, spec))
     # whole sections (presets or dicts) first, then the finer keys, each in file order
     return sorted(out, key=lambda kv: kv[0] not in SECTIONS)
+
+
+def _check_spec(key: str, spec: dict) -> None:
+    """Refuse a parameter spec that cannot be drawn from, naming the key."""
+    if "value" in spec:
+        return
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"parameters.{key}.values: invalid value {values!r}; allowed: a non-empty list")
+        probs = spec.get("probabilities")
+        if probs is not None and (not isinstance(probs, list) or len(probs) != len(values) or
+                                  not all(isinstance(p, (int, float)) and p >= 0 for p in probs) or not sum(probs)):
+            raise ConfigError(f"parameters.{key}.probabilities: invalid value {probs!r}; allowed: "
+                              f"{len(values)} numbers >= 0, not all 0")
+        return
+    dist = spec.get("distribution", "uniform")
+    if dist not in DISTRIBUTIONS[:-1]:
+        raise ConfigError(f"parameters.{key}.distribution: invalid value {dist!r}; allowed: {', '.join(DISTRIBUTIONS[:-1])}")
+    if dist == "normal":
+        return
+    for end in ("min", "max"):
+        v = spec.get(end)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (dist == "int_uniform" and not isinstance(v, int)):
+            kind = "an integer" if dist == "int_uniform" else "a finite number"
+            raise ConfigError(f"parameters.{key}.{end}: invalid value {v!r}; allowed: {kind} ({dist})")
+    if spec["min"] > spec["max"]:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number <= max ({spec['max']!r})")
+    if dist == "log_uniform_values" and spec["min"] <= 0:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number > 0 "
+                          f"(log_uniform_values)")
 
 
 def _sample(key: str, spec: dict, rng: random.Random):
@@ -85,6 +124,10 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
     """Sweep file -> (name, resolved configs), duplicates removed, in grid order."""
     spec = load_yaml(path)
     name = str(spec.get("name") or Path(path).stem)
+    try:
+        check_sweep_name(name)
+    except ValueError as e:
+        raise ConfigError(f"name: {str(e).split(': ', 1)[1]}") from None
     method = spec.get("method", "grid")
     if method not in ("grid", "random"):
         raise ConfigError(f"method: invalid value {method!r}; allowed: grid, random")
@@ -210,6 +253,8 @@ class LocalExecutor:
                         slots[i] = self._start(i, s, queue.pop(0))
                 for i, s in enumerate(slots):
                     done = self._poll(s)
+                    if done == ["disk full"]:  # left resumable; stop the sweep (one line, CLI)
+                        raise OSError(errno.ENOSPC, "No space left on device", str(self.store.root))
                     if done is not None:
                         if isinstance(s, tuple):
                             slots[i] = None
@@ -258,11 +303,15 @@ class LocalExecutor:
         """Statuses of the unit `s` was running, once it ended (recording crashes); else None."""
         if isinstance(s, tuple):
             proc, unit = s
-            return None if proc.poll() is None else [self._finish(c, proc.returncode) for c in unit]
+            if proc.poll() is None:
+                return None
+            return ["disk full"] if proc.returncode == DISK_FULL else [self._finish(c, proc.returncode) for c in unit]
         if s is None or s.unit is None:
             return None
         answer = s.answer()
         if answer is not None:
+            if f"exit {DISK_FULL}" in answer["status"]:
+                return ["disk full"]
             # "exit N": the run stopped as `rnnbench train` would have exited with code N
             return [self._finish(c, int(st.split()[1])) if st.startswith("exit ") else self.store.status(c.hash)
                     for c, st in zip(s.cfgs, answer["status"])]
@@ -293,3 +342,4 @@ class LocalExecutor:
             return None
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)
+

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import faulthandler
 import json
 import os
@@ -84,6 +85,9 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
 def _exit_status(e: Exception, prog: str) -> str:
     """What the command would have printed and its exit code, as `exit N`: an input error (bad
     config or data) is one line and code 2, as the CLI's, anything else a traceback and code 1."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the store's disk is full: resumable
+        print(f"{prog}: error: no space left on device: {e.filename or ''}", file=sys.stderr)
+        return "exit 75"
     if isinstance(e, (ConfigError, FileNotFoundError, ValueError)):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return "exit 2"

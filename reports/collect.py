@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 
 from bench.config import resolve
 from bench.schema import ConfigError, config_hash, fmt_value, parse_value
-from bench.store import Store
+from bench.store import Damaged, Store
 from models.registry import CELLS
 from reports import stats
 from tasks.registry import task_class
@@ -171,7 +171,11 @@ def store_runs(store: Union[Store, str, Path], sweeps: list[str] = ()) -> list[R
     for h in hashes:
         if not (store.run_dir(h) / "config.yaml").is_file():
             continue
-        runs.append(Run(h, store.config(h), store.result(h), store.status(h), "store",
+        try:
+            config = store.config(h)
+        except Damaged:  # warned (one line naming the file); `rnnbench status` lists it as damaged
+            continue
+        runs.append(Run(h, config, store.result(h), store.status(h), "store",
                         rows=(lambda h=h: store.metrics(h))))
     if not runs:
         raise FileNotFoundError(f"sweep(s) {', '.join(sweeps)}: no runs with a config in store {store.root}")
