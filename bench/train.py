@@ -35,6 +35,7 @@ from bench.store import Store, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
 from models.init import uniform_all_
+from models.recurrent import Recurrent
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -337,6 +338,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
     live["wb"] = wb
     trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    result["implementation"] = implementation(module, trainer)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
         result.update(status="interrupted", step=int(trainer.global_step))
         return
@@ -364,6 +366,20 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
     result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
     if stopped(trainer):
         result["stopped"] = stopped(trainer)
+
+
+def implementation(module, trainer, packed: Optional[int] = None) -> dict:
+    """How the run computed, for fair wall times: the recurrence path of its Recurrent layers
+    (`fused` torch kernels or the `custom` scan; several joined by '+'), the device type, torch
+    threads, and the number of packed members (None: trained alone)."""
+    paths = []
+    for m in module.modules():
+        if isinstance(m, Recurrent):
+            path = getattr(m, "implementation", None) or ("fused" if m.fused else "custom")
+            if path not in paths:
+                paths.append(path)
+    return {"recurrence": "+".join(paths) or None, "device": trainer.strategy.root_device.type,
+            "threads": torch.get_num_threads(), "packed": packed}
 
 
 def device_name(trainer) -> str:

@@ -99,6 +99,10 @@ class Variant:
     def wall_times(self) -> list[float]:
         return [float(r.result["wall_time_s"]) for r in self.usable() if r.result.get("wall_time_s") is not None]
 
+    def implementations(self) -> list[str]:
+        """How its finished runs computed (see `implementation_label`), one label each, sorted."""
+        return sorted({implementation_label((r.result or {}).get("implementation")) for r in self.usable()})
+
     def commits(self) -> list[str]:
         return sorted({(r.result or {}).get("git_commit") for r in self.runs} - {None})
 
@@ -134,6 +138,18 @@ class TaskGroup:
 
 
 # ---------------------------------------------------------------- loading
+
+
+def implementation_label(impl: Optional[dict]) -> str:
+    """A result's `implementation` record as a short label: 'fused, cpu, 2 threads[, packed 8]'."""
+    if not impl:
+        return "not recorded"
+    threads = impl.get("threads")
+    parts = [impl.get("recurrence") or "?", impl.get("device") or "?",
+             f"{threads} thread{'s' if threads != 1 else ''}" if threads else "? threads"]
+    if impl.get("packed"):
+        parts.append(f"packed {impl['packed']}")
+    return ", ".join(parts)
 
 
 def as_store(store: Union[Store, str, Path]) -> Store:
