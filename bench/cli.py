@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -129,12 +130,28 @@ def _split(config, overrides):
     return config, list(overrides)
 
 
+def check_store(root: str) -> None:
+    """A store the command can write to: a directory (made if missing) that takes a file."""
+    import tempfile
+
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ConfigError(f"--store {root}: not a directory")
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--store {root}: not writable ({e.strerror})") from None
+
+
 def cmd_train(a) -> int:
     from bench import config as C
-    from bench.train import run
+    from bench.train import check_host, run
 
     path, overrides = _split(a.config, a.overrides)
     cfg = C.load(path, overrides)
+    check_host(cfg)
+    check_store(a.store)
     from bench.packed import is_packed_checkpoint, run_group
     from bench.store import Store
 
@@ -163,6 +180,8 @@ def cmd_sweep(a) -> int:
 
     name, cfgs = expand(a.file, a.overrides)
     store = Store(a.store)
+    if not a.dry_run:
+        check_store(a.store)
     pack = a.pack if a.pack != "auto" else (64 if _gpus() else 8)
     if pack > 1 and a.executor == "slurm":
         raise ConfigError("--pack: not available with --executor slurm; allowed: --executor local")
@@ -181,6 +200,10 @@ def cmd_sweep(a) -> int:
         print(f"sweep {name}: submitted {len(jobs)} SLURM job(s): {', '.join(map(str, jobs)) or 'none (all finished)'}")
         print(f"watch with: rnnbench status {name} --store {a.store}")
         return 0
+    from bench.train import check_host
+
+    for c in cfgs:  # before any run is stored
+        check_host(c)
     states = LocalExecutor(store, name, a.workers, a.threads, a.gpus_per_run, a.wandb, a.project,
                            a.retry_failed, pack=pack).run(cfgs)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
@@ -220,9 +243,12 @@ def cmd_status(a) -> int:
     rows = []
     for h in hashes:
         r = store.result(h) or {}
-        c = store.config(h)
-        rows.append({"hash": h, "state": states[h], "task": c["task"]["name"], "cell": c["model"]["cell"],
-                     "seed": c["seed"], "step": r.get("step", ""), "error": r.get("error") or ""})
+        damage = store.damage(h)
+        c = store.config(h, quiet=True) or {"task": {"name": "?"}, "model": {"cell": "?"}, "seed": "?"}
+        rows.append({"hash": h, "state": "damaged" if damage else states[h], "task": c["task"].get("name", "?"),
+                     "cell": c["model"].get("cell", "?"), "seed": c.get("seed", "?"), "step": r.get("step", ""),
+                     "error": damage or r.get("error") or ""})
+    states = {row["hash"]: row["state"] for row in rows}
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -255,13 +281,16 @@ def cmd_sample(a) -> int:
     from bench.store import Store
     from bench.inference import sample
 
+    from bench.checkpoints import read_checkpoint
+
     path = Path(a.checkpoint)
-    if not path.is_file():
+    if not path.is_file() and "/" not in a.checkpoint and os.path.isdir(a.store):
         path = Store(a.store).checkpoint(a.checkpoint) or path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {a.checkpoint}: no such file, nor a run hash with a checkpoint in {a.store}")
     if a.length < 1:
         raise ConfigError(f"--length: invalid value {a.length}; allowed: an integer >= 1")
+    read_checkpoint(path)  # Unreadable: empty, truncated, a config file, or refused by weights_only
     print(sample(path, a.prompt, a.length, a.temperature, a.seed))
     return 0
 
@@ -283,11 +312,24 @@ def cmd_vectors(a) -> int:
 def main(argv=None) -> int:
     quiet_logs()
     a = parser().parse_args(argv)
+    from bench.checkpoints import Unreadable
+
     try:
         return a.func(a)  # every subcommand sets its handler with set_defaults(func=...)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, Unreadable) as e:
         print(f"rnnbench {a.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"rnnbench {a.cmd}: interrupted; the same command again resumes", file=sys.stderr)
+        return 130
+    except OSError as e:  # the store's disk or permissions: one line, never a traceback
+        store = getattr(a, "store", None)
+        what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        where = f"store {store}" if store else "error"
+        print(f"rnnbench {a.cmd}: {where}: {what}" + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
+        from bench.sweep import DISK_FULL  # a run stopped by a full disk stays resumable
+
+        return DISK_FULL if e.errno == errno.ENOSPC else 1
 
 
 if __name__ == "__main__":

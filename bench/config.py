@@ -103,12 +103,40 @@ def preset(section: str, name: str) -> dict:
     return load_yaml(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise DuplicateKey(key, key_node.start_mark.line)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key, line: int):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
 def load_yaml(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except DuplicateKey as e:
+        raise ConfigError(f"config file {path} line {e.line + 1}: duplicate key {e.key!r}; allowed: "
+                          f"each key once per mapping") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""

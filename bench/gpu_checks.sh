@@ -5,8 +5,8 @@
 # 2. the `gpu` tests (tests/test_gpu.py): fused vs custom parity on CUDA in float32 (atol 1e-4,
 #    rtol 1e-3), a run on the GPU with no flags (result.json device = cuda...), a local sweep of two
 #    runs sharing one GPU, one DDP run on two GPUs when there are two; skips say why;
-# 3. a CUDA benchmark table: bench.benchmarks.packed (packed recurrence per device; bench.benchmarks.cells
-#    has no --device option yet, so the per-cell table on CUDA is still to add);
+# 3. the CUDA benchmark tables: bench.benchmarks.cells --device cuda (every cell vs torch.nn, fwd+bwd)
+#    at the README's size (B64 T100 H256) and a larger one (B256 T500 H512), and the packing benchmark;
 # 4. one adding run end to end on the GPU and the same on the CPU, wall times side by side.
 # Everything it prints is also written under OUTDIR (default gpu_checks_out/). About 5-8 minutes.
 set -u
@@ -26,6 +26,10 @@ step() { echo; echo "=== $1"; }
   timeout 900 "$PY" -m pytest tests/test_gpu.py -m gpu -rs -q -p no:cacheprovider
   echo "pytest rc=$?"
 
+  step "cells --device cuda (B64 T100 H256)"
+  timeout 600 "$PY" -m bench.benchmarks.cells --device cuda --repeats 7 --warmup 3
+  step "cells --device cuda (B256 T500 H512)"
+  timeout 600 "$PY" -m bench.benchmarks.cells --device cuda --batch 256 --T 500 --hidden 512 --repeats 5 --warmup 2
   step "packing benchmark (bench.benchmarks.packed; its runs take trainer.accelerator=auto, so the GPU if they go through bench.train/bench.packed)"
   timeout 600 "$PY" -m bench.benchmarks.packed || echo "bench.benchmarks.packed rc=$?"
 

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import yaml
 
+from bench.checkpoints import Unreadable, read_checkpoint
 from bench.store import write_atomic
 from bench.tracking import default_mode
 
@@ -31,7 +32,10 @@ def is_packed_checkpoint(path: Optional[Path]) -> bool:
     """Whether a run's last.ckpt was written by a packed group (resumes through bench.packed)."""
     if path is None or not Path(path).is_file():
         return False
-    return "packed" in torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return "packed" in read_checkpoint(path)
+    except Unreadable:  # damaged: the unpacked path records it (bench.train) and starts over
+        return False
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -39,8 +43,10 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC)
+        torch.save(obj, buf)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import field, fields, is_dataclass
 from typing import Any, Optional
@@ -90,6 +91,11 @@ def _check_field(f, value, path: str):
         raise ConfigError(f"{path}: invalid value {value!r}; allowed: {', '.join(map(str, choices))}")
     if value is None or isinstance(value, (bool, str, list, dict)):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        bounds = [f"{w} {meta[k]}" for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if meta.get(k) is not None]
+        raise ConfigError(f"{path}: invalid value {value!r}; allowed: a finite number{' ' if bounds else ''}"
+                          f"{' and '.join(bounds)}")
     for key, test, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         bound = meta.get(key)
@@ -103,9 +109,9 @@ def build(cls, data: Optional[dict], path: str = ""):
     Hooks: `cls.prepare(data, path) -> dict` runs first (presets), `obj.check(path)` last
     (cross-field rules). Both raise ConfigError.
     """
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    data = dict(data or {})
     if hasattr(cls, "prepare"):
         data = cls.prepare(data, path)
     hints = typing.get_type_hints(cls)
@@ -125,7 +131,10 @@ def build(cls, data: Optional[dict], path: str = ""):
             continue
         ok, value = _type_ok(value, tp)
         if not ok:
-            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {_type_name(tp)}")
+            choices = f.metadata.get("choices")
+            choices = choices() if callable(choices) else choices
+            allowed = ", ".join(map(str, choices)) if choices else _type_name(tp)
+            raise ConfigError(f"{fpath}: invalid value {data[f.name]!r}; allowed: {allowed}")
         _check_field(f, value, fpath)
         values[f.name] = value
     obj = cls(**values)

@@ -13,6 +13,7 @@ Keys apply in file order, whole sections first. Nested `parameters:` blocks name
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import os
@@ -31,12 +32,18 @@ from tqdm import tqdm
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
-from bench.store import FINISHED, Store, write_atomic, write_json
+from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
+from bench.worker import Worker, wait_any
 
+DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
 
 
 def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    if not isinstance(params, dict):
+        where = f"parameters.{prefix}parameters" if prefix else "parameters"
+        raise ConfigError(f"{where.replace('.parameters.parameters', '.parameters')}: expected a mapping of "
+                          f"key: {{value|values|distribution}}, got a {type(params).__name__}")
     out = []
     for key, spec in params.items():
         if not isinstance(spec, dict):
@@ -46,9 +53,42 @@ def _flatten(params: dict, prefix: str = "") -> list[tuple[str, dict]]:
         else:
             if not ({"value", "values", "distribution", "min"} & set(spec)):
                 raise ConfigError(f"parameters.{prefix}{key}: needs one of value, values, distribution")
+            _check_spec(prefix + key, spec)
             out.append((prefix + key, spec))
     # whole sections (presets or dicts) first, then the finer keys, each in file order
     return sorted(out, key=lambda kv: kv[0] not in SECTIONS)
+
+
+def _check_spec(key: str, spec: dict) -> None:
+    """Refuse a parameter spec that cannot be drawn from, naming the key."""
+    if "value" in spec:
+        return
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"parameters.{key}.values: invalid value {values!r}; allowed: a non-empty list")
+        probs = spec.get("probabilities")
+        if probs is not None and (not isinstance(probs, list) or len(probs) != len(values) or
+                                  not all(isinstance(p, (int, float)) and p >= 0 for p in probs) or not sum(probs)):
+            raise ConfigError(f"parameters.{key}.probabilities: invalid value {probs!r}; allowed: "
+                              f"{len(values)} numbers >= 0, not all 0")
+        return
+    dist = spec.get("distribution", "uniform")
+    if dist not in DISTRIBUTIONS[:-1]:
+        raise ConfigError(f"parameters.{key}.distribution: invalid value {dist!r}; allowed: {', '.join(DISTRIBUTIONS[:-1])}")
+    if dist == "normal":
+        return
+    for end in ("min", "max"):
+        v = spec.get(end)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (dist == "int_uniform" and not isinstance(v, int)):
+            kind = "an integer" if dist == "int_uniform" else "a finite number"
+            raise ConfigError(f"parameters.{key}.{end}: invalid value {v!r}; allowed: {kind} ({dist})")
+    if spec["min"] > spec["max"]:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number <= max ({spec['max']!r})")
+    if dist == "log_uniform_values" and spec["min"] <= 0:
+        raise ConfigError(f"parameters.{key}.min: invalid value {spec['min']!r}; allowed: a number > 0 "
+                          f"(log_uniform_values)")
 
 
 def _sample(key: str, spec: dict, rng: random.Random):
@@ -84,6 +124,10 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
     """Sweep file -> (name, resolved configs), duplicates removed, in grid order."""
     spec = load_yaml(path)
     name = str(spec.get("name") or Path(path).stem)
+    try:
+        check_sweep_name(name)
+    except ValueError as e:
+        raise ConfigError(f"name: {str(e).split(': ', 1)[1]}") from None
     method = spec.get("method", "grid")
     if method not in ("grid", "random"):
         raise ConfigError(f"method: invalid value {method!r}; allowed: grid, random")
@@ -124,6 +168,10 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
 # ---------------------------------------------------------------- local executor
 
 
+def _busy(slot) -> bool:
+    return isinstance(slot, tuple) or (isinstance(slot, Worker) and slot.unit is not None)
+
+
 def _input_error(log: Path) -> Optional[str]:
     """The one-line error `rnnbench train` printed when it stopped before any work (exit 2)."""
     try:
@@ -142,9 +190,11 @@ def _gpu_count() -> int:
 
 
 class LocalExecutor:
-    """Runs configs as child processes: `workers` at a time, torch threads split between them,
-    one GPU per run on a multi-GPU host (or all GPUs for one run). A child that crashes is
-    recorded as failed and never stops the others."""
+    """Runs configs in persistent worker processes (bench.worker): `workers` at a time, each
+    importing once and running config after config, torch threads split between them, one GPU
+    per worker on a multi-GPU host (or all GPUs for one run). A run that crashes is recorded as
+    failed and never stops the others; one that kills its worker gets a new worker for the next
+    run. Multi-device runs (DDP relaunches its command per rank) get a fresh `rnnbench train`."""
 
     def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
                  gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
@@ -193,48 +243,86 @@ class LocalExecutor:
             if not path.is_file():
                 write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
-        todo = self.todo(cfgs)
-        queue = groups(todo, self.pack, self.store)   # lists of configs: a packed group, or one run
-        counts = {"done": len(cfgs) - len(todo), "failed": 0, "running": 0, "left": len(todo)}
-        bar = self._bar(len(cfgs), counts["done"])
-        running: dict[int, tuple[subprocess.Popen, list[RunConfig], int]] = {}
-        free = list(range(self.workers))
+        queue = groups(self.todo(cfgs), self.pack, self.store)   # units: a packed group, or one run
+        bar = self._bar(len(cfgs), len(cfgs) - sum(map(len, queue)))
+        slots: list = [None] * self.workers   # per slot: a Worker, a (Popen, unit) of a DDP run, or None
         try:
-            while queue or running:
-                while queue and free:
-                    item, slot = queue.pop(0), free.pop(0)
-                    log = open(self.store.run_dir(item[0].hash) / "run.log", "a")
-                    proc = subprocess.Popen(self._command(item), env=self._env(slot), stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                    log.close()
-                    running[proc.pid] = (proc, item, slot)
-                for pid, (proc, item, slot) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
-                    del running[pid]
-                    free.append(slot)
-                    for cfg in item:
-                        status = self._finish(cfg, proc.returncode)
-                        counts["failed" if status in ("failed", "diverged") else "done"] += 1
+            while queue or any(_busy(s) for s in slots):
+                for i, s in enumerate(slots):
+                    if queue and not _busy(s):
+                        slots[i] = self._start(i, s, queue.pop(0))
+                for i, s in enumerate(slots):
+                    done = self._poll(s)
+                    if done == ["disk full"]:  # left resumable; stop the sweep (one line, CLI)
+                        raise OSError(errno.ENOSPC, "No space left on device", str(self.store.root))
+                    if done is not None:
+                        if isinstance(s, tuple):
+                            slots[i] = None
+                        elif s.dead() is not None or "interrupted" in done:  # it exits after one
+                            s.close()
+                            slots[i] = None   # replaced when the next unit starts
                         if bar is not None:
-                            bar.update(1)
-                now = dict(counts, running=sum(len(i) for _, i, _ in running.values()),
-                           left=sum(map(len, queue)))
-                if bar is not None and now != counts:
-                    bar.set_postfix(now, refresh=True)
-                counts = now
-                time.sleep(0.2)
+                            bar.update(len(done))
+                workers = [s for s in slots if isinstance(s, Worker) and s.unit is not None]
+                if workers and len(workers) == sum(_busy(s) for s in slots):
+                    wait_any(workers, 0.5)
+                else:
+                    time.sleep(0.2)
         except KeyboardInterrupt:
-            for proc, _, _ in running.values():
-                proc.send_signal(signal.SIGTERM)
+            for s in slots:
+                if s is not None:
+                    (s[0] if isinstance(s, tuple) else s.proc).send_signal(signal.SIGTERM)
             raise
         finally:
+            for s in slots:
+                if isinstance(s, Worker):
+                    s.close()
             if bar is not None:
                 bar.close()
         return {h: self.store.status(h) for h in (c.hash for c in cfgs)}
 
+    def _start(self, slot: int, current, unit: list[RunConfig]):
+        """Start `unit` in `slot`: in its worker (a new one if it has none), or as a fresh process."""
+        multi = any(c.trainer.devices > 1 or c.trainer.num_nodes > 1 for c in unit)
+        if multi:  # Lightning's DDP launcher reruns the process's command line for every rank
+            if isinstance(current, Worker):
+                current.close()
+            log = open(self.store.run_dir(unit[0].hash) / "run.log", "a")
+            proc = subprocess.Popen(self._command(unit), env=self._env(slot), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            return proc, unit
+        worker = current if isinstance(current, Worker) and current.dead() is None else \
+            Worker(self.store.root, self.sweep, self.wandb_mode, self.project, self._env(slot))
+        packed = len(unit) > 1 or is_packed_checkpoint(self.store.checkpoint(unit[0].hash))
+        worker.send(unit, {"id": unit[0].hash, "retry_failed": self.retry_failed, "packed": packed,
+                           "configs": [str(self.store.run_dir(c.hash) / "config.yaml") for c in unit]})
+        return worker
+
+    def _poll(self, s) -> Optional[list[str]]:
+        """Statuses of the unit `s` was running, once it ended (recording crashes); else None."""
+        if isinstance(s, tuple):
+            proc, unit = s
+            if proc.poll() is None:
+                return None
+            return ["disk full"] if proc.returncode == DISK_FULL else [self._finish(c, proc.returncode) for c in unit]
+        if s is None or s.unit is None:
+            return None
+        answer = s.answer()
+        if answer is not None:
+            if f"exit {DISK_FULL}" in answer["status"]:
+                return ["disk full"]
+            # "exit N": the run stopped as `rnnbench train` would have exited with code N
+            return [self._finish(c, int(st.split()[1])) if st.startswith("exit ") else self.store.status(c.hash)
+                    for c, st in zip(s.cfgs, answer["status"])]
+        code = s.dead()
+        if code is None:
+            return None
+        s.unit = None
+        return [self._finish(c, code) for c in s.cfgs]
+
     def _finish(self, cfg: RunConfig, code: int) -> str:
-        """Status of a finished child; a crash without a result is recorded as failed."""
+        """Status of a finished run; a crash without a result is recorded as failed."""
         status = self.store.status(cfg.hash)
         if status in FINISHED or status == "running":
             return status
@@ -254,3 +342,4 @@ class LocalExecutor:
             return None
 
         return tqdm(total=total, initial=done, desc=f"sweep {self.sweep}", unit="run", file=sys.stderr)
+

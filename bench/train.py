@@ -6,6 +6,8 @@ processes never run the same config at once (see Store.claim).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import math
@@ -25,12 +27,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import CSVLogger
 
+from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_temp, finish_restored_fit,
+                               read_checkpoint, read_step)
 from bench.config import RunConfig, to_overrides
 from bench.schema import ConfigError
 from bench.store import Store, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
 from models.init import uniform_all_
+from models.recurrent import Recurrent
 from tasks.base import Diverged
 from tasks.registry import task_class
 
@@ -154,10 +159,35 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
         # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                           enable_version_counter=False, save_on_train_epoch_end=False),
-                   Timer(), *stop_when_solved(cfg, task)],
+                   Timer(), EvalState(), *stop_when_solved(cfg, task)],
+        plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
     )
+
+
+def model_bytes(cfg: RunConfig) -> int:
+    """Upper estimate of the recurrent stack's weights + gradients + Adam moments (4 gates,
+    float32), before anything is built: enough to refuse a model that cannot fit at once."""
+    m = cfg.model
+    dirs, h = 2 if m.bidirectional else 1, m.hidden_size
+    params = sum(dirs * 4 * h * ((m.embedding_size if i == 0 else h * dirs) + h + 2) for i in range(m.num_layers))
+    return 16 * params
+
+
+def check_host(cfg: RunConfig) -> None:
+    """Refuse, before anything is stored, a config this host cannot run."""
+    gpu = cfg.trainer.accelerator == "gpu" or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator: invalid value 'gpu': this host has no GPU; allowed: cpu, auto")
+    have = torch.cuda.get_device_properties(0).total_memory if gpu else \
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = model_bytes(cfg)
+    if need > have:
+        m = cfg.model
+        raise ConfigError(f"model.hidden_size={m.hidden_size}, model.num_layers={m.num_layers}: about "
+                          f"{need / 2**30:.1f} GiB for weights, gradients and optimizer state, more than the "
+                          f"{have / 2**30:.1f} GiB of this host's {'GPU' if gpu else 'memory'}; allowed: a smaller model")
 
 
 def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
@@ -166,7 +196,9 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
 
     A stored result comes back with `stored: true` (not written). The data is loaded before the
     run is claimed, so a data error raises (one line) and leaves nothing in the store; a run
-    recorded as failed on its data (`failed_on: data`) is run again."""
+    recorded as failed on its data (`failed_on: data`) is run again. A damaged result.json is set
+    aside (the run resumes); temp files a killed writer left are removed."""
+    check_host(cfg)
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
@@ -179,12 +211,15 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}
-        old = _stored(store, h, retry_failed)
+        clean_temp(d)  # what a killed writer left behind
+        old = _stored(store, h, retry_failed)  # result() is None when missing or damaged (warned)
         if old is not None:
             return old
-        if store.result(h) is not None:
+        if store.result(h) is not None:  # a failed run to rerun
             (d / "result.json").unlink()
-        if not (d / "config.yaml").is_file():
+        elif (d / "result.json").exists():  # damaged (warned): kept aside, the run resumes
+            store.set_aside(d / "result.json")
+        if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
 
@@ -223,66 +258,47 @@ def _rank() -> int:
 
 
 def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
-    ckpt = store.checkpoint(h)
-    step0 = store.checkpoint_step(h)
-    if ckpt is not None and _rank() == 0:  # resuming: forget what was logged after the checkpoint
-        store.truncate_metrics(h, step0)
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
-              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": step0,
+              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": None,
               "error": None, "metrics": {}, "wandb_id": None}
-    trainer, wb, t0, train_s = None, None, time.time(), None
+    ckpt = store.checkpoint(h)
     try:
-        task, dm = prepared or prepare(cfg)
-        if getattr(dm, "info", None):
-            result["data"] = dm.info
-        module = task.module(dm)
-        if cfg.model.init_range is not None:
-            uniform_all_(module, cfg.model.init_range)
-        pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
-        if pretrained:
-            result["pretrained"] = pretrained
-        result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
-                      params=sum(p.numel() for p in module.parameters()))
-        csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
-        wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
-                          name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
-        result["wandb_id"] = wb.experiment.id if wb else None
-        if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
-            result["wandb_sweep_id"] = agent_run()[1]
-        trainer = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-        if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
-            return {**result, "status": "interrupted", "step": int(trainer.global_step)}
-        # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
-        train_s = _train_time(trainer)
-        result["device"] = device_name(trainer)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith("val/") and v.numel() == 1} or last_validation(store, h)
-        best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
-        if best is not None:
-            if not best.best_model_path:
-                raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
-            step = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"]
-            score = best.best_model_score  # None in a ddp_spawn parent: only the path comes back
-            result["tested"] = {"checkpoint": "best", "step": int(step),
-                                best.monitor: None if score is None else float(score)}
-        tested = trainer.test(module, datamodule=dm, verbose=False,
-                              ckpt_path=best.best_model_path if best is not None else None)
-        metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
-        finite = all(math.isfinite(v) for v in metrics.values())
-        result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
-        if stopped(trainer):
-            result["stopped"] = stopped(trainer)
+        step0 = read_step(ckpt) if ckpt is not None else None
+    except Unreadable as e:  # recorded; set aside so that the next attempt starts over
+        store.set_aside(ckpt)
+        result.update(status="failed", error=str(e), step=0)
+        if _rank() == 0:
+            write_json(d / "result.json", result)
+        return result
+    if _rank() == 0:  # forget what was logged after the checkpoint (everything, without one)
+        store.truncate_metrics(h, step0 or 0)
+    result["resumed_from_step"] = step0
+    # torch threads: a new run takes this process's count (OMP_NUM_THREADS, the executor's share of
+    # the cores); every later attempt of the run reuses the count of its first (README)
+    before = torch.get_num_threads()
+    threads = store.threads(h, before) if _rank() == 0 else before
+    torch.set_num_threads(threads)
+    result["threads"] = threads
+    live, t0 = {}, time.time()  # the trainer, W&B logger and training seconds, as soon as known
+    try:
+        _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, (ckpt, step0, prepared), result, live)
     except Diverged as e:
         result.update(status="diverged", error=str(e))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # not the run's fault: leave it resumable, say so once (CLI)
+            raise
+        _record_failure(d, result, e)
     except Exception as e:  # recorded, never raised: one run must not stop a sweep
-        with (d / "run.log").open("a") as f:
-            f.write(traceback.format_exc())
-        result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        _record_failure(d, result, e)
     finally:
-        finish(wb)
+        finish(live.get("wb"))
+        torch.set_num_threads(before)
+    trainer = live.get("trainer")
+    if result.get("status") == "interrupted":
+        return result
     # ddp_spawn trains in child processes: the parent's trainer never counts their steps
     result["step"] = max(int(trainer.global_step) if trainer else 0, store.checkpoint_step(h) or 0)
+    train_s = live.get("train_s")
     if train_s is None and trainer is not None:
         train_s = _train_time(trainer)
     result["wall_time_s"] = round(train_s or (time.time() - t0), 3)
@@ -291,6 +307,79 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
+
+
+def _record_failure(d: Path, result: dict, e: Exception) -> None:
+    with contextlib.suppress(OSError), (d / "run.log").open("a") as f:
+        f.write(traceback.format_exc())
+    result.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, live) -> None:
+    """Build, fit (from `ckpt` if given), test; fills `result`, and `live` with trainer and logger."""
+    ckpt, step0, prepared = resume
+    task, dm = prepared or prepare(cfg)
+    if getattr(dm, "info", None):
+        result["data"] = dm.info
+    module = task.module(dm)
+    if cfg.model.init_range is not None:
+        uniform_all_(module, cfg.model.init_range)
+    pretrained = task.pretrained(module)   # after init_range, so that it is not overwritten
+    if pretrained:
+        result["pretrained"] = pretrained
+    result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
+                  params=sum(p.numel() for p in module.parameters()))
+    csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
+    wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
+                      name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
+    result["wandb_id"] = wb.experiment.id if wb else None
+    if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
+        result["wandb_sweep_id"] = agent_run()[1]
+    live["wb"] = wb
+    trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    result["implementation"] = implementation(module, trainer)
+    if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
+        result.update(status="interrupted", step=int(trainer.global_step))
+        return
+    if ckpt is not None and trainer.global_step == step0:  # resumed from the final checkpoint
+        finish_restored_fit(trainer)
+    # read now: testing a best.ckpt restores the Timer's state as it was at that checkpoint
+    live["train_s"] = _train_time(trainer)
+    result["device"] = device_name(trainer)
+    # a run resumed from its final checkpoint validates no more: the checkpoint kept the metrics
+    evals = next(c for c in trainer.callbacks if isinstance(c, EvalState))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.startswith("val/") and v.numel() == 1} or dict(evals.val) or last_validation(store, h)
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    if best is not None:
+        if not best.best_model_path:
+            raise RuntimeError(f"trainer.test_on=best: no checkpoint scored on {best.monitor}")
+        step = read_checkpoint(best.best_model_path)["global_step"]
+        score = best.best_model_score  # None in a ddp_spawn parent: only the path comes back
+        result["tested"] = {"checkpoint": "best", "step": int(step),
+                            best.monitor: None if score is None else float(score)}
+    tested = trainer.test(module, datamodule=dm, verbose=False,
+                          ckpt_path=best.best_model_path if best is not None else None)
+    metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
+    finite = all(math.isfinite(v) for v in metrics.values())
+    result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))
+    if stopped(trainer):
+        result["stopped"] = stopped(trainer)
+
+
+def implementation(module, trainer, packed: Optional[int] = None) -> dict:
+    """How the run computed, for fair wall times: the recurrence path of its Recurrent layers
+    (`fused` torch kernels or the `custom` scan; several joined by '+'), the device type, torch
+    threads, and the number of packed members (None: trained alone)."""
+    paths = []
+    for m in module.modules():
+        if isinstance(m, Recurrent):
+            path = getattr(m, "implementation", None) or ("fused" if m.fused else "custom")
+            if path not in paths:
+                paths.append(path)
+    return {"recurrence": "+".join(paths) or None, "device": trainer.strategy.root_device.type,
+            "threads": torch.get_num_threads(), "packed": packed}
 
 
 def device_name(trainer) -> str:

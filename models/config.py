@@ -12,17 +12,21 @@ SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gat
             "input_activation", "output_activation", "coupled", "gate_recurrence",
             "reset_after", "leak", "leak_learned", "transition_layers")
 
+# size bounds: far beyond any published recurrent net, low enough to refuse a typo at once
+# (a too-large model within them is refused by bench.train.check_host's memory estimate)
+MAX_WIDTH, MAX_LAYERS = 2 ** 16, 1000
+
 
 @dataclass
 class ModelConfig:
     cell: str = opt("lstm", choices=lambda: list(CELLS) + list(TREE_CELLS),
                     help="cell from models/registry.py (tree cells: task.name=treebank only)")
-    hidden_size: int = opt(128, ge=1)
-    num_layers: int = opt(1, ge=1)
+    hidden_size: int = opt(128, ge=1, le=MAX_WIDTH)
+    num_layers: int = opt(1, ge=1, le=MAX_LAYERS)
     bidirectional: bool = opt(False)
     residual: bool = opt(False, help="add each layer's input to its output (layers >= 2)")
     dropout: float = opt(0.0, ge=0, lt=1, help="dropout between layers and before the head")
-    embedding_size: int = opt(64, ge=1, help="token embedding size (token inputs only)")
+    embedding_size: int = opt(64, ge=1, le=MAX_WIDTH, help="token embedding size (token inputs only)")
     recurrent_init: str = opt("default", choices=("default", "orthogonal", "identity"),
                               help="hidden-to-hidden init, applied per gate block")
     input_init: str = opt("default", choices=("default", "xavier_uniform", "orthogonal"),

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 
 from bench.config import resolve
 from bench.schema import ConfigError, config_hash, fmt_value, parse_value
-from bench.store import Store
+from bench.store import Damaged, Store
 from models.registry import CELLS
 from reports import stats
 from tasks.registry import task_class
@@ -99,6 +99,10 @@ class Variant:
     def wall_times(self) -> list[float]:
         return [float(r.result["wall_time_s"]) for r in self.usable() if r.result.get("wall_time_s") is not None]
 
+    def implementations(self) -> list[str]:
+        """How its finished runs computed (see `implementation_label`), one label each, sorted."""
+        return sorted({implementation_label((r.result or {}).get("implementation")) for r in self.usable()})
+
     def commits(self) -> list[str]:
         return sorted({(r.result or {}).get("git_commit") for r in self.runs} - {None})
 
@@ -136,6 +140,18 @@ class TaskGroup:
 # ---------------------------------------------------------------- loading
 
 
+def implementation_label(impl: Optional[dict]) -> str:
+    """A result's `implementation` record as a short label: 'fused, cpu, 2 threads[, packed 8]'."""
+    if not impl:
+        return "not recorded"
+    threads = impl.get("threads")
+    parts = [impl.get("recurrence") or "?", impl.get("device") or "?",
+             f"{threads} thread{'s' if threads != 1 else ''}" if threads else "? threads"]
+    if impl.get("packed"):
+        parts.append(f"packed {impl['packed']}")
+    return ", ".join(parts)
+
+
 def as_store(store: Union[Store, str, Path]) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
@@ -155,7 +171,11 @@ def store_runs(store: Union[Store, str, Path], sweeps: list[str] = ()) -> list[R
     for h in hashes:
         if not (store.run_dir(h) / "config.yaml").is_file():
             continue
-        runs.append(Run(h, store.config(h), store.result(h), store.status(h), "store",
+        try:
+            config = store.config(h)
+        except Damaged:  # warned (one line naming the file); `rnnbench status` lists it as damaged
+            continue
+        runs.append(Run(h, config, store.result(h), store.status(h), "store",
                         rows=(lambda h=h: store.metrics(h))))
     if not runs:
         raise FileNotFoundError(f"sweep(s) {', '.join(sweeps)}: no runs with a config in store {store.root}")

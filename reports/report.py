@@ -22,7 +22,7 @@ from typing import Optional, Union
 from bench.schema import fmt_value
 from bench.store import Store, write_atomic
 from reports import plots, stats, wandb_io
-from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, group,
+from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatten, group, implementation_label,
                              parse_reference, store_runs)
 from reports.doc import Doc
 
@@ -71,6 +71,24 @@ def beats_text(g: TaskGroup, v: Variant) -> str:
                 else g.better(r.metric(g.primary), base) for r in runs]
     verdict = "yes" if g.better(v.summary().mean, base) else "no"
     return f"{verdict} ({sum(bool(b) for b in per_seed)}/{len(runs)} seeds)"
+
+
+def time_cells(g: TaskGroup) -> tuple[dict[str, str], Optional[str]]:
+    """Wall-time cells per variant key, 'mean (implementation)', and the table's most common
+    implementation when they differ (the cells of the others end in †), else None."""
+    impls = {v.key: v.implementations() for v in g.variants if v.usable()}
+    common = Counter(tuple(i) for i in impls.values()).most_common(1)
+    common = common[0][0] if common else ()
+    differ = len({tuple(i) for i in impls.values()}) > 1
+    cells = {}
+    for v in g.variants:
+        mean = stats.mean(v.wall_times())
+        if mean is None or v.key not in impls:
+            cells[v.key] = num(mean, 3)
+            continue
+        mark = " †" if differ and tuple(impls[v.key]) != common else ""
+        cells[v.key] = f"{num(mean, 3)} ({'; '.join(impls[v.key])}){mark}"
+    return cells, ("; ".join(common) if differ else None)
 
 
 def excluded_text(v: Variant) -> str:
@@ -157,11 +175,12 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         headers += ["p (Welch vs ref)", "p (Holm)"]
     headers += [f"{m} mean ± std" for m in metrics[1:]] + ["not in statistics"]
     rows = []
+    times, odd = time_cells(g)
     for v in g.variants:
         s = v.summary()
         row = [v.label + (" (ref)" if v is reference else ""), mean_pm_std(s), ci_text(s), s.n,
                ", ".join(str(r.seed) for r in v.usable()) or DASH,
-               v.params if v.params is not None else DASH, num(stats.mean(v.wall_times()), 3),
+               v.params if v.params is not None else DASH, times[v.key],
                num(base) if base is not None else DASH, beats_text(g, v)]
         if ref:
             if reference is None:
@@ -174,6 +193,10 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         row.append(excluded_text(v))
         rows.append(row)
     doc.table(headers, rows, "l" + "r" * (len(headers) - 2) + "l")
+    if odd:
+        doc.p("**Warning:** the wall times marked † were measured with another implementation (recurrence "
+              "path, device, threads or packing) than the table's most common one, "
+              f"`{odd}`: they compare implementations as well as architectures.")
     mixed = [v.label for v in g.variants if len(v.commits()) > 1]
     if mixed:
         doc.p("**Warning:** the seeds of " + ", ".join(f"`{m}`" for m in mixed) + " were run from different "
@@ -282,11 +305,11 @@ def appendix_doc(groups: list[TaskGroup]) -> Doc:
                 res = r.result or {}
                 arows.append([g.title, v.label, r.seed, f"`{r.hash}`", r.status,
                               r.step if r.step is not None else DASH, num(r.metric(g.primary)),
-                              num(res.get("wall_time_s"), 3),
+                              num(res.get("wall_time_s"), 3), implementation_label(res.get("implementation")),
                               res.get("device") or (res.get("implementation") or {}).get("device") or DASH,
                               res.get("git_commit") or DASH, (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
-                    "device", "commit", "error"], arows, "llrllrrrlll")
+                    "implementation", "device", "commit", "error"], arows, "llrllrrrllll")
     return appendix
 
 

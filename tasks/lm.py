@@ -310,7 +310,8 @@ class LMModule(TaskModule):
         self._carry = _detach(nxt)
         loss = loss.mean()
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["y"].numel())
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["y"].numel())
         return loss
 
     # -- evaluation: exact per-token averages over the whole split

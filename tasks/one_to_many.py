@@ -155,7 +155,8 @@ class OneToManyModule(TaskModule):
         v, y = batch
         loss = F.cross_entropy(self(v, y, self.run_cfg.task.teacher_forcing).flatten(0, 1), y.flatten())
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
     def eval_step(self, batch, split):

@@ -108,7 +108,8 @@ class SentimentModule(TaskModule):
         ids, lengths, y = batch
         loss = F.cross_entropy(self(ids, lengths), y)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
     def eval_step(self, batch, split):

@@ -90,19 +90,24 @@ class SequenceModule(TaskModule):
         self.task = task
         m = run_cfg.model
         self.rnn = Recurrent(task.input_size, m)
-        self.drop = torch.nn.Dropout(m.dropout)
+        self.drop = torch.nn.Dropout(m.dropout) if m.dropout else torch.nn.Identity()
+        if task.one_hot:  # rows of the identity: one float gather, no int64 one-hot and cast
+            self.register_buffer("eye", torch.eye(task.input_size), persistent=False)
         self.head = torch.nn.Linear(self.rnn.output_size, task.output_size)
 
     def forward(self, x):
         if self.task.one_hot:
-            x = F.one_hot(x, self.task.input_size).to(self.head.weight.dtype)
+            x = self.eye[x]
         out, _ = self.rnn(x)
         return self.head(self.drop(out))
 
     def _step(self, batch, split: str):
         x, y = batch
-        loss, metrics = self.task.loss_and_metrics(self(x), y)
         on_step = split == "train"
+        logs = not on_step or self.logs_this_step()
+        loss, metrics = self.task.loss_and_metrics(self(x), y, metrics=logs)
+        if not logs:
+            return loss
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
                  batch_size=len(y), sync_dist=not on_step)
         for k, v in metrics.items():
@@ -166,8 +171,10 @@ class CopyTask(SyntheticTask):
         y[:, -n:] = symbols
         return x, y
 
-    def loss_and_metrics(self, logits, y):
+    def loss_and_metrics(self, logits, y, metrics: bool = True):
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        if not metrics:
+            return loss, {}
         n = self.cfg.n_symbols
         acc = (logits[:, -n:].argmax(-1) == y[:, -n:]).float().mean()
         return loss, {"acc": acc}
@@ -214,7 +221,7 @@ class AddingTask(SyntheticTask):
         y = values[rows, first] + values[rows, second]
         return torch.stack([values, markers], -1), y
 
-    def loss_and_metrics(self, pred, y):
+    def loss_and_metrics(self, pred, y, metrics: bool = True):
         return F.mse_loss(pred[:, -1, 0], y), {}
 
     def baseline(self):

@@ -224,7 +224,8 @@ class TaggingModule(TaskModule):
         logits = self(batch)
         loss = F.cross_entropy(logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=IGNORE)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["ids"]))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
     def eval_step(self, batch, split):

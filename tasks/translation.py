@@ -284,7 +284,8 @@ class TranslationModule(TaskModule):
         n = (batch["tgt_out"] != self.pad).sum()
         loss = self._loss(logits, batch["tgt_out"]) / n
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(n))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(n))
         return loss
 
     def decode(self, src, src_len, beam: int = 1):

@@ -45,10 +45,13 @@ def test_bench_scaling_memory_grows_with_T_in_training_only(capsys):
     assert float(fits["stream"][4]) == 0          # streaming peak memory is flat in T
 
 
-def test_bench_harness_compares_lightning_with_a_bare_loop(capsys):
-    bench_harness.main(["--steps", "3", "--warmup", "1", "--repeats", "1", "model.hidden_size=8", "task.T=5",
-                        "task.batch_size=4", "task.eval_size=8"])
+def test_bench_harness_compares_fused_kernel_bare_loop_and_lightning(capsys):
+    bench_harness.main(["--shape", "default", "--steps", "3", "--warmup", "1", "--repeats", "1",
+                        "model.hidden_size=8", "task.T=5", "task.batch_size=4", "task.eval_size=8"])
     out = capsys.readouterr().out
-    table = {r[0]: r for r in rows(out, "") if len(r) == 3 and r[2].endswith("x")}
-    assert table["bare PyTorch loop"][2] == "1.000x"
-    assert float(table["Lightning (rnnbench run setup)"][1]) > 0
+    (row,) = rows(out, "default:")
+    fused, bare, light, light_bare, bare_fused = map(float, row[1:])
+    assert min(fused, bare, light) > 0
+    assert abs(light_bare - light / bare) < 0.05 * light_bare and abs(bare_fused - bare / fused) < 0.05 * bare_fused
+
+

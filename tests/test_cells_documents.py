@@ -190,7 +190,8 @@ def test_presets_load(preset, cell):
 
 
 @pytest.mark.parametrize("model", [["model=gru_cho"], ["model=leaky"], ["model=deep_transition"],
-                                   ["model.cell=ladder_forget"]])
+                                   ["model.cell=ladder_residual", "task.T=5"],   # unbounded state: short T
+                                   ["model.cell=ladder_input"], ["model.cell=ladder_forget"]])
 def test_learns_the_adding_problem_beats_the_baseline(model, store):
     cfg = C.load(None, ["task=adding", "task.T=10", *model, "model.hidden_size=32", "optim.lr=0.01",
                         "trainer.max_steps=300", "trainer.val_every=300", "task.eval_size=256"])

@@ -159,8 +159,9 @@ def test_report_figures_html_and_solved_vs_T(report):
     assert _table(md, "### adding") == [{"variant": "lstm optim.grad_clip=null optim.lr=1e+25", "T=5": "0/1"}]
 
 
-def _fake_store(root: Path, specs: list[tuple[list[str], float]]) -> Store:
-    """A store of written result.json files (no training): (overrides, test/loss) per run."""
+def _fake_store(root: Path, specs: list[tuple[list[str], float]], impls: dict = None) -> Store:
+    """A store of written result.json files (no training): (overrides, test/loss) per run;
+    `impls`: model.cell -> the runs' `implementation` record."""
     import yaml
 
     from bench.store import write_json
@@ -176,7 +177,8 @@ def _fake_store(root: Path, specs: list[tuple[list[str], float]]) -> Store:
                                        "metrics": {"test/loss": loss}, "primary": "test/loss", "mode": "min",
                                        "baseline": {"test/loss": 1.5}, "params": 100, "wall_time_s": 1.0,
                                        "git_commit": "abc", "command": None, "solved": False,
-                                       "beats_baseline": loss < 1.5})
+                                       "beats_baseline": loss < 1.5,
+                                       "implementation": (impls or {}).get(cfg.model.cell)})
         hashes.append(cfg.hash)
     store.record_sweep("fake", hashes)
     return store
@@ -214,6 +216,23 @@ def test_variant_labels_single_seed_and_reference(tmp_path):
     assert find_reference(g, {"model.cell": "gru"}) is None
     with pytest.raises(Exception, match="matches 4 variants"):  # lstm and lstm_nig both name no key
         find_reference(g, {"hidden_size": 8})
+
+
+def test_time_column_names_the_implementation_and_flags_rows_that_differ(tmp_path):
+    from reports.report import build_report
+
+    fused = {"recurrence": "fused", "device": "cpu", "threads": 2, "packed": None}
+    store = _fake_store(tmp_path / "results", [([], 1.0), (["seed=1"], 1.2), (["model.cell=gru"], 1.1),
+                                               (["model.cell=rnn_tanh"], 1.3)],
+                        impls={"lstm": fused, "gru": fused, "rnn_tanh": {**fused, "recurrence": "custom", "packed": 8}})
+    md = build_report(store, ["fake"], tmp_path / "out").read_text()
+    rows = {r["variant"]: r["wall time (s)"] for r in _table(md, "## Task: copy T=5")}
+    assert rows == {"lstm": "1 (fused, cpu, 2 threads)", "gru": "1 (fused, cpu, 2 threads)",
+                    "rnn_tanh": "1 (custom, cpu, 2 threads, packed 8) †"}
+    assert "marked † were measured with another implementation" in md and "`fused, cpu, 2 threads`" in md
+    same = _fake_store(tmp_path / "same", [([], 1.0), (["model.cell=gru"], 1.1)], impls={"lstm": fused, "gru": fused})
+    md = build_report(same, ["fake"], tmp_path / "out2").read_text()
+    assert "†" not in md and {r["wall time (s)"] for r in _table(md, "## Task: copy T=5")} == {"1 (fused, cpu, 2 threads)"}
 
 
 # ---------------------------------------------------------------- end to end (slow)

@@ -73,6 +73,8 @@ def time_entries(entries: dict, x: torch.Tensor, warmup: int, repeats: int) -> t
     def call(m):
         out = m(x)[0]
         out.sum().backward()
+        if x.is_cuda:  # CUDA is asynchronous: time the work, not its launch
+            torch.cuda.synchronize()
 
     def clear(m):
         x.grad = None
@@ -132,16 +134,26 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per entry (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per entry first")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated registry cells")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (synchronised timing, TF32 off; the CPU "
+                    "columns then time the host side only)")
     add_threads_and_seed(ap)
     args = ap.parse_args(argv)
     setup(args.threads, args.seed)
     B, T, H = args.batch, args.T, args.hidden
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device visible")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     entries, refs = entries_for(cell_list(args.cells), H)
-    x = torch.randn(B, T, H, requires_grad=True)
+    for m, _, _ in entries.values():
+        m.to(dev)
+    x = torch.randn(B, T, H, device=dev, requires_grad=True)
     times, cpu = time_entries(entries, x, args.warmup, args.repeats)
     print(f"# bench_cells: forward+backward, batch {B}, T {T}, hidden {H} (input {H}), 1 layer, float32")
-    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
-          f"{platform.processor() or platform.machine()}; {args.repeats} interleaved repeats, median; "
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# torch {torch.__version__}, device {dev} ({where}), threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs; {args.repeats} interleaved repeats, median; "
           f"spread = (max - min) / median")
     print()
     report(entries, refs, times, cpu, H)

@@ -1,0 +1,123 @@
+"""Checkpoint files a resume can trust: written in the run's own directory, fsync'ed, renamed.
+
+Lightning's own save goes through fsspec's transaction, which writes a temp file in the system
+temp dir and moves it: across filesystems that move is a copy, and a kill during it leaves a
+partial `last.ckpt`. Here the temp file sits next to the target, so the rename is atomic on any
+filesystem, and a kill leaves the previous checkpoint whole (plus a `.last.ckpt.*` temp file
+that `clean_temp` removes on the next start).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class Unreadable(Exception):
+    """A checkpoint file that cannot be loaded (empty, truncated, not a torch zip, wrong content)."""
+
+    def __init__(self, path, why: str):
+        super().__init__(f"checkpoint unreadable: {path} ({why})")
+        self.path, self.why = Path(path), why
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temp file in the checkpoint's directory, fsync, rename over the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC) from us
+        torch.save(checkpoint, buf)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint's contents (weights_only); Unreadable if it is damaged or is no checkpoint."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise Unreadable(path, "empty file")
+        if not zipfile.is_zipfile(path):
+            raise Unreadable(path, "not a PyTorch checkpoint file")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Unreadable:
+        raise
+    except pickle.UnpicklingError:
+        raise Unreadable(path, "refused by weights_only loading: it holds objects other than tensors") from None
+    except Exception as e:  # truncated zip, unpickling refused, bad records: all mean "don't trust it"
+        raise Unreadable(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]) from None
+    if not isinstance(ckpt, dict) or "global_step" not in ckpt:
+        raise Unreadable(path, "no global_step: not a training checkpoint")
+    return ckpt
+
+
+def read_step(path) -> int:
+    return int(read_checkpoint(path)["global_step"])
+
+
+def clean_temp(run_dir: Path) -> list[Path]:
+    """Remove temp files that a killed writer left in a run directory (`.<name>.<random>`)."""
+    gone = []
+    for d in [run_dir, run_dir / "checkpoints", *(run_dir / "logs").glob("version_*")]:
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.is_file() and p.name.startswith(".") and p.name != ".lock" and p.name.count(".") >= 2:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    gone.append(p)
+    return gone
+
+
+class EvalState(L.Callback):
+    """The last validation metrics, carried in every checkpoint: a run resumed from its final
+    checkpoint validates no more, and reports them as an uninterrupted run does."""
+
+    def __init__(self):
+        self.val: dict[str, float] = {}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint["rnnbench"] = {"val": {k: float(v) for k, v in trainer.callback_metrics.items()
+                                          if k.startswith("val/") and v.numel() == 1}}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.val = dict(checkpoint.get("rnnbench", {}).get("val", {}))
+
+
+def finish_restored_fit(trainer) -> None:
+    """A fit resumed from its final checkpoint ends at once, short of the bookkeeping that an
+    uninterrupted fit does after that checkpoint (taken inside the last batch): the logger step
+    moves past the last batch, and the epoch counts as completed. Do it, so that the test rows
+    are logged at the same step and epoch. (Lightning keeps the logger step in a private field.)"""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+    trainer.fit_loop.epoch_progress.increment_completed()

@@ -1,0 +1,182 @@
+"""Persistent workers: one process imports torch and Lightning once and runs config after config.
+
+    python -m bench.worker --reply-fd N --store DIR [--sweep NAME] [--wandb MODE] [--project P]
+
+The parent (the local executor, or a SLURM array task with several runs) writes one JSON line per
+unit of work to the worker's stdin, and the worker answers one JSON line per finished unit on the
+file descriptor `--reply-fd`:
+
+    -> {"id": 3, "configs": ["<store>/runs/<hash>/config.yaml", ...], "packed": false, "retry_failed": false}
+    <- {"id": 3, "status": ["done", ...], "pid": 1234}
+
+A unit is a list of configs: one run, or a packed group (`bench.packed.run_group`, as
+`python -m bench.packed` would run it). A single config runs through `bench.train.run`, exactly as
+`rnnbench train CONFIG` would, so claims, resume,
+failure recording, W&B ids and run directories are the same as for a fresh process. While a run
+runs, the worker's stdout and stderr (file descriptors 1 and 2) are that run's `run.log`, so what
+it prints, and the traceback `faulthandler` writes when the interpreter crashes, land in its own
+log. A run that kills the worker (segfault, OOM kill, os._exit) is recorded failed by the parent,
+which starts a new worker for the next unit. The worker exits when its stdin closes, and after a
+run that was interrupted (SIGTERM / Ctrl-C), leaving that run to resume later.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import faulthandler
+import json
+import os
+import selectors
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from bench.schema import ConfigError
+
+STOPPED = ("interrupted", "stopped")
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Point file descriptors 1 and 2 (and so sys.stdout/stderr and C-level output) at `path`."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1), os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
+def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Optional[str], project: str,
+             retry_failed: bool, packed: bool = False) -> list[str]:
+    """Run a unit in this process: a packed group as one batched model (bench.packed), else each
+    config after the other; returns their statuses."""
+    from bench import config as C
+    from bench.packed import run_group
+    from bench.train import run
+
+    if packed:
+        with output_to(Path(paths[0]).with_name("run.log")):
+            try:
+                return [r["status"] for r in run_group([C.load(p, []) for p in paths], store, sweep,
+                                                       wandb_mode, project, retry_failed)]
+            except Exception as e:
+                return [_exit_status(e, "python -m bench.packed")] * len(paths)
+    statuses = []
+    for path in paths:
+        with output_to(Path(path).with_name("run.log")):
+            try:
+                cfg = C.load(path, [])
+                statuses.append(run(cfg, store, sweep=sweep, wandb_mode=wandb_mode, project=project,
+                                    retry_failed=retry_failed)["status"])
+            except Exception as e:  # outside the run's own recording (bad config or data, no claim)
+                statuses.append(_exit_status(e, "rnnbench train"))
+    return statuses
+
+
+def _exit_status(e: Exception, prog: str) -> str:
+    """What the command would have printed and its exit code, as `exit N`: an input error (bad
+    config or data) is one line and code 2, as the CLI's, anything else a traceback and code 1."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the store's disk is full: resumable
+        print(f"{prog}: error: no space left on device: {e.filename or ''}", file=sys.stderr)
+        return "exit 75"
+    if isinstance(e, (ConfigError, FileNotFoundError, ValueError)):
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return "exit 2"
+    traceback.print_exc()
+    return "exit 1"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reply-fd", type=int, required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--sweep", default=None)
+    ap.add_argument("--wandb", default=None)
+    ap.add_argument("--project", default="rnnbench")
+    a = ap.parse_args(argv)
+    from bench.tracking import quiet_logs
+
+    quiet_logs()
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # fd 2: the running run's log
+    import bench.train  # noqa: F401  (the one import this worker exists to pay only once)
+
+    reply = os.fdopen(a.reply_fd, "w", buffering=1)
+    for line in sys.stdin:
+        unit = json.loads(line)
+        statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False),
+                            unit.get("packed", False))
+        reply.write(json.dumps({"id": unit["id"], "status": statuses, "pid": os.getpid()}) + "\n")
+        if any(s in STOPPED for s in statuses):
+            break
+    return 0
+
+
+class Worker:
+    """The parent's handle on one worker process: send a unit, poll for its answer or its death."""
+
+    def __init__(self, store, sweep: Optional[str], wandb_mode: Optional[str], project: str, env: dict):
+        r, w = os.pipe()
+        cmd = [sys.executable, "-m", "bench.worker", "--reply-fd", str(w), "--store", str(store),
+               "--project", project]
+        cmd += ["--sweep", sweep] if sweep else []
+        cmd += ["--wandb", wandb_mode] if wandb_mode else []
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     pass_fds=(w,), text=True)
+        os.close(w)
+        os.set_blocking(r, False)
+        self.reply_fd, self.buffer = r, b""
+        self.unit: Optional[dict] = None   # the message of the unit it is running, None when idle
+        self.cfgs: list = []               # that unit's configs
+
+    def send(self, cfgs: list, unit: dict) -> None:
+        self.cfgs, self.unit = cfgs, unit
+        self.proc.stdin.write(json.dumps(unit) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> Optional[dict]:
+        """The answer to the unit it runs, once it came; None while it runs."""
+        try:
+            while chunk := os.read(self.reply_fd, 65536):
+                self.buffer += chunk
+        except BlockingIOError:
+            pass
+        if b"\n" not in self.buffer:
+            return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        self.unit = None
+        return json.loads(line)
+
+    def dead(self) -> Optional[int]:
+        """Its exit code (negative: killed by that signal) once it died, else None."""
+        return self.proc.poll()
+
+    def close(self, timeout: float = 30) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.reply_fd)
+
+
+def wait_any(workers: list[Worker], timeout: float) -> None:
+    """Sleep until one of the workers answers or exits, or `timeout` seconds pass."""
+    with selectors.DefaultSelector() as sel:
+        for w in workers:
+            sel.register(w.reply_fd, selectors.EVENT_READ)
+        sel.select(timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

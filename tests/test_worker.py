@@ -1,0 +1,67 @@
+"""Persistent workers (bench.worker): one process runs config after config, each result equal to
+a fresh `rnnbench train` process; a worker killed mid-run is recorded failed and replaced."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from bench import config as C
+from bench.store import Store
+from bench.sweep import LocalExecutor
+
+TINY = ["task.T=4", "task.eval_size=64", "model.hidden_size=8", "trainer.max_steps=20", "trainer.val_every=10"]
+
+
+def _pid(store: Store, h: str) -> int:
+    """The process that ran (or runs) `h`: the claim lock holds '<host> <pid>'."""
+    return int((store.run_dir(h) / ".lock").read_text().split()[1])
+
+
+def _csv(store: Store, h: str) -> list[str]:
+    return [p.read_text() for p in store.metric_files(h)]
+
+
+def test_persistent_worker_runs_three_configs_each_equal_to_a_fresh_process(tmp_path):
+    cfgs = [C.load(None, ["task=copy", "model.cell=lstm"] + TINY),
+            C.load(None, ["task=adding", "model.cell=gru", "seed=3"] + TINY),
+            C.load(None, ["task=copy", "model.cell=rnn_tanh", "model.dropout=0.2"] + TINY)]
+    store = Store(tmp_path / "worker")
+    ex = LocalExecutor(store, "w", workers=1, progress=False, wandb_mode="disabled")
+    states = ex.run(cfgs)
+    assert list(states.values()) == ["done"] * 3
+    pids = {_pid(store, c.hash) for c in cfgs}
+    assert len(pids) == 1 and pids != {os.getpid()}    # one worker process ran all three
+    impl = store.result(cfgs[0].hash)["implementation"]
+    assert impl == {"recurrence": "fused", "device": "cpu", "threads": ex.threads, "packed": None}
+    fresh = Store(tmp_path / "fresh")
+    for c in cfgs:
+        subprocess.run([sys.executable, "-m", "bench.cli", "train", *C.to_overrides(c), "--store", str(fresh.root),
+                        "--wandb", "disabled"], check=True, capture_output=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert store.result(c.hash)["metrics"] == fresh.result(c.hash)["metrics"]
+        assert _csv(store, c.hash) == _csv(fresh, c.hash)
+
+
+def test_worker_killed_mid_run_is_recorded_failed_and_replaced(tmp_path):
+    long = C.load(None, ["task=adding", "model.cell=lstm"] + TINY[:3] + ["trainer.max_steps=100000",
+                                                                          "trainer.val_every=50"])
+    short = C.load(None, ["task=adding", "model.cell=gru"] + TINY)
+    store = Store(tmp_path / "results")
+    ex = LocalExecutor(store, "crash", workers=1, progress=False, wandb_mode="disabled")
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(ex.run([long, short])))
+    thread.start()
+    deadline = time.time() + 300
+    while not store.checkpoint(long.hash):   # mid-run: it has trained and checkpointed
+        assert time.time() < deadline and thread.is_alive()
+        time.sleep(0.1)
+    victim = _pid(store, long.hash)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    failed = store.result(long.hash)
+    assert out[long.hash] == "failed" and failed["error"] == "process killed by signal 9"
+    assert failed["step"] >= 50
+    assert out[short.hash] == "done" and _pid(store, short.hash) not in (victim, os.getpid())
