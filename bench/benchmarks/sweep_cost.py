@@ -1,7 +1,7 @@
 """Cost of a full sweep on this machine, extrapolated from a few timed steps of each of its variants.
 
     python -m bench.benchmarks.sweep_cost bench/sweeps/paper_copy.yaml [...] [--steps 20] [--workers 2] [--pack 8]
-    python -m bench.benchmarks.sweep_cost bench/sweeps/paper_*.yaml --quick     # --steps 5
+    python -m bench.benchmarks.sweep_cost bench/sweeps/paper_orthinit.yaml --quick   # --steps 5, about a minute (too noisy on a loaded machine)
 
 For every variant of the sweep (its configs minus `seed`) a run trains `--steps` and 2 x `--steps`
 steps alone, validating once on one batch (`trainer.limit_val_batches=1`), in a temporary store,
