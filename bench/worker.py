@@ -2,7 +2,7 @@
 
     python -m bench.worker --reply-fd N --store DIR [--sweep NAME] [--wandb MODE] [--project P]
 
-The parent (the local executor, or a SLURM array task with several runs) writes one JSON line per
+The parent (the local executor) writes one JSON line per
 unit of work to the worker's stdin, and the worker answers one JSON line per finished unit on the
 file descriptor `--reply-fd`:
 
@@ -34,7 +34,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from bench import config as C
+from bench.packed import run_group
 from bench.schema import ConfigError
+from bench.tracking import quiet_logs
+from bench.train import run  # the import this worker exists to pay only once
 
 STOPPED = ("interrupted", "stopped")
 
@@ -59,10 +63,6 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
              retry_failed: bool, packed: bool = False) -> list[str]:
     """Run a unit in this process: a packed group as one batched model (bench.packed), else each
     config after the other; returns their statuses."""
-    from bench import config as C
-    from bench.packed import run_group
-    from bench.train import run
-
     if packed:
         with output_to(Path(paths[0]).with_name("run.log")):
             try:
@@ -103,11 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wandb", default=None)
     ap.add_argument("--project", default="rnnbench")
     a = ap.parse_args(argv)
-    from bench.tracking import quiet_logs
-
     quiet_logs()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # fd 2: the running run's log
-    import bench.train  # noqa: F401  (the one import this worker exists to pay only once)
 
     reply = os.fdopen(a.reply_fd, "w", buffering=1)
     for line in sys.stdin:
