@@ -144,7 +144,9 @@ class TaskModule(L.LightningModule):
         `log_every_n_steps` steps, and when it stops). Training metrics are logged only then: the
         other steps skip Lightning's logging machinery and any read-back of a value to the host,
         and the logged rows are the same."""
-        t = self.trainer
+        t = self._trainer
+        if t is None:  # called outside a Trainer (tests, checkpoint inference): always log
+            return True
         n = t.log_every_n_steps
         return n > 0 and ((self.global_step + 1) % n == 0 or t.should_stop)
 
