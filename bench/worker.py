@@ -34,7 +34,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from bench import config as C
+from bench.packed import run_group
 from bench.schema import ConfigError
+from bench.tracking import quiet_logs
+from bench.train import run  # torch + Lightning: the one import a worker exists to pay only once
 
 STOPPED = ("interrupted", "stopped")
 
@@ -59,10 +63,6 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
              retry_failed: bool, packed: bool = False) -> list[str]:
     """Run a unit in this process: a packed group as one batched model (bench.packed), else each
     config after the other; returns their statuses."""
-    from bench import config as C
-    from bench.packed import run_group
-    from bench.train import run
-
     if packed:
         with output_to(Path(paths[0]).with_name("run.log")):
             try:
@@ -103,11 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wandb", default=None)
     ap.add_argument("--project", default="rnnbench")
     a = ap.parse_args(argv)
-    from bench.tracking import quiet_logs
-
     quiet_logs()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # fd 2: the running run's log
-    import bench.train  # noqa: F401  (the one import this worker exists to pay only once)
 
     reply = os.fdopen(a.reply_fd, "w", buffering=1)
     for line in sys.stdin:
