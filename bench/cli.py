@@ -131,14 +131,21 @@ def _split(config, overrides):
 
 
 def check_store(root: str) -> None:
-    """A store the command can write to: a directory (made if missing) that takes a file."""
+    """A store the command can write to: a directory, or a path that can be made one. Writes nothing:
+    a missing store is probed at its nearest existing parent and made only when a run writes to it,
+    so a command refused later (no SLURM cluster, a bad config) leaves no store behind."""
+    import errno
     import tempfile
 
     if os.path.exists(root) and not os.path.isdir(root):
         raise ConfigError(f"--store {root}: not a directory")
+    probe = os.path.abspath(root)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
     try:
-        os.makedirs(root, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
+        if not os.path.isdir(probe):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as e:
         raise ConfigError(f"--store {root}: not writable ({e.strerror})") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -245,3 +246,8 @@ def field_lines() -> list[str]:
 def from_resolved(d: dict) -> RunConfig:
     """Rebuild a RunConfig from a saved resolved config (round trip of to_dict)."""
     return resolve(d)
+
+
+def reproduce_command(cfg: RunConfig) -> str:
+    """The `rnnbench train` command line that rebuilds `cfg` (and so its hash)."""
+    return "rnnbench train " + " ".join(shlex.quote(o) for o in to_overrides(cfg))

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
-import torch
 import yaml
 
 from bench.checkpoints import Unreadable, read_step

@@ -12,7 +12,6 @@ import functools
 import logging
 import math
 import os
-import shlex
 import subprocess
 import time
 import traceback
@@ -29,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_temp, finish_restored_fit,
                                read_checkpoint, read_step)
-from bench.config import RunConfig, to_overrides
+from bench.config import RunConfig, reproduce_command
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
@@ -56,10 +55,6 @@ def git_commit() -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def reproduce_command(cfg: RunConfig) -> str:
-    return "rnnbench train " + " ".join(shlex.quote(o) for o in to_overrides(cfg))
 
 
 def variant_tags(cfg: RunConfig) -> list[str]:

@@ -2,7 +2,7 @@
 
     python -m bench.worker --reply-fd N --store DIR [--sweep NAME] [--wandb MODE] [--project P]
 
-The parent (the local executor, or a SLURM array task with several runs) writes one JSON line per
+The parent (the local executor) writes one JSON line per
 unit of work to the worker's stdin, and the worker answers one JSON line per finished unit on the
 file descriptor `--reply-fd`:
 
@@ -38,7 +38,7 @@ from bench import config as C
 from bench.packed import run_group
 from bench.schema import ConfigError
 from bench.tracking import quiet_logs
-from bench.train import run  # torch + Lightning: the one import a worker exists to pay only once
+from bench.train import run  # the import this worker exists to pay only once
 
 STOPPED = ("interrupted", "stopped")
 

@@ -75,7 +75,9 @@ class Doc:
                             f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
         css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
                "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-               "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f3f3f3}td.r,th.r{text-align:right}"
+               "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f3f3f3}"
+               "td{overflow-wrap:anywhere}"  # long cells (commit, implementation) wrap: wide tables fit the page
+               "td.r,th.r{text-align:right}"
                "code{background:#f3f3f3;padding:0 3px}img{max-width:100%}figcaption{font-size:12px;color:#555}")
         return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
                 f"<style>{css}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -14,10 +14,9 @@ import shlex
 from pathlib import Path
 from typing import Union
 
-from bench.config import load, resolve
+from bench.config import load, reproduce_command, resolve
 from bench.schema import ConfigError
 from bench.store import Store, write_atomic
-from bench.train import reproduce_command
 from reports.collect import Run, TaskGroup, Variant, as_store, group, store_runs
 from reports.doc import Doc
 from reports.report import DASH, ci_text, num

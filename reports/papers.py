@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from bench.store import Store
 from bench.sweep import expand
 from models.registry import CELLS
@@ -306,9 +308,24 @@ def write_readme(all_c: list[dict], store, out_root) -> Path:
     doc.p("Then: `python -m reports.papers --store results_papers --out reports/published` regenerates every "
           "report and this file. The full sweeps run the same way (`--executor slurm` on a cluster); the "
           "generator uses a full sweep's runs whenever the store holds them.")
+    full_sweeps_doc(doc)
     path = Path(out_root) / "README.md"
     path.write_text(doc.markdown())
     return path
+
+
+def full_sweeps_doc(doc: Doc) -> None:
+    """The full sweeps' estimated cost on this machine and the command that starts (or resumes)
+    each, from reports/published/full_sweeps.yaml (measured by bench.benchmarks.sweep_cost)."""
+    path = ROOT / "reports" / "published" / "full_sweeps.yaml"
+    if not path.is_file():
+        return
+    spec = yaml.safe_load(path.read_text())
+    doc.h(3, "Full sweeps: estimated cost on this machine, and how to start them")
+    doc.p(spec["note"])
+    doc.table(["sweep", "runs", "seeds", "steps a run", "hours, --pack 1", "hours, --pack 8", "start / resume"],
+              [[f"`bench/sweeps/{s['file']}`", s["runs"], s["seeds"], s["steps"], s["hours_alone"],
+                s["hours_packed"], f"`{s['command']}`"] for s in spec["sweeps"]], align="lrrrrrl")
 
 
 def main(argv=None) -> int:

@@ -12,10 +12,9 @@ import math
 import os
 from typing import Optional
 
-from bench.config import resolve
+from bench.config import reproduce_command, resolve
 from bench.schema import ConfigError
 from bench.tracking import default_mode
-from bench.train import reproduce_command
 from reports.collect import Run
 
 

@@ -27,7 +27,7 @@ import sklearn.datasets
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent

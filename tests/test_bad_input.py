@@ -1,6 +1,5 @@
-"""Bad input of every kind: one line naming the field and the allowed values, non-zero exit, before
-anything is stored; a model too big, a GPU asked on a CPU host, a read-only store, Ctrl-C.
-(Split from tests/test_faults.py.)"""
+"""Bad input of every kind: one line naming the field and what is allowed, a non-zero exit, and
+nothing stored. (The kill and damaged-file tests are in test_faults.py.)"""
 import os
 import signal
 import subprocess
@@ -12,8 +11,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from faults_common import OV, QUICK, ROOT, tmpfs
-
+from test_faults import OV, QUICK, ROOT, tmpfs
 
 def _evil_checkpoint(path: Path) -> None:
     class Evil:

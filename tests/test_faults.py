@@ -1,17 +1,16 @@
-"""Fault injection on tiny runs: kills at chosen moments, damaged store files, a full disk
-(bad input: tests/test_bad_input.py).
+"""Fault injection on tiny runs: kills at chosen moments, damaged store files, a full disk, bad input.
 
 Every kill test resumes the killed run and compares its store with an uninterrupted one, row by
 row. The kills happen in a child `rnnbench train` that a small wrapper (FAULT_WRAPPER) arms to
 SIGKILL itself at one moment; nothing in the code under test knows about it.
 """
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,14 @@ from bench import config as C
 from bench.cli import main
 from bench.store import Store
 from bench.train import run
-from faults_common import OV, QUICK, ROOT, tmpfs
 
+ROOT = Path(__file__).resolve().parents[1]
+# checkpoints at steps 110 and 220 (the final one); metric rows (written as they are logged) at
+# 49, 99, 109 (val), 149, 199, so a kill at step 105 leaves rows and no checkpoint
+OV = ["task=adding", "task.T=5", "task.eval_size=32", "model.hidden_size=8", "trainer.max_steps=220",
+      "trainer.val_every=110"]
+QUICK = ["task=adding", "task.T=4", "task.eval_size=16", "model.hidden_size=4", "trainer.max_steps=20",
+         "trainer.val_every=10"]
 
 FAULT_WRAPPER = r"""
 import os, signal, sys
@@ -111,6 +116,19 @@ def clean(tmp_path_factory) -> Path:
         torch.set_num_threads(before)
     assert r["status"] == "done" and r["threads"] == 1
     return root
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "3m", ro: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if ro else "")
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if got.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({got.stderr.strip() or 'not root'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 # ---------------------------------------------------------------- kills

@@ -24,6 +24,8 @@ class DeepTransitionCell(Cell):
 
     switches: set[str] = {"transition_layers"}
     gates = 1
+    torch_module = nn.RNN                       # the benchmarks' reference only: never fused
+    torch_kwargs = {"nonlinearity": "tanh"}
 
     def __init__(self, input_size, hidden_size, model_cfg=None):
         super().__init__(input_size, hidden_size, model_cfg)
