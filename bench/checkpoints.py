@@ -39,26 +39,32 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def save_atomic(obj, path) -> None:
+    """torch.save to a temp file in the target's directory, fsync, rename over the target, fsync
+    the directory: a reader (or a resume after SIGKILL) never sees half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC) from us
+    torch.save(obj, buf)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temp file in the checkpoint's directory, fsync, rename over the target."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC) from us
-        torch.save(checkpoint, buf)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(path.parent)
+        save_atomic(checkpoint, path)
 
 
 def read_checkpoint(path) -> dict:

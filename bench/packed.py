@@ -40,8 +40,8 @@ from bench.schema import ConfigError, config_hash
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
 __all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
-from bench.store import Store, write_atomic, write_json
-from bench.train import beats_baseline, git_commit, variant_tags
+from bench.store import Store, beats_baseline, write_atomic, write_json
+from bench.train import git_commit, variant_tags
 from models.init import uniform_all_
 from models.packed import packable_model, packed_linear, packed_recurrent, recurrence
 from tasks.registry import task_class

@@ -9,19 +9,16 @@ Lightning loop state, so it resumes through the packed runner (`bench.packed`), 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 import yaml
 
-from bench.checkpoints import Unreadable, read_checkpoint
+from bench.checkpoints import Unreadable, read_checkpoint, save_atomic
 from bench.store import write_atomic
 from bench.tracking import default_mode
 
@@ -40,20 +37,7 @@ def is_packed_checkpoint(path: Optional[Path]) -> bool:
 
 def save_checkpoint(obj: dict, path: Path) -> None:
     """torch.save by rename: a reader (or a resume after SIGKILL) never sees half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        buf = io.BytesIO()  # serialized first: torch's zip writer hides a full disk (ENOSPC)
-        torch.save(obj, buf)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    save_atomic(obj, path)
 
 
 class MetricLog:

@@ -329,3 +329,11 @@ def _csv_text(fields, rows) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def beats_baseline(result: dict) -> Optional[bool]:
+    """Whether a finished run's primary metric beats the task's trivial baseline; None if undefined."""
+    key, m = result.get("primary"), result["metrics"]
+    if result["status"] != "done" or key not in result.get("baseline", {}) or key not in m:
+        return None
+    return m[key] < result["baseline"][key] if result["mode"] == "min" else m[key] > result["baseline"][key]

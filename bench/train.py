@@ -30,7 +30,7 @@ from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_
                                read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
 from bench.schema import ConfigError
-from bench.store import Store, write_atomic, write_json
+from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
 from models.init import uniform_all_
@@ -388,11 +388,3 @@ def _train_time(trainer) -> float:
     """Training seconds of all attempts so far (Lightning's Timer, restored on resume)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     return timer.time_elapsed("train") if timer else 0.0
-
-
-def beats_baseline(result: dict) -> Optional[bool]:
-    """Whether a finished run's primary metric beats the task's trivial baseline; None if undefined."""
-    key, m = result.get("primary"), result["metrics"]
-    if result["status"] != "done" or key not in result.get("baseline", {}) or key not in m:
-        return None
-    return m[key] < result["baseline"][key] if result["mode"] == "min" else m[key] > result["baseline"][key]
