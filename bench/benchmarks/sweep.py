@@ -36,11 +36,16 @@ def main(argv=None):
         cfgs = cfgs[::max(1, len(cfgs) // 8)][:8]
     with tempfile.TemporaryDirectory() as d:
         store = Store(Path(d) / "results")
-        os.environ.setdefault("WANDB_DIR", d)
-        t0 = time.perf_counter()
-        ex = LocalExecutor(store, name, a.workers, wandb_mode=a.wandb, progress=False)
-        states = ex.run(cfgs)
-        wall = time.perf_counter() - t0
+        old = os.environ.get("WANDB_DIR")
+        os.environ.setdefault("WANDB_DIR", d)  # W&B's own files into the temp dir, not the cwd
+        try:
+            t0 = time.perf_counter()
+            ex = LocalExecutor(store, name, a.workers, wandb_mode=a.wandb, progress=False)
+            states = ex.run(cfgs)
+            wall = time.perf_counter() - t0
+        finally:  # run in-process (tests): leave no WANDB_DIR behind for later runs
+            if old is None:
+                os.environ.pop("WANDB_DIR", None)
         train = [store.result(c.hash)["wall_time_s"] for c in cfgs]
     bad = {h: s for h, s in states.items() if s != "done"}
     print(f"sweep overhead: {name}, {len(cfgs)} runs, {a.workers} workers x {ex.threads} thread(s), "
