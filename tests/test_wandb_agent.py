@@ -41,13 +41,14 @@ def _the_run_file(run_dir: Path, run_id: str) -> Path:
 
 
 def test_run_under_wandb_agent_is_the_agents_run_with_our_store_and_hash(tmp_path):
-    if "WANDB_SERVICE" in os.environ:  # known: an earlier in-process W&B run's service is inherited
-        pytest.skip("an earlier in-process W&B run left WANDB_SERVICE set; run this file alone")
     cmd = _agent_command(ROOT / "bench" / "sweeps" / "default.yaml", PARAMS)
     param_path = tmp_path / "wandb" / "sweep-swp123" / "config-agentrun7.yaml"
     param_path.parent.mkdir(parents=True)
     config_util.save_config_file_from_dict(str(param_path), {k: {"value": v} for k, v in PARAMS.items()})
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", WANDB_SWEEP_ID="swp123",
+    # the agent's command is a fresh process: it must not join the W&B service an earlier in-process
+    # run of this pytest session started (WANDB_SERVICE), which would write the run's records itself
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(PYTHONPATH=str(ROOT), WANDB_MODE="offline", WANDB_SWEEP_ID="swp123",
                WANDB_RUN_ID="agentrun7", WANDB_SWEEP_PARAM_PATH=str(param_path), WANDB_PROJECT="rnnbench-sweeps",
                OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
