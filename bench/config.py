@@ -205,6 +205,10 @@ def resolve(tree: dict) -> RunConfig:
     task_cfg = build(task_class(name).Config, task, "task.")
     model_cfg = build(ModelConfig, tree.pop("model", None) or {}, "model.")
     cfg = build(RunConfig, tree, "")
+    if model_cfg.output_feedback != "none" and not task_class(name).step_classes:
+        allowed = ", ".join(n for n in TASKS if task_class(n).step_classes)
+        raise ConfigError(f"model.output_feedback: task {name!r} has no class target at every step; "
+                          f"allowed tasks: {allowed}")
     cfg.task, cfg.model = task_cfg, model_cfg
     return cfg
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from bench.schema import ConfigError, opt
-from models.registry import CELLS, TREE_CELLS, cell_class
+from models.feedback import FEEDBACK, SCHEDULES
+from models.registry import CELLS, FEEDBACK_ONLY, TREE_CELLS, cell_class
 
 # LSTM-family switches (Greff et al. 2015); a cell lists the ones it supports in `switches`.
 SWITCHES = ("forget_bias", "peepholes", "input_gate", "forget_gate", "output_gate",
@@ -46,6 +47,15 @@ class ModelConfig:
                       "(the initial value when leak_learned)")
     leak_learned: bool = opt(False, new=True, help="leaky cell: learn alpha per unit (sigmoid of a parameter)")
     transition_layers: int = opt(1, ge=1, new=True, help="deep_transition cell: tanh layers from h_{t-1} to h_t")
+    output_feedback: str = opt("none", choices=FEEDBACK, new=True, help="feed the previous output back as an "
+                               "input (models/feedback.py): prediction = the model's own, teacher = the "
+                               "target, scheduled = scheduled sampling; evaluation always free-running")
+    feedback_ratio: float = opt(1.0, ge=0, le=1, new=True, help="output_feedback scheduled: r, the probability "
+                                "of feeding the target (the start of a decaying schedule)")
+    feedback_schedule: str = opt("inverse_sigmoid", choices=SCHEDULES, new=True,
+                                 help="output_feedback scheduled: eps_i = r (constant), r max(0, 1 - i/k) "
+                                 "(linear), r k / (k + exp(i/k)) (inverse_sigmoid) at training step i")
+    feedback_k: float = opt(100.0, gt=0, new=True, help="output_feedback scheduled: k of the schedule")
     init_range: Optional[float] = opt(None, gt=0, help="every weight of the whole network (embeddings and "
                                       "head too) U(-r, r), as Zaremba et al. 2014; null = per-layer defaults")
     impl: str = opt("auto", choices=("auto", "fused", "custom"),
@@ -71,6 +81,7 @@ class ModelConfig:
             if getattr(self, key) != defaults[key] and key not in cls.switches:
                 allowed = ", ".join(n for n in CELLS if key in cell_class(n).switches)
                 raise ConfigError(f"{path}{key}: not available for cell {self.cell!r}; allowed cells: {allowed}")
+        self.check_feedback(path, defaults)
         if self.residual and self.num_layers < 2:
             raise ConfigError(f"{path}residual: needs num_layers >= 2; got num_layers={self.num_layers}")
         if self.coupled and not self.input_gate:
@@ -86,3 +97,14 @@ class ModelConfig:
                     raise ConfigError(f"{path}init_range: overrides {key}={getattr(self, key)!r}; allowed: one of them")
         if self.impl == "fused" and not cls.fusable(self):
             raise ConfigError(f"{path}impl: 'fused' not possible for this variant; allowed: auto, custom")
+
+    def check_feedback(self, path: str, defaults: dict) -> None:
+        if self.cell in FEEDBACK_ONLY and self.output_feedback == "none":
+            raise ConfigError(f"{path}output_feedback: cell {self.cell!r} needs it (its only recurrence is "
+                              f"the previous output); allowed: prediction, teacher, scheduled")
+        if self.output_feedback != "none" and self.bidirectional:
+            raise ConfigError(f"{path}bidirectional: output feedback runs left to right; allowed: false")
+        for key in ("feedback_ratio", "feedback_schedule", "feedback_k"):
+            if getattr(self, key) != defaults[key] and self.output_feedback != "scheduled":
+                raise ConfigError(f"{path}{key}: only for output_feedback 'scheduled'; "
+                                  f"got output_feedback={self.output_feedback!r}")

@@ -37,7 +37,7 @@ def packable_model(model_cfg) -> Optional[str]:
     if not cell_class(m.cell).fusable(m):
         return "an LSTM variant with Greff switches"
     for key, ok in (("bidirectional", not m.bidirectional), ("residual", not m.residual),
-                    ("dropout", m.dropout == 0)):
+                    ("dropout", m.dropout == 0), ("output_feedback", m.output_feedback == "none")):
         if not ok:
             return f"model.{key}={getattr(m, key)}"
     return None

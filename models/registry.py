@@ -28,6 +28,7 @@ CELLS: dict[str, CellSpec] = {
     "gru": CellSpec("models.cells.gru:GRUCell"),
     "leaky": CellSpec("models.cells.leaky:LeakyRNNCell"),
     "deep_transition": CellSpec("models.cells.deep_transition:DeepTransitionCell"),
+    "jordan": CellSpec("models.cells.jordan:JordanCell"),   # needs model.output_feedback
     "lstm_vanilla": _greff(),
     "lstm_nig": _greff(input_gate=False),
     "lstm_nfg": _greff(forget_gate=False),
@@ -44,6 +45,11 @@ CELLS: dict[str, CellSpec] = {
     "ladder_forget": CellSpec(_LSTM, {"output_gate": False}, "lstm"),
     "ladder_output": CellSpec(_LSTM, {"input_gate": True, "forget_gate": True, "output_gate": True}, "lstm"),
 }
+
+
+# Cells whose only recurrence is the fed-back output (models/feedback.py): no hidden-to-hidden
+# weight, so never a plain Recurrent stack (model.output_feedback is required).
+FEEDBACK_ONLY = ("jordan",)
 
 
 # Tree-structured models (models/tree/): a model.cell for the treebank family (tasks/treebank.py).

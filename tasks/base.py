@@ -59,6 +59,7 @@ class Task:
     primary: str = "test/loss"         # metric the reports and leaderboards rank by
     mode: str = "min"                  # "min" or "max" for `primary`
     long_dependency: bool = False      # reports draw solved-vs-T for these
+    step_classes: bool = False         # a class target at every step: model.output_feedback feeds it back
 
     def __init__(self, run_cfg):
         self.run = run_cfg

@@ -6,6 +6,7 @@ import importlib
 TASKS: dict[str, str] = {
     "copy": "tasks.synthetic:CopyTask",
     "adding": "tasks.synthetic:AddingTask",
+    "running_sum": "tasks.synthetic:RunningSumTask",
     "lm": "tasks.lm:LMTask",
     "translation": "tasks.translation:TranslationTask",
     "sentiment": "tasks.sentiment:SentimentTask",

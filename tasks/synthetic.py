@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from bench.schema import opt
+from models.feedback import OutputFeedback, teacher_ratio
 from models.recurrent import Recurrent
 from tasks.base import SkipDone, Task, TaskModule, batches_done
 
@@ -89,15 +90,23 @@ class SequenceModule(TaskModule):
         super().__init__(run_cfg)
         self.task = task
         m = run_cfg.model
-        self.rnn = Recurrent(task.input_size, m)
-        self.drop = torch.nn.Dropout(m.dropout) if m.dropout else torch.nn.Identity()
         if task.one_hot:  # rows of the identity: one float gather, no int64 one-hot and cast
             self.register_buffer("eye", torch.eye(task.input_size), persistent=False)
+        if m.output_feedback != "none":  # the previous output fed back (per-step class targets)
+            self.feedback = OutputFeedback(task.input_size, task.output_size, m)
+            return
+        self.rnn = Recurrent(task.input_size, m)
+        self.drop = torch.nn.Dropout(m.dropout) if m.dropout else torch.nn.Identity()
         self.head = torch.nn.Linear(self.rnn.output_size, task.output_size)
 
-    def forward(self, x):
+    def forward(self, x, y=None):
+        """Logits; with output feedback, y (the targets) is fed as the training ratio says
+        (models.feedback.teacher_ratio at this step), never in evaluation."""
         if self.task.one_hot:
             x = self.eye[x]
+        if hasattr(self, "feedback"):
+            ratio = teacher_ratio(self.run_cfg.model, self.global_step) if self.training else 0.0
+            return self.feedback(x, y, ratio)
         out, _ = self.rnn(x)
         return self.head(self.drop(out))
 
@@ -105,7 +114,7 @@ class SequenceModule(TaskModule):
         x, y = batch
         on_step = split == "train"
         logs = not on_step or self.logs_this_step()
-        loss, metrics = self.task.loss_and_metrics(self(x), y, metrics=logs)
+        loss, metrics = self.task.loss_and_metrics(self(x, y), y, metrics=logs)
         if not logs:
             return loss
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
@@ -154,6 +163,7 @@ class CopyTask(SyntheticTask):
 
     Config = CopyConfig
     one_hot = True
+    step_classes = True
 
     def __init__(self, run_cfg):
         super().__init__(run_cfg)
@@ -188,6 +198,50 @@ class CopyTask(SyntheticTask):
 
     def solved_threshold(self):
         return "val/acc", "max", 0.99   # strict: stops above 0.99, the safe side of solved's >=
+
+
+@dataclass
+class RunningSumConfig:
+    name: str = opt("running_sum", choices=("running_sum",))
+    T: int = opt(20, ge=1, help="sequence length")
+    n_categories: int = opt(4, ge=2, help="K: inputs and outputs in {0..K-1}")
+    batch_size: int = opt(64, ge=1)
+    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
+    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
+    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
+    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
+
+
+class RunningSumTask(SyntheticTask):
+    """Inputs x_t ~ U{0..K-1}; targets the running sum y_t = (x_1 + ... + x_t) mod K, one class a
+    step: y_t = (y_{t-1} + x_t) mod K, so the previous output is all the state needed (the
+    Jordan network's task, model.output_feedback). Loss: cross-entropy over every step; acc over
+    every step, seq_acc of whole sequences. Baseline: y_t is uniform whatever x_t alone, the
+    blind predictor's loss is ln K, its acc 1/K."""
+
+    Config = RunningSumConfig
+    one_hot = True
+    step_classes = True
+    long_dependency = False
+
+    def __init__(self, run_cfg):
+        super().__init__(run_cfg)
+        self.input_size = self.output_size = self.cfg.n_categories
+
+    def make(self, b: int, g: torch.Generator):
+        x = torch.randint(0, self.cfg.n_categories, (b, self.cfg.T), generator=g)
+        return x, x.cumsum(1) % self.cfg.n_categories
+
+    def loss_and_metrics(self, logits, y, metrics: bool = True):
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        if not metrics:
+            return loss, {}
+        hit = logits.argmax(-1) == y
+        return loss, {"acc": hit.float().mean(), "seq_acc": hit.all(1).float().mean()}
+
+    def baseline(self):
+        K = self.cfg.n_categories
+        return {"test/loss": math.log(K), "test/acc": 1.0 / K}
 
 
 @dataclass

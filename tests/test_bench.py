@@ -55,3 +55,12 @@ def test_bench_harness_compares_fused_kernel_bare_loop_and_lightning(capsys):
     assert abs(light_bare - light / bare) < 0.05 * light_bare and abs(bare_fused - bare / fused) < 0.05 * bare_fused
 
 
+
+
+def test_bench_scaling_feedback_jordan_teacher_forced_has_no_serial_steps(capsys):
+    bench_scaling.main(["--feedback", "--T", "4,8", "--batch", "2", "--hidden", "4", "--input", "3",
+                        "--classes", "5", "--repeats", "1"])
+    out = capsys.readouterr().out
+    serial = {(int(r[0]), r[1]): int(r[2]) for r in rows(out, "") if len(r) == 8 and r[0].isdigit()}
+    assert serial == {(T, m): (1 if m == "jordan h(x,y*)" else T)
+                      for T in (4, 8) for m in ("jordan h(x,y*)", "rnn h(x,s,y*)", "jordan h(x,y^)")}

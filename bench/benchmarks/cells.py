@@ -28,7 +28,7 @@ from bench.benchmarks.common import add_threads_and_seed, cell_list, median_ms, 
 from bench.schema import build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
-from models.registry import CELLS, cell_class
+from models.registry import CELLS, FEEDBACK_ONLY, cell_class
 
 
 def reference_for(cell: str):
@@ -133,7 +133,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hidden", type=int, default=256, help="hidden size (= input size)")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per entry (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per entry first")
-    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated registry cells")
+    ap.add_argument("--cells", default=",".join(c for c in CELLS if c not in FEEDBACK_ONLY),
+                    help="comma-separated registry cells (jordan: bench.benchmarks.scaling's feedback table)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (synchronised timing, TF32 off; the CPU "
                     "columns then time the host side only)")
     add_threads_and_seed(ap)

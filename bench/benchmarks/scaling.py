@@ -17,6 +17,18 @@ Memory, measured on CPU (no allocator statistics there), two ways:
   torch.autograd.graph.saved_tensors_hooks (the activation memory of BPTT).
 The memory runs are separate from the timed runs (the tracker slows ops down).
 Fits: least squares line y = a + b*T over the T values, slope b and R^2.
+
+`--feedback`: the "BPTT h(x, y*)" row (Solberg slides' complexity table) instead: training of the
+output-feedback models (models/feedback.py, `--classes` outputs fed back one-hot) against T, for
+* `jordan h(x,y*)`: the Jordan network teacher-forced, h^t = tanh(U x^t + W y*^{t-1} + b): the
+  state depends on x and y* only, so every step is computed at once (parallel over time);
+* `rnn h(x,s,y*)`: the usual recurrence beside the same feedback, rnn_tanh teacher-forced, one
+  whole-sequence call whose scan is serial over t;
+* `jordan h(x,y^)`: the Jordan network free-running (its own previous prediction), step by step.
+Serial steps: calls of the recurrence's tanh in the forward, counted by a TorchDispatchMode with
+the Python scans (the C++ scans are opaque to it); one call covers all steps it is given, so the
+count is the number of steps that must wait for the previous one. Memory: saved for backward and
+peak, as above. Ratios: each model over `jordan h(x,y*)`.
 """
 from __future__ import annotations
 
@@ -30,7 +42,9 @@ from torch.utils._pytree import tree_flatten
 
 from bench.benchmarks.common import add_threads_and_seed, cell_list, median_ms, parser, setup, table
 from bench.schema import build
+from models.cells import kernels
 from models.config import ModelConfig
+from models.feedback import OutputFeedback
 from models.recurrent import Recurrent
 
 
@@ -187,6 +201,95 @@ def report(nets: dict, Ts: list[int], modes: dict, times: dict, peak: dict, save
     print("R^2 of a flat series (stream memory) is meaningless: its slope is the number to read.")
 
 
+class CountTanh(TorchDispatchMode):
+    """Calls of aten.tanh / tanh_ while active (the serial steps of a tanh recurrence)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.tanh, torch.ops.aten.tanh_):
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+FEEDBACK_MODELS = {"jordan h(x,y*)": ("jordan", 1.0), "rnn h(x,s,y*)": ("rnn_tanh", 1.0),
+                   "jordan h(x,y^)": ("jordan", 0.0)}
+
+
+def feedback_train(entry, xy) -> None:
+    """Forward (fed as the entry's ratio says) + `logits.sum().backward()`."""
+    (net, ratio), (x, y) = entry, xy
+    net.decode(x, y, ratio)[0].sum().backward()
+    for p in net.parameters():
+        p.grad = None
+
+
+def feedback_counts(nets: dict, xys: dict) -> tuple[dict, dict, dict]:
+    """Serial steps (tanh calls, Python scans), saved-for-backward and peak bytes per (model, T)."""
+    serial, saved, peak = {}, {}, {}
+    on = kernels.enabled()
+    kernels.set_enabled(False)
+    try:
+        for T, (x, y) in xys.items():
+            for name, (net, ratio) in nets.items():
+                with CountTanh() as ct, torch.no_grad():
+                    net.decode(x, y, ratio)
+                serial[(name, T)] = ct.calls
+    finally:
+        kernels.set_enabled(on)
+    for T, (x, y) in xys.items():
+        for name, (net, ratio) in nets.items():
+            with PeakMemory() as pm:
+                with SavedBytes() as sb:
+                    logits = net.decode(x, y, ratio)[0]
+                logits.sum().backward()
+                del logits
+            saved[(name, T)], peak[(name, T)] = sb.total, pm.peak
+            for p in net.parameters():
+                p.grad = None
+    return serial, saved, peak
+
+
+def feedback_main(args, Ts: list[int]) -> None:
+    B, I, C = args.batch, args.input, args.classes
+    nets = {}
+    for name, (cell, ratio) in FEEDBACK_MODELS.items():
+        cfg = build(ModelConfig, {"cell": cell, "hidden_size": args.hidden, "impl": "custom",
+                                  "output_feedback": "teacher" if ratio else "prediction"}, "model.")
+        nets[name] = (OutputFeedback(I, C, cfg), ratio)
+    xys = {T: (torch.randn(B, T, I), torch.randint(0, C, (B, T))) for T in Ts}
+    times = time_modes(nets, xys, {"train": feedback_train}, args.repeats)
+    serial, saved, peak = feedback_counts(nets, xys)
+    ref = next(iter(nets))
+    print(f"# bench_scaling --feedback: BPTT h(x, y*): batch {B}, input {I}, hidden {args.hidden}, "
+          f"{C} classes fed back one-hot, 1 layer, float32, custom path")
+    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
+          f"time = median of {args.repeats} interleaved runs of forward + backward")
+    print("# serial = tanh calls of the forward (Python scans): steps that wait for the previous one;")
+    print(f"# saved/peak MB as in the main table; x ref = over {ref}")
+    print()
+    MB, rows = 1e6, []
+    for T in Ts:
+        t_ref, s_ref = median_ms(times[(ref, "train", T)]), saved[(ref, T)]
+        for name in nets:
+            t = median_ms(times[(name, "train", T)])
+            rows.append([T, name, serial[(name, T)], f"{t:.1f}", f"{t / t_ref:.2f}", f"{saved[(name, T)] / MB:.2f}",
+                         f"{saved[(name, T)] / s_ref:.2f}", f"{peak[(name, T)] / MB:.2f}"])
+    print(table(["T", "model", "serial steps", "time ms", "time x ref", "saved MB", "saved x ref", "peak MB"],
+                rows, ["---:", "---"] + ["---:"] * 6))
+    print()
+    rows = []
+    for name in nets:
+        sl = [linfit(Ts, [f(name, T) for T in Ts])[0] for f in
+              (lambda n, T: serial[(n, T)], lambda n, T: median_ms(times[(n, "train", T)]),
+               lambda n, T: saved[(n, T)] / MB)]
+        rows.append([name, f"{sl[0]:.2f}", f"{sl[1]:.3f}", f"{sl[2]:.4f}"])
+    print(table(["model", "serial steps per step of T", "time slope ms/step", "saved slope MB/step"],
+                rows, ["---"] + ["---:"] * 3))
+
+
 def main(argv=None) -> None:
     ap = parser("scaling", __doc__)
     ap.add_argument("--cells", default="lstm,lstm_vanilla", help="comma-separated registry cells")
@@ -197,10 +300,14 @@ def main(argv=None) -> None:
     ap.add_argument("--input", type=int, default=64, help="input features")
     ap.add_argument("--chunk", type=int, default=64, help="streaming chunk length")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--feedback", action="store_true", help="the BPTT h(x, y*) table (output feedback)")
+    ap.add_argument("--classes", type=int, default=16, help="--feedback: output classes fed back")
     add_threads_and_seed(ap)
     args = ap.parse_args(argv)
     setup(args.threads, args.seed)
     Ts = [int(t) for t in args.T.split(",")]
+    if args.feedback:
+        return feedback_main(args, Ts)
     B, I = args.batch, args.input
     nets = {c: Recurrent(I, build(ModelConfig, {"cell": c, "hidden_size": args.hidden, "impl": args.impl},
                                   "model.")) for c in cell_list(args.cells)}
