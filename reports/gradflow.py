@@ -173,7 +173,7 @@ def plot(init: dict[str, dict], trained: dict[str, dict], path: Path, title: str
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})   # no matplotlib version: same bytes across versions
     plt.close(fig)
     return path
 

@@ -1,44 +1,46 @@
 """Published comparisons: the paper's findings beside the suite's, one Markdown report per paper.
 
-    python -m reports.papers --store results_papers --out reports/published
+    python -m reports.papers                                         # from the committed raw results
+    python -m reports.papers --store results_published --export      # copy a store's finished runs in, then that
+    python -m reports.papers --store results_published --import      # seed a working store to resume a sweep
 
 For every `bench/sweeps/paper_<name>.claims.yaml` (the paper's findings, machine-readable) this
-reads the runs of its sweep from the result store (the full sweep `paper_<name>` when the store
-has it, else the reduced `paper_<name>_cpu`), checks each claim (reports/claims.py, which lists the
-claim kinds) and writes `<out>/<name>/report.md` (+ PNGs): the paper's finding beside ours with a
-plain verdict per claim (agrees / does not agree / inconclusive, with why), the reduction applied
-and the measured cost. It also writes `<out>/README.md`, the list of sweep files with their
-commands and costs.
+reads the runs of its full sweep `paper_<name>` (else, marked reduced, `paper_<name>_cpu`) from the
+raw results committed in `<out>/<name>/` (a compact copy of a result store: bench/store_copy.py),
+or from `--store`; checks each claim (reports/claims.py) once every run of the full sweep it needs
+is finished (before that it is pending, reports/published_runs.py) and writes `<out>/<name>/report.md`
+(+ PNGs, claims.json): the paper's finding beside ours with a verdict per claim, the runs' progress
+and cost. It also writes `<out>/README.md` and the table of the repository's README.md
+(reports/published_readme.py). Nothing depends on the clock, so the output from the same raw results
+is the same bytes.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from bench.store import Store
+from bench.store import FINISHED, Store
 from bench.sweep import expand
-from models.registry import CELLS
 from reports import stats
 from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
                             lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import flatten, store_runs
 from reports.doc import Doc
-from reports.gradflow import measure_run, plot
-from reports.plots import bars_per_task, mean_vs_T
+from reports.paper_figures import groups, measure_gradflow, plot_bars, plot_vs_T
+from reports.published_readme import VERDICTS, update_root_readme, write_readme
+from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
+                                    sweep_files, sweep_names, with_pending)
 from reports.published_table import published_section
 from reports.report import DASH, num, pval
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANT_KEYS = ["model.cell", "model.hidden_size", "model.forget_bias", "model.recurrent_init"]
+EARLIER = "earlier_report.md"   # a report kept from before the raw results were committed (not regenerated)
 
 
-# ---------------------------------------------------------------- store, sweeps, labels
+# ---------------------------------------------------------------- store, sweeps
 
 
 def sweep_times(store) -> dict:
@@ -62,91 +64,15 @@ def sweep_summary(path: Path) -> dict:
             "tasks": vals(lambda c: c.task.name), "hidden": vals(lambda c: c.model.hidden_size)}
 
 
-def variant_label(cfg: dict, keys: list[str]) -> str:
-    f = flatten(cfg)
-    spec = CELLS.get(str(f.get("model.cell")))
-    fixed = {f"model.{k}" for k in (spec.fixed if spec else {})}
-    return " ".join([str(f.get("model.cell"))] + [f"{k.split('.', 1)[1]}={f.get(k)}" for k in keys
-                                                  if k != "model.cell" and k not in fixed and f.get(k) is not None])
-
-
-def task_label(cfg: dict) -> str:
-    t = cfg.get("task", {})
-    return t.get("name", "?") + (f" T={t['T']}" if "T" in t else "") + \
-        (f" ({Path(str((t.get('data_files') or {}).get('train', ''))).parent.name})" if t.get("name") == "lm" else "")
-
-
-def groups(runs: list[dict]) -> dict:
-    """task label -> variant label -> runs; labels name the model keys that differ."""
-    def shown(r, k):
-        spec = CELLS.get(str(r["config"].get("model", {}).get("cell")))
-        return None if spec and k.split(".", 1)[1] in spec.fixed else flatten(r["config"]).get(k)
-
-    differ = [k for k in VARIANT_KEYS if len({json.dumps(shown(r, k)) for r in runs}) > 1]
-    out: dict = {}
-    for r in runs:
-        out.setdefault(task_label(r["config"]), {}).setdefault(variant_label(r["config"], differ), []).append(r)
-    return out
-
-
-# ---------------------------------------------------------------- figures
-
-
-def plot_vs_T(runs: list[dict], path: Path, title: str) -> Optional[Path]:
-    by = groups(runs)
-    Ts = sorted({flatten(r["config"]).get("task.T") for r in runs})
-    if not Ts or None in Ts:
-        return None
-    at = lambda rs, T: [r for r in rs if flatten(r["config"]).get("task.T") == T]  # noqa: E731
-    series = {}
-    for lab in sorted({v for t in by.values() for v in t}):
-        rs = [r for t in by.values() for v, rr in t.items() if v == lab for r in rr]
-        series[lab] = [(T, stats.mean(values(at(rs, T)))) for T in Ts if values(at(rs, T))]
-    base = [(T, b) for T in Ts if (b := baseline(at(runs, T))) is not None]
-    return mean_vs_T(series, base, primary_of(runs[0]), path, title)
-
-
-def plot_bars(runs: list[dict], path: Path, title: str) -> Optional[Path]:
-    by = groups(runs)
-    if not by:
-        return None
-    panels = {task: ({lab: values(rs) for lab, rs in variants.items()},
-                     baseline([r for v in variants.values() for r in v]),
-                     primary_of(next(iter(variants.values()))[0])) for task, variants in sorted(by.items())}
-    return bars_per_task(panels, path, title)
-
-
-def measure_gradflow(runs: list[dict], store, out: Path) -> tuple[list[dict], list[Path]]:
-    """Gradient flow (reports.gradflow) of the seed-0 runs, one plot per task: at init and trained."""
-    done = [r for r in runs if r.get("status") == "done" and r["config"].get("seed") == 0]
-    curves, pngs = [], []
-    for task in sorted({r["config"]["task"]["name"] for r in done}):
-        init, trained = {}, {}
-        for r in (r for r in done if r["config"]["task"]["name"] == task):
-            m = measure_run(store, r["hash"], batch=16)
-            lab = f"{r['config']['model']['cell']} {r['config']['model']['recurrent_init']} init (run {r['hash'][:6]})"
-            init[lab] = m["init"]
-            curves.append({"config": r["config"], "phase": "init", "norm": m["init"]["norm"], "label": lab})
-            if m["trained"] is not None:
-                trained[lab] = m["trained"]
-                curves.append({"config": r["config"], "phase": "trained", "norm": m["trained"]["norm"], "label": lab})
-        T = done[0]["config"]["task"].get("T")
-        pngs.append(plot(init, trained, out / f"gradflow_{task}.png",
-                         f"gradient flow, {task} T={T}, seed 0, batch 16 (rnnbench gradflow --run ...)"))
-    (out / "gradflow.json").write_text(json.dumps(
-        [{"label": c["label"], "task": c["config"]["task"]["name"], "phase": c["phase"], "norm": c["norm"]}
-         for c in curves]) + "\n")
-    return curves, pngs
-
-
 # ---------------------------------------------------------------- report sections
 
 
 def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], reduced: bool, margin: float) -> None:
-    counts = {v: sum(1 for _, r in results if r["verdict"] == v) for v in (AGREES, DISAGREES, INCONCLUSIVE)}
+    counts = {v: sum(1 for _, r in results if r["verdict"] == v) for v in VERDICTS}
     doc.h(2, "Verdict")
-    doc.p(f"{counts[AGREES]} claim(s) agree, {counts[DISAGREES]} do not agree, {counts[INCONCLUSIVE]} inconclusive"
-          + (" — on the REDUCED CPU version (see below)." if reduced else "."))
+    doc.p(f"{counts[AGREES]} claim(s) agree, {counts[DISAGREES]} do not agree, {counts[INCONCLUSIVE]} inconclusive, "
+          f"{counts[PENDING]} pending (runs of the full sweep not finished yet)"
+          + (" — the figures in 'ours' are from the REDUCED sweep (see below), not a verdict." if reduced else "."))
     rows = [[c["id"], r["paper"], r["ours"] or DASH, f"**{r['verdict']}**" + (f" ({r['why']})" if r["why"] else "")]
             for c, r in results]
     doc.table(["claim", "paper", "ours", "verdict"], rows, align="llll")
@@ -166,15 +92,28 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
 def variant_row(lab: str, rs: list[dict], ref_sel: Optional[dict], pv: dict, holm: dict) -> list:
     s = stats.summarize(values(rs))
     params = sorted({r.get("params") for r in rs} - {None})
-    wall = [r["wall_time_s"] for r in rs if r.get("wall_time_s")]
+    wall = [r["wall_time_s"] for r in rs if value(r) is not None and r.get("wall_time_s")]
+    fin = sum(1 for r in rs if r.get("status") in FINISHED)
     row = [lab, DASH if s.n == 0 else (num(s.mean) if s.std is None else f"{num(s.mean)} ± {num(s.std)}"),
-           s.n, params[0] if params else DASH, flatten(rs[0]["config"]).get("trainer.max_steps"),
-           num(stats.mean(wall), 3) if wall else DASH]
+           s.n, f"{fin} / {len(rs)}", params[0] if params else DASH, flatten(rs[0]["config"]).get("trainer.max_steps"),
+           solved_stops(rs), num(stats.mean(wall), 3) if wall else DASH]
     if ref_sel:
         isref = all(matches(r, ref_sel) for r in rs)
         row += ["ref", DASH] if isref else [pval(pv.get(lab)), pval(holm.get(lab))]
-    bad = [f"seed {r['config'].get('seed')}: {r.get('status')}" for r in rs if value(r) is None]
-    return row + ["; ".join(bad) or "none"]
+    bad: dict = {}
+    for r in rs:
+        if value(r) is None:
+            bad.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
+    return row + ["; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in bad.items()) or "none"]
+
+
+def solved_stops(rs: list[dict]) -> str:
+    """How many finished runs stopped when solved (trainer.stop_when_solved), at which steps."""
+    if not any(flatten(r["config"]).get("trainer.stop_when_solved") for r in rs):
+        return "off"
+    fin = [r for r in rs if r.get("status") in FINISHED]
+    steps = sorted(r["stopped"]["step"] for r in fin if (r.get("stopped") or {}).get("reason") == "solved")
+    return f"{len(steps)} of {len(fin)}" + (f" (at {', '.join(map(str, steps))})" if steps else "") if fin else DASH
 
 
 def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
@@ -188,7 +127,8 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
         doc.h(3, task)
         doc.p(f"Primary: `{primary_of(allr[0])}` ({'lower' if lower_is_better(allr) else 'higher'} is better); "
               f"baseline {num(baseline(allr))}.")
-        headers = ["variant", "mean ± std", "n", "params", "steps", "train time/run (s)"]
+        headers = ["variant", "mean ± std", "n", "finished", "params", "max steps", "stopped when solved",
+                   "train time/run (s)"]
         headers += ["Welch p vs ref", "Holm p"] if ref_sel else []
         doc.table(headers + ["not in statistics"], [variant_row(lab, rs, ref_sel, pv, holm) for lab, rs in variants.items()],
                   align="l" + "r" * (len(headers) - 1) + "l")
@@ -208,7 +148,7 @@ def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: 
     if gf_pngs:
         doc.p("`gradflow_<task>.png`: ‖∂l_T/∂h_t‖ (log scale) against the lag T − t for the seed-0 runs, at init "
               "and after training, measured with `reports.gradflow` (as `rnnbench gradflow --run HASH ...`); "
-              "numbers in `gradflow.json`.")
+              "numbers in `gradflow.json` (kept, so the report regenerates without the checkpoints).")
 
 
 def reduction_section(doc: Doc, claims: dict, reduced: bool) -> None:
@@ -217,134 +157,184 @@ def reduction_section(doc: Doc, claims: dict, reduced: bool) -> None:
     doc.h(2, "Reduction")
     doc.table(["", "full (`" + claims["full"] + "`)", "reduced (`" + claims["reduced"] + "`)"],
               [[k, show(fs[k]), show(rs[k])] for k in ("runs", "tasks", "T", "steps", "seeds", "hidden")], align="lll")
-    doc.p(f"These results come from the {'reduced' if reduced else 'full'} sweep. The comments at the top of "
+    doc.p(f"These results come from the {'REDUCED' if reduced else 'full'} sweep. The comments at the top of "
           "each sweep file name everything else that differs from the paper.")
 
 
-def cost_section(doc: Doc, claims: dict, runs: list[dict], store, sweep: str) -> None:
+def cost_section(doc: Doc, claims: dict, runs: list[dict], store, sweep: str, prog: dict) -> None:
     times = sweep_times(store)
-    wall = [r.get("wall_time_s") for r in runs if r.get("wall_time_s")]
-    statuses = {s: sum(1 for r in runs if r.get("status") == s) for s in sorted({r.get("status") for r in runs})}
-    items = [f"runs: {len(runs)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})"]
+    fin = [r for r in runs if r.get("status") in FINISHED]
+    items = [f"runs of `{sweep}`: {len(fin)} of {len(runs)} finished ("
+             + ", ".join(f"{n} {s}" for s, n in sorted(_statuses(runs).items())) + ")"]
     if sweep in times:
-        items.append(f"sweep wall time: {times[sweep]} s ({times[sweep] / 60:.1f} min) on 2 CPU cores, "
-                     "`--workers 2` (includes ~8 s start-up per run)")
-    commits = sorted({r.get("git_commit") for r in runs} - {None})
+        items.append(f"sweep wall time: {times[sweep]} s ({times[sweep] / 3600:.2f} h) on 2 CPU cores "
+                     "(recorded by the runner in `sweep_times.txt`)")
+    items.append(f"summed training time of the finished runs (Lightning timer, excludes start-up, validation and "
+                 f"test): {sum(float(r.get('wall_time_s') or 0) for r in fin):.0f} s")
+    stops = [r for r in fin if (r.get("stopped") or {}).get("reason") == "solved"]
+    if stops:
+        trained = sum(int(r["stopped"]["step"]) for r in stops)
+        allowed = sum(int(flatten(r["config"]).get("trainer.max_steps") or 0) for r in stops)
+        items.append(f"runs stopped when solved (`trainer.stop_when_solved`, `result.json` `stopped`): {len(stops)} "
+                     f"of {len(fin)}, trained {trained} of the {allowed} steps they were allowed")
+    commits = sorted({r.get("git_commit") for r in fin} - {None})
     if commits:
         dirty = len(commits) > 1 or any(c.endswith("+dirty") for c in commits)
         items.append(f"code: git {', '.join(f'`{c}`' for c in commits)}"
                      + (" (runs made while the checkout changed; `+dirty` = uncommitted changes)" if dirty else ""))
-    items.append(f"summed training time of the runs (Lightning timer, excludes start-up and test): {sum(wall):.0f} s")
+    e = estimate(claims)
+    if prog["finished"] < prog["total"]:
+        items.append(f"estimated cost of the whole full sweep (reports/published/full_sweeps.yaml): "
+                     f"{e['hours_alone'] + ' h with --pack 1' if e else 'not estimated'}")
     doc.h(2, "Cost on this machine")
     doc.ul(items)
-    doc.p(f"Reproduce: `rnnbench sweep bench/sweeps/{claims['reduced']} --workers 2 --store results_papers "
-          f"--wandb disabled` then `python -m reports.papers --store results_papers --only {claims['name']}`.")
+    doc.p(f"Resume the full sweep (a fresh checkout trains only the runs not committed here): "
+          f"`python -m reports.papers --store results_published --import`, then `{start_command(claims)}`, then "
+          f"`python -m reports.papers --store results_published --export --only {claims['name']}`.")
+
+
+def _statuses(runs: list[dict]) -> dict:
+    out: dict = {}
+    for r in runs:
+        out[str(r.get("status"))] = out.get(str(r.get("status")), 0) + 1
+    return out
+
+
+def source_text(claims: dict, store_label: str, sweep: str, reduced: bool, prog: dict, runs: list[dict]) -> list[str]:
+    """The report's first paragraphs: where its runs come from and how far the full sweep is."""
+    full = sweep_names(claims)[0]
+    files = ", ".join(f"`bench/sweeps/{p.name}`" for p in sweep_files(full))
+    fin = [r for r in runs if r.get("status") in FINISHED]
+    last = max((str(r.get("finished_at")) for r in fin if r.get("finished_at")), default=None)
+    out = [f"Generated by `python -m reports.papers` from {store_label}: full sweep `{full}` ({files}), "
+           f"**{prog['finished']} of {prog['total']} runs finished** "
+           f"({', '.join(f'{n} {s}' for s, n in prog['statuses'].items())})"
+           + (f"; the latest finished at {last}." if last and not reduced else ".")]
+    if reduced:
+        out.append(f"**REDUCED**: the runs below are from the reduced sweep `{sweep}`, not the full sweep; every "
+                   "claim stays pending until the full sweep's runs it needs are finished.")
+    if prog["finished"] == 0:
+        e = estimate(claims)
+        out.append("**The full sweep has not run yet.** Estimated cost on this machine: "
+                   + (f"{e['hours_alone']} h with `--pack 1` (reports/published/full_sweeps.yaml)" if e else "not estimated")
+                   + f". Start (or resume): `{start_command(claims)}`.")
+    if prog["outside"]:
+        out.append(f"{len(prog['outside'])} more run(s) in the store's index of `{full}` are not in the sweep files "
+                   "as they are now (an earlier version of a file); they are not reported.")
+    return out
 
 
 # ---------------------------------------------------------------- reports
 
 
-def build(claims: dict, store, out_root, full: bool = False) -> Path:
-    """Write <out_root>/<name>/report.md (+ PNGs) for one claims file; returns the path."""
+def load_runs(store, sweep: str) -> list[dict]:
+    if sweep not in Store(store).sweeps():
+        return []
+    try:
+        return [run_dict(r) for r in store_runs(store, [sweep])]
+    except FileNotFoundError:
+        return []
+
+
+def pick_sweep(claims: dict, store, full: bool) -> tuple[str, bool]:
+    """(sweep to report, reduced?): the full sweep unless only the reduced one has runs."""
+    full_name, red_name = sweep_names(claims)
+    known = Store(store).sweeps()
+    if full or full_name in known or red_name not in known or red_name == full_name:
+        return full_name, False
+    return red_name, True
+
+
+def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", full: bool = False,
+          weights=None) -> Path:
+    """Write <out_root>/<name>/report.md (+ PNGs, claims.json) for one claims file, from `store`
+    (default: the raw results in <out_root>/<name>/); `weights`: a store with the checkpoints
+    (gradient flow after training). Returns the report's path."""
     name = claims["name"]
     out = Path(out_root) / name
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
-        old.unlink()
-    full_name, red_name = Path(claims["full"]).stem, Path(claims["reduced"]).stem
-    sweep = full_name if (full or full_name in Store(store).sweeps()) else red_name
-    reduced = sweep == red_name
-    runs = [run_dict(r) for r in store_runs(store, [sweep])]
-    margin, alpha = float(claims.get("margin", 0.0)), float(claims.get("alpha", 0.05))
+        if not old.name.startswith("earlier_"):
+            old.unlink()
+    label = "the raw results in this directory (`runs/`, `sweeps/`)" if store is None else \
+        f"result store `{Path(store).name}` (not in the repository)"
+    store = out if store is None else Path(store)
+    sweep, reduced = pick_sweep(claims, store, full)
+    found = load_runs(store, sweep)
+    runs = with_pending(found, sweep)
+    full_runs = found if not reduced else load_runs(store, sweep_names(claims)[0])
+    prog = progress(full_runs, sweep_names(claims)[0])
+    done = any(r.get("status") in FINISHED for r in runs)
     curves, gf_pngs = [], []
-    if any(c["kind"] == "gradflow_ratio" for c in claims["claims"]):
-        curves, gf_pngs = measure_gradflow(runs, store, out)
-    results = [(c, check_claim(c, runs, margin=margin, alpha=alpha, reduced=reduced, gradflow=curves))
-               for c in claims["claims"]]
+    if done and any(c["kind"] == "gradflow_ratio" for c in claims["claims"]):
+        curves, gf_pngs = measure_gradflow(runs, store, out, weights)
+    margin, alpha = float(claims.get("margin", 0.0)), float(claims.get("alpha", 0.05))
+    results = [(c, pending(c, check_claim(c, runs, margin=margin, alpha=alpha, reduced=reduced, gradflow=curves),
+                           full_runs, prog["name"])) for c in claims["claims"]]
     doc = Doc()
     doc.h(1, claims["title"])
     doc.p(f"Paper: {claims['paper']}.")
     doc.p(f"Paper's finding: **{claims['finding']}**")
-    doc.p(f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m reports.papers` from sweep `{sweep}` "
-          f"in result store `{Path(store).name}`.")
+    for text in source_text(claims, label, sweep, reduced, prog, runs):
+        doc.p(text)
     verdict_section(doc, claims, results, runs, reduced, margin)
-    results_section(doc, claims, runs)
-    figures_section(doc, claims, runs, out, sweep, gf_pngs)
+    if done:
+        results_section(doc, claims, runs)
+        figures_section(doc, claims, runs, out, sweep, gf_pngs)
     reduction_section(doc, claims, reduced)
-    cost_section(doc, claims, runs, store, sweep)
+    cost_section(doc, claims, runs, store, sweep, prog)
+    if (out / EARLIER).is_file():
+        doc.h(2, "Earlier results, not regenerated")
+        doc.p(f"[{EARLIER}]({EARLIER}) is the report an earlier session generated before the raw results were kept "
+              "in the repository (its first lines say from which sweep and store). Its raw results are lost, so it "
+              "cannot be regenerated, and none of its figures enters a verdict above.")
     path = out / "report.md"
     path.write_text(doc.markdown())
+    write_claims_json(out, sweep, reduced, prog, sweep_times(store).get(sweep), results)
+    return path
+
+
+def write_claims_json(out: Path, sweep: str, reduced: bool, prog: dict, wall: Optional[int], results: list) -> None:
     (out / "claims.json").write_text(json.dumps(
-        {"sweep": sweep, "reduced": reduced,
+        {"sweep": sweep, "reduced": reduced, "full_sweep": prog["name"], "finished": prog["finished"],
+         "total": prog["total"], "seeds": prog["seeds"], "train_s": round(prog["train_s"], 1),
+         "solved_stops": prog["solved_stops"], "sweep_wall_s": wall,
          "claims": [{"id": c["id"], **{k: r[k] for k in ("verdict", "why", "paper", "ours")}} for c, r in results]},
         indent=1) + "\n")
-    return path
-
-
-def write_readme(all_c: list[dict], store, out_root) -> Path:
-    times = sweep_times(store)
-    doc = Doc()
-    doc.h(2, "Published comparisons")
-    doc.p("Sweep files reproducing classic comparisons of recurrent architectures. Each `paper_<name>.yaml` is "
-          "the full configuration (for a cluster); `paper_<name>_cpu.yaml` is a reduced version that a 2-core "
-          "CPU finishes; `paper_<name>.claims.yaml` holds the paper's findings, checked by "
-          "`python -m reports.papers` into `reports/published/<name>/report.md`.")
-    rows = []
-    for c in all_c:
-        red = Path(c["reduced"]).stem
-        rep = Path(out_root) / c["name"] / "claims.json"
-        verdicts = json.loads(rep.read_text())["claims"] if rep.is_file() else []
-        summary = ", ".join(f"{sum(1 for v in verdicts if v['verdict'] == k)} {k}" for k in (AGREES, DISAGREES, INCONCLUSIVE)) \
-            if verdicts else "not run"
-        cost = f"{times[red]} s ({times[red] / 60:.1f} min)" if red in times else "not measured"
-        rows.append([c["title"], f"`bench/sweeps/{c['full']}`", f"`bench/sweeps/{c['reduced']}`",
-                     f"`rnnbench sweep bench/sweeps/{c['reduced']} --workers 2 --store results_papers --wandb disabled`",
-                     cost, summary, f"[report]({c['name']}/report.md)"])
-    doc.table(["comparison", "full sweep", "reduced sweep", "command (reduced)", "measured cost, 2 CPU cores",
-               "claims (reduced)", "report"], rows, align="lllllll")
-    total = sum(times.get(Path(c["reduced"]).stem, 0) for c in all_c)
-    if total:
-        doc.p(f"All reduced sweeps together: {total} s ({total / 60:.1f} min) wall on 2 CPU cores.")
-    doc.p("Then: `python -m reports.papers --store results_papers --out reports/published` regenerates every "
-          "report and this file. The full sweeps run the same way (`--executor slurm` on a cluster); the "
-          "generator uses a full sweep's runs whenever the store holds them.")
-    full_sweeps_doc(doc)
-    path = Path(out_root) / "README.md"
-    path.write_text(doc.markdown())
-    return path
-
-
-def full_sweeps_doc(doc: Doc) -> None:
-    """The full sweeps' estimated cost on this machine and the command that starts (or resumes)
-    each, from reports/published/full_sweeps.yaml (measured by bench.benchmarks.sweep_cost)."""
-    path = ROOT / "reports" / "published" / "full_sweeps.yaml"
-    if not path.is_file():
-        return
-    spec = yaml.safe_load(path.read_text())
-    doc.h(3, "Full sweeps: estimated cost on this machine, and how to start them")
-    doc.p(spec["note"])
-    doc.table(["sweep", "runs", "seeds", "steps a run", "hours, --pack 1", "hours, --pack 8", "start / resume"],
-              [[f"`bench/sweeps/{s['file']}`", s["runs"], s["seeds"], s["steps"], s["hours_alone"],
-                s["hours_packed"], f"`{s['command']}`"] for s in spec["sweeps"]], align="lrrrrrl")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.papers", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", default="results_papers", help="result store (default: results_papers)")
+    ap.add_argument("--store", default=None, help="a working result store (default: none, the raw results "
+                    "committed in OUT/<name>/)")
+    ap.add_argument("--export", action="store_true", help="copy the finished runs of --store into OUT/<name>/ "
+                    "(no checkpoints, W&B files or locks), then build the reports from those copies")
+    ap.add_argument("--import", dest="import_", action="store_true", help="copy the raw results committed in "
+                    "OUT/<name>/ into --store (to resume the full sweeps there), and build nothing")
     ap.add_argument("--out", default=str(ROOT / "reports" / "published"), help="output root (default: reports/published)")
     ap.add_argument("--only", nargs="+", default=[], metavar="NAME", help="comparisons to build (copy adding greff ...)")
-    ap.add_argument("--full", action="store_true", help="report the full sweeps (error if not in the store)")
+    ap.add_argument("--full", action="store_true", help="report the full sweeps, never the reduced ones")
+    ap.add_argument("--readme", default=str(ROOT / "README.md"), help="README whose published table is rewritten "
+                    "(between its markers; default: the repository's; '' for none)")
     a = ap.parse_args(argv)
-    cl = all_claims()
+    if (a.export or a.import_) and not a.store:
+        ap.error("--export and --import need --store")
+    cl = [c for c in all_claims() if not a.only or c["name"] in a.only]
+    if a.import_:
+        for name, counts in seed(cl, a.out, a.store).items():
+            print(f"{name}: {counts['imported']} run(s) imported into {a.store}, {counts['kept']} already there"
+                  + (f", {len(counts['skipped'])} left alone (unfinished there)" if counts["skipped"] else ""))
+        return 0
+    if a.export:
+        for name, got in export(cl, a.store, a.out).items():
+            print(f"{name}: exported " + (", ".join(f"{n} finished run(s) of {s}" for s, n in got.items()) or "nothing"))
     for c in cl:
-        if a.only and c["name"] not in a.only:
-            continue
-        try:
-            print(f"{c['name']}: {build(c, a.store, a.out, a.full)}")
-        except FileNotFoundError as e:
-            print(f"{c['name']}: skipped ({e})", file=sys.stderr)
-    print(f"README: {write_readme(cl, a.store, a.out)}")
+        store = None if a.export else a.store
+        print(f"{c['name']}: {build(c, store, a.out, a.full, weights=a.store)}")
+    print(f"README: {write_readme(all_claims(), a.out)}")
+    if a.readme and update_root_readme(a.readme, all_claims(), a.out):
+        print(f"table: {a.readme}")
     return 0
 
 

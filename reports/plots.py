@@ -14,6 +14,7 @@ from reports import stats  # noqa: E402
 from reports.collect import TaskGroup, Variant  # noqa: E402
 
 DPI = 110
+PNG_METADATA = {"Software": None}   # published PNGs: no matplotlib version, so regenerated files are the same bytes
 
 
 def _colors(n: int):
@@ -172,7 +173,7 @@ def mean_vs_T(series: dict[str, list[tuple]], baseline: list[tuple], ylabel: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
     return path
 
@@ -203,6 +204,6 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
         ax.set_ylabel(ylabel, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
     return path

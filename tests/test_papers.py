@@ -216,18 +216,36 @@ def test_build_writes_report_and_verdicts(tmp_path, name):
     def loss(c):  # forget bias 1 clearly better than 0 and as good as the GRU; every variant beats the baseline
         return {0.0: 0.10}.get(c.model.forget_bias, 0.01) + 0.001 * c.seed
 
-    _fake_store(tmp_path / "store", f"paper_{name}_cpu", loss)
+    _fake_store(tmp_path / "store", f"paper_{name}", loss)
     path = build(load_claims(name), tmp_path / "store", tmp_path / "out")
     text = path.read_text()
     for heading in ("## Verdict", "## Results", "## Figures", "## Reduction", "## Cost on this machine"):
         assert heading in text
+    n = len(expand(SWEEPS / f"paper_{name}.yaml")[1])
+    assert f"full sweep `paper_{name}`" in text and f"**{n} of {n} runs finished**" in text
     verdicts = {c["id"]: c["verdict"] for c in json.loads((path.parent / "claims.json").read_text())["claims"]}
     if name == "jozefowicz":
         assert verdicts == {"bias1_better_than_bias0": AGREES, "bias1_not_worse_than_gru": AGREES}
         assert (path.parent / "bars.png").is_file()
     else:
         assert (path.parent / "vs_T.png").is_file() and set(verdicts.values()) <= {AGREES, DISAGREES, INCONCLUSIVE}
-    readme = write_readme([load_claims(name)], tmp_path / "store", tmp_path / "out").read_text()
+    readme = write_readme([load_claims(name)], tmp_path / "out").read_text()
     assert "## Published comparisons" in readme and f"[report]({name}/report.md)" in readme
+    assert f"| {n} / {n} |" in readme
     assert "### Full sweeps: estimated cost on this machine, and how to start them" in readme
-    assert "rnnbench sweep bench/sweeps/paper_copy.yaml --workers 2 --pack 8 --store results_published" in readme
+    assert f"rnnbench sweep bench/sweeps/paper_{name}.yaml --workers 2 --pack 8 --store results_published" in readme
+
+
+def test_reduced_runs_leave_every_claim_pending(tmp_path):
+    """Runs of the reduced sweep only: shown, marked REDUCED, and no claim gets a verdict from them."""
+    from reports.claims import load_claims
+    from reports.papers import build
+
+    _fake_store(tmp_path / "store", "paper_jozefowicz_cpu", lambda c: {0.0: 0.10}.get(c.model.forget_bias, 0.01))
+    path = build(load_claims("jozefowicz"), tmp_path / "store", tmp_path / "out")
+    text = path.read_text()
+    assert "**REDUCED**" in text and "reduced sweep `paper_jozefowicz_cpu`" in text and "**0 of 30 runs finished**" in text
+    claims = json.loads((path.parent / "claims.json").read_text())
+    assert claims["reduced"] and {c["verdict"] for c in claims["claims"]} == {"pending"}
+    assert all(c["why"].startswith("0 of ") and "runs of the full sweep `paper_jozefowicz` finished" in c["why"]
+               for c in claims["claims"])

@@ -1,0 +1,97 @@
+"""Compact copies of a result store: the finished runs of some sweeps without checkpoints, W&B
+files, locks or logs other than the metrics CSVs, and seeding a working store from such a copy.
+
+    <copy>/runs/<hash>/config.yaml, result.json, logs/version_<k>/metrics.csv (every attempt, as stored)
+    <copy>/sweeps/<name>.json      the sweep index (the exported hashes)
+    <copy>/sweep_times.txt         the source store's lines for those sweeps, if it had any
+
+A compact copy is itself a valid `Store`: `rnnbench sweep FILE --store COPY` returns its finished
+runs without training them. `seed_store` copies its runs into a working store, so a sweep there
+trains only the runs the copy does not hold (the way to resume a sweep in a fresh checkout).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Union
+
+from bench.store import FINISHED, Damaged, Store, write_atomic
+
+KEPT = ("config.yaml", "result.json")   # plus logs/version_<k>/metrics.csv
+
+
+def _as_store(s: Union[Store, str, Path]) -> Store:
+    return s if isinstance(s, Store) else Store(s)
+
+
+def finished(store: Store, h: str) -> bool:
+    """A run with a readable config and a result.json saying done, failed or diverged."""
+    return store.config(h, quiet=True) is not None and (store.result(h) or {}).get("status") in FINISHED
+
+
+def copy_run(src: Store, dst: Store, h: str) -> None:
+    """Copy one run's kept files; the old copy of the run (if any) is replaced, result.json last."""
+    s, d = src.run_dir(h), dst.run_dir(h)
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    shutil.copyfile(s / "config.yaml", d / "config.yaml")
+    for path in src.metric_files(h):
+        rel = path.relative_to(s)
+        (d / rel.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, d / rel)
+    write_atomic(d / "result.json", (s / "result.json").read_text(encoding="utf-8"))
+
+
+def _sweep_times(root: Path, names: set) -> list[str]:
+    path = root / "sweep_times.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [ln for ln in lines if len(ln.split()) == 4 and ln.split()[0] in names]
+
+
+def export_runs(src, dst, sweeps: list[str]) -> dict:
+    """Copy the finished runs of `sweeps` (those `src` knows) from `src` into the compact copy
+    `dst`. Runs `dst` already holds and `src` lacks are kept; a run `src` has finished replaces
+    its old copy. -> {sweep: number of runs exported}."""
+    src, dst = _as_store(src), _as_store(dst)
+    out = {}
+    for name in sweeps:
+        if name not in src.sweeps():
+            continue
+        try:
+            hashes = [h for h in src.sweep_hashes(name) if finished(src, h)]
+        except Damaged:
+            continue
+        for h in hashes:
+            copy_run(src, dst, h)
+        if hashes:
+            dst.record_sweep(name, hashes, source=f"exported from {src.root.name}")
+        out[name] = len(hashes)
+    lines = _sweep_times(src.root, set(out))
+    if lines:  # the source's lines for these sweeps replace the copy's
+        names = {ln.split()[0] for ln in lines}
+        path = dst.root / "sweep_times.txt"
+        old = [ln for ln in (path.read_text().splitlines() if path.is_file() else []) if ln.split() and ln.split()[0] not in names]
+        write_atomic(path, "".join(f"{ln}\n" for ln in old + lines))
+    return out
+
+
+def seed_store(copy, store) -> dict:
+    """Copy the finished runs of a compact copy into a working store, with their sweep indexes.
+    A run the store already has in any state but pending (a result, a checkpoint, metrics, or a
+    live lock) is left alone. -> {"imported": n, "kept": n (already there), "skipped": [hash, ...]}."""
+    copy, store = _as_store(copy), _as_store(store)
+    counts = {"imported": 0, "kept": 0, "skipped": []}
+    for name in copy.sweeps():
+        hashes = [h for h in copy.sweep_hashes(name) if finished(copy, h)]
+        for h in hashes:
+            d = store.run_dir(h)
+            if (d / "result.json").is_file():
+                counts["kept"] += 1
+            elif store.running(h) or store.checkpoint(h) or store.metric_files(h):
+                counts["skipped"].append(h)
+            else:
+                copy_run(copy, store, h)
+                counts["imported"] += 1
+        store.record_sweep(name, hashes, source=f"seeded from {copy.root}")
+    return counts

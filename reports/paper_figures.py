@@ -1,0 +1,121 @@
+"""Figures and run groups of the published comparisons (reports/papers.py): runs grouped by task
+and variant, the mean against T, bars per task, and the gradient-flow measurements of the seed-0
+runs, kept in `gradflow.json` beside the report so that a report regenerates without checkpoints
+(the committed raw results have none).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from bench.store import Store
+from models.registry import CELLS
+from reports import stats
+from reports.claims import baseline, primary_of, values
+from reports.collect import flatten
+from reports.gradflow import measure_run, plot
+from reports.plots import bars_per_task, mean_vs_T
+
+VARIANT_KEYS = ["model.cell", "model.hidden_size", "model.forget_bias", "model.recurrent_init"]
+
+
+def variant_label(cfg: dict, keys: list[str]) -> str:
+    f = flatten(cfg)
+    spec = CELLS.get(str(f.get("model.cell")))
+    fixed = {f"model.{k}" for k in (spec.fixed if spec else {})}
+    return " ".join([str(f.get("model.cell"))] + [f"{k.split('.', 1)[1]}={f.get(k)}" for k in keys
+                                                  if k != "model.cell" and k not in fixed and f.get(k) is not None])
+
+
+def task_label(cfg: dict) -> str:
+    t = cfg.get("task", {})
+    return t.get("name", "?") + (f" T={t['T']}" if "T" in t else "") + \
+        (f" ({Path(str((t.get('data_files') or {}).get('train', ''))).parent.name})" if t.get("name") == "lm" else "")
+
+
+def groups(runs: list[dict]) -> dict:
+    """task label -> variant label -> runs; labels name the model keys that differ."""
+    def shown(r, k):
+        spec = CELLS.get(str(r["config"].get("model", {}).get("cell")))
+        return None if spec and k.split(".", 1)[1] in spec.fixed else flatten(r["config"]).get(k)
+
+    differ = [k for k in VARIANT_KEYS if len({json.dumps(shown(r, k)) for r in runs}) > 1]
+    out: dict = {}
+    for r in runs:
+        out.setdefault(task_label(r["config"]), {}).setdefault(variant_label(r["config"], differ), []).append(r)
+    return out
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_vs_T(runs: list[dict], path: Path, title: str) -> Optional[Path]:
+    by = groups(runs)
+    Ts = sorted({flatten(r["config"]).get("task.T") for r in runs})
+    if not Ts or None in Ts:
+        return None
+    at = lambda rs, T: [r for r in rs if flatten(r["config"]).get("task.T") == T]  # noqa: E731
+    series = {}
+    for lab in sorted({v for t in by.values() for v in t}):
+        rs = [r for t in by.values() for v, rr in t.items() if v == lab for r in rr]
+        series[lab] = [(T, stats.mean(values(at(rs, T)))) for T in Ts if values(at(rs, T))]
+    base = [(T, b) for T in Ts if (b := baseline(at(runs, T))) is not None]
+    return mean_vs_T(series, base, primary_of(runs[0]), path, title)
+
+
+def plot_bars(runs: list[dict], path: Path, title: str) -> Optional[Path]:
+    by = groups(runs)
+    if not by:
+        return None
+    panels = {task: ({lab: values(rs) for lab, rs in variants.items()},
+                     baseline([r for v in variants.values() for r in v]),
+                     primary_of(next(iter(variants.values()))[0])) for task, variants in sorted(by.items())}
+    return bars_per_task(panels, path, title)
+
+
+def _cached(path: Path) -> dict:
+    """gradflow.json entries by (run hash, phase); entries of an older format are ignored."""
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else []
+    except ValueError:
+        return {}
+    return {(e["hash"], e["phase"]): e for e in entries if isinstance(e, dict) and {"hash", "lags", "finished_at"} <= set(e)}
+
+
+def _measure(r: dict, stores: list, cache: dict) -> dict:
+    """{"init": {lags, norm}, "trained": {lags, norm} or None} of one run: from the cache when it
+    holds this run (same finish time) and no store has weights it lacks, else measured."""
+    got = {ph: cache.get((r["hash"], ph)) for ph in ("init", "trained")}
+    fresh = all(e is None or e["finished_at"] == r.get("finished_at") for e in got.values())
+    ckpt = next((s for s in stores if s is not None and Store(s).checkpoint(r["hash"]) is not None), None)
+    if got["init"] is not None and fresh and (got["trained"] is not None or ckpt is None):
+        return got
+    m = measure_run(ckpt or stores[0], r["hash"], batch=16)
+    return {ph: None if m[ph] is None else {"lags": list(m[ph]["lags"]), "norm": list(m[ph]["norm"])}
+            for ph in ("init", "trained")}
+
+
+def measure_gradflow(runs: list[dict], store, out: Path, weights=None) -> tuple[list[dict], list[Path]]:
+    """Gradient flow (reports.gradflow) of the seed-0 runs, one plot per task: at init and trained
+    (from the last checkpoint in `weights` or `store`; cached in `out/gradflow.json`)."""
+    done = [r for r in runs if r.get("status") == "done" and r["config"].get("seed") == 0]
+    cache = _cached(out / "gradflow.json")
+    curves, pngs, entries = [], [], []
+    for task in sorted({r["config"]["task"]["name"] for r in done}):
+        panels: dict = {"init": {}, "trained": {}}
+        for r in (r for r in done if r["config"]["task"]["name"] == task):
+            m = _measure(r, [store, weights], cache)
+            lab = f"{r['config']['model']['cell']} {r['config']['model']['recurrent_init']} init (run {r['hash'][:6]})"
+            for ph in ("init", "trained"):
+                if m[ph] is not None:
+                    panels[ph][lab] = m[ph]
+                    curves.append({"config": r["config"], "phase": ph, "norm": m[ph]["norm"], "label": lab})
+                    entries.append({"hash": r["hash"], "finished_at": r.get("finished_at"), "label": lab, "task": task,
+                                    "phase": ph, "lags": m[ph]["lags"], "norm": m[ph]["norm"]})
+        T = next(r for r in done if r["config"]["task"]["name"] == task)["config"]["task"].get("T")
+        pngs.append(plot(panels["init"], panels["trained"], out / f"gradflow_{task}.png",
+                         f"gradient flow, {task} T={T}, seed 0, batch 16 (rnnbench gradflow --run ...)"))
+    if entries:
+        (out / "gradflow.json").write_text(json.dumps(entries) + "\n")
+    return curves, pngs

@@ -1,0 +1,148 @@
+"""The published comparisons' raw results in the repository: a compact export of a real (tiny,
+trained) store, a sweep resumed from it without retraining, and `python -m reports.papers`
+rebuilding the reports from the compact files alone, byte for byte (the committed ones:
+tests/test_papers_committed.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.store import Store
+from bench.sweep import LocalExecutor, expand
+from reports import claims as claims_mod
+from reports import papers, published_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = """
+name: paper_tiny
+method: grid
+parameters:
+  task: {{value: copy}}
+  task.T: {{value: 5}}
+  task.batch_size: {{value: 8}}
+  task.eval_size: {{value: 32}}
+  model.cell: {{value: rnn_tanh}}
+  model.hidden_size: {{value: 8}}
+  model.recurrent_init: {{values: [default, orthogonal]}}
+  seed: {{values: {seeds}}}
+  trainer.max_steps: {{value: {steps}}}
+  trainer.val_every: {{value: 10}}
+  trainer.stop_when_solved: {{value: true}}
+"""
+CLAIMS = """
+name: tiny
+title: "Tiny: orthogonal against default init"
+paper: "a test"
+full: paper_tiny.yaml
+reduced: paper_tiny_cpu.yaml
+finding: "orthogonal init helps"
+alpha: 0.05
+claims:
+  - {id: gradflow_copy, kind: gradflow_ratio, text: "gradient flow", task: {task.name: copy},
+     select: {model.recurrent_init: orthogonal}, ref: {model.recurrent_init: default}, min_ratio: 1}
+  - {id: copy_better, kind: better_than_ref, text: "lower loss", task: {task.name: copy},
+     select: {model.recurrent_init: orthogonal}, ref: {model.recurrent_init: default}}
+"""
+
+
+def tree(root: Path) -> dict:
+    """relative path -> bytes of every file under root."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """bench/sweeps stand-in with a tiny comparison; 4 of its 6 runs trained for real in `work`."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    sweeps = tmp / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "paper_tiny.yaml").write_text(SWEEP.format(seeds="[0, 1]", steps=20))
+    (sweeps / "paper_tiny_more.yaml").write_text(SWEEP.format(seeds="[2]", steps=20))   # same sweep name
+    (sweeps / "paper_tiny_cpu.yaml").write_text(SWEEP.format(seeds="[0]", steps=10).replace("paper_tiny", "paper_tiny_cpu"))
+    (sweeps / "paper_tiny.claims.yaml").write_text(CLAIMS)
+    mp = pytest.MonkeyPatch()
+    for mod in (claims_mod, papers, published_runs):
+        mp.setattr(mod, "SWEEPS", sweeps)
+    published_runs.sweep_files.cache_clear()
+    published_runs._expected.cache_clear()
+    work = Store(tmp / "work")
+    t0 = time.time()
+    LocalExecutor(work, "paper_tiny", workers=1, threads=1, progress=False, wandb_mode="disabled").run(
+        expand(sweeps / "paper_tiny.yaml")[1])
+    (work.root / "sweep_times.txt").write_text(f"paper_tiny {int(t0)} {int(time.time())} {int(time.time() - t0)}\n")
+    out = tmp / "published"
+    assert papers.main(["--store", str(work.root), "--export", "--out", str(out), "--readme", ""]) == 0
+    yield {"tmp": tmp, "sweeps": sweeps, "work": work, "out": out}
+    mp.undo()
+    published_runs.sweep_files.cache_clear()
+    published_runs._expected.cache_clear()
+
+
+def test_export_is_compact_and_reads_the_same(tiny):
+    work, copy = tiny["work"], Store(tiny["out"] / "tiny")
+    hashes = work.sweep_hashes("paper_tiny")
+    assert len(hashes) == 4 and sorted(copy.hashes()) == sorted(hashes) == sorted(copy.sweep_hashes("paper_tiny"))
+    for h in hashes:
+        files = {p.relative_to(copy.run_dir(h)).as_posix() for p in copy.run_dir(h).rglob("*") if p.is_file()}
+        assert files == {"config.yaml", "result.json", "logs/version_0/metrics.csv"}   # no ckpt, wandb, lock, log
+        assert work.checkpoint(h) is not None and copy.checkpoint(h) is None
+        assert copy.result(h) == work.result(h) and copy.status(h) == "done"
+        assert copy.metrics(h) == work.metrics(h) and copy.metrics(h)
+    size = sum(len(b) for k, b in tree(copy.root).items() if k.startswith(("runs/", "sweeps/")))
+    assert size < 20_000, size
+    report = (tiny["out"] / "tiny" / "report.md").read_text()
+    assert "full sweep `paper_tiny` (`bench/sweeps/paper_tiny.yaml`, `bench/sweeps/paper_tiny_more.yaml`)" in report
+    assert "**4 of 6 runs finished**" in report and "stopped when solved" in report
+    got = json.loads((tiny["out"] / "tiny" / "claims.json").read_text())
+    verdicts = {c["id"]: (c["verdict"], c["why"]) for c in got["claims"]}
+    assert verdicts["copy_better"] == ("pending", "4 of 6 runs of the full sweep `paper_tiny` finished")
+    assert verdicts["gradflow_copy"][0] in ("agrees", "does not agree")    # needs the seed-0 runs only: both finished
+    assert got["finished"] == 4 and got["total"] == 6 and got["sweep_wall_s"] is not None
+    phases = {e["phase"] for e in json.loads((tiny["out"] / "tiny" / "gradflow.json").read_text())}
+    assert phases == {"init", "trained"}      # measured from the working store's checkpoints at export
+    assert "| 4 / 6 |" in (tiny["out"] / "README.md").read_text()
+
+
+def test_regenerates_from_the_compact_files_byte_for_byte(tiny):
+    again = tiny["tmp"] / "again"
+    shutil.copytree(tiny["out"], again)
+    before = tree(again)
+    assert papers.main(["--out", str(again), "--readme", ""]) == 0     # no store: the committed files alone
+    after = tree(again)
+    assert after.keys() == before.keys()
+    assert [k for k in after if after[k] != before[k]] == []           # report.md, claims.json, PNGs, gradflow.json
+
+
+def test_a_sweep_resumed_from_the_export_trains_only_the_missing_runs(tiny):
+    sweeps, tmp = tiny["sweeps"], tiny["tmp"]
+    cfgs = expand(sweeps / "paper_tiny.yaml")[1] + expand(sweeps / "paper_tiny_more.yaml")[1]
+    exported = set(Store(tiny["out"] / "tiny").hashes())
+    missing = [c.hash for c in cfgs if c.hash not in exported]
+    assert len(missing) == 2
+    # the compact copy is itself a store a sweep accepts: only the two missing runs are to do
+    direct = tmp / "direct"
+    shutil.copytree(tiny["out"] / "tiny", direct)
+    assert [c.hash for c in LocalExecutor(Store(direct), "paper_tiny", workers=1).todo(cfgs)] == missing
+    # a fresh working store seeded from the export (as in a new session), then the sweep
+    fresh = Store(tmp / "fresh")
+    assert papers.main(["--store", str(fresh.root), "--import", "--out", str(tiny["out"])]) == 0
+    seeded = {h: (fresh.run_dir(h) / "result.json").read_bytes() for h in exported}
+    states = LocalExecutor(fresh, "paper_tiny", workers=1, threads=1, progress=False, wandb_mode="disabled").run(cfgs)
+    assert set(states.values()) == {"done"}
+    for h in exported:   # not trained again: same result, no checkpoint, no log, one metrics file
+        assert (fresh.run_dir(h) / "result.json").read_bytes() == seeded[h]
+        assert fresh.checkpoint(h) is None and not (fresh.run_dir(h) / "run.log").exists()
+        assert len(fresh.metric_files(h)) == 1
+    for h in missing:
+        assert fresh.checkpoint(h) is not None and fresh.result(h)["status"] == "done"
+    # exporting the whole sweep now gives every claim a verdict
+    out = tmp / "published_full"
+    shutil.copytree(tiny["out"], out)
+    assert papers.main(["--store", str(fresh.root), "--export", "--out", str(out), "--readme", ""]) == 0
+    got = json.loads((out / "tiny" / "claims.json").read_text())
+    assert got["finished"] == got["total"] == 6 and "pending" not in {c["verdict"] for c in got["claims"]}
+    assert len(Store(out / "tiny").hashes()) == 6
