@@ -160,7 +160,10 @@ def cmd_train(a) -> int:
     check_host(cfg)
     check_store(a.store)
     from bench.packed import is_packed_checkpoint, run_group
-    from bench.store import Store
+    from bench.store import Store, check_sweep_name
+
+    if a.sweep is not None:
+        check_sweep_name(a.sweep)  # before any work; the run then joins the sweep's list in the store
 
     if is_packed_checkpoint(Store(a.store).checkpoint(cfg.hash)):  # left by a packed group: resume it packed
         result = run_group([cfg], a.store, a.sweep, a.wandb, a.project, a.retry_failed)[0]

@@ -116,6 +116,8 @@ def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] 
     if len({pack_key(c) for c in cfgs}) > 1:
         raise ConfigError("packed group: configs differ in more than seed, data_seed, optim and init")
     store = Store(store_root)
+    if sweep:  # as bench.train.run: the group's runs join the sweep's list
+        store.record_sweep(sweep, [c.hash for c in cfgs])
     out, todo = {}, []
     with contextlib.ExitStack() as claims:
         for cfg in cfgs:

@@ -263,13 +263,22 @@ class Store:
 
     # ---- sweeps
     def record_sweep(self, name: str, hashes: list[str], source: str = "") -> None:
+        """Add `hashes` to the sweep's list (kept in order, no repeats); read-merge-write under a
+        lock file, so runs joining one sweep from several processes all stay listed."""
         path = self.root / "sweeps" / f"{check_sweep_name(name)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            old = self.sweep_hashes(name) if path.is_file() else []
-        except Damaged:  # warned; the sweep file being run rebuilds the list
-            old = []
-        merged = old + [h for h in hashes if h not in old]
-        write_json(path, {"name": name, "source": source, "hashes": merged})
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                old = self.sweep_hashes(name) if path.is_file() else []
+            except Damaged:  # warned; the sweep file being run rebuilds the list
+                old = []
+            merged = old + [h for h in hashes if h not in old]
+            if merged != old or not path.is_file():
+                write_json(path, {"name": name, "source": source, "hashes": merged})
+        finally:
+            os.close(fd)
 
     def sweeps(self) -> list[str]:
         d = self.root / "sweeps"

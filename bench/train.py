@@ -201,8 +201,12 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         return _run(cfg, store, h, d, sweep, wandb_mode, project)
     old = _stored(store, h, retry_failed)
     if old is not None:
+        if sweep:  # `rnnbench train --sweep NAME` of a finished run: it joins the sweep
+            store.record_sweep(sweep, [h])
         return old
     prepared = prepare(cfg)
+    if sweep:  # the data loaded: list the run in the sweep (the executor listed its own already)
+        store.record_sweep(sweep, [h])
     with store.claim(h) as mine:
         if not mine:
             return {"hash": h, "status": "busy"}

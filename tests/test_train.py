@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench import config as C
+from bench.cli import main
 from bench.store import Store
 from bench.train import run
 from tasks.registry import task_class
@@ -240,3 +241,19 @@ def test_init_range_covers_every_weight_of_the_network(store, data_dir):
     for k, w in state.items():
         if w.is_floating_point():
             assert w.abs().max() <= 0.05 + 1e-6 and w.std() > 0.02, k    # U(-r, r): std r/sqrt(3)
+
+
+def test_train_with_sweep_joins_the_sweep_list(tmp_path, capsys):
+    """`rnnbench train --sweep NAME` lists the run in the store's sweeps/NAME.json (a run already
+    done joins too, without a repeat), so status and reports over the sweep see it."""
+    root = str(tmp_path / "s")
+    args = ["train", "task=copy", "task.T=5", "trainer.max_steps=2", *TINY, "--store", root, "--wandb", "disabled"]
+    assert main(args + ["--sweep", "mine"]) == 0
+    h = C.load(None, ["task=copy", "task.T=5", "trainer.max_steps=2", *TINY]).hash
+    assert Store(root).sweep_hashes("mine") == [h]
+    assert main(args + ["--sweep", "other"]) == 0 and Store(root).sweep_hashes("other") == [h]   # stored
+    assert main(args + ["--sweep", "mine"]) == 0 and Store(root).sweep_hashes("mine") == [h]
+    capsys.readouterr()
+    assert main(["status", "mine", "--store", root, "--json"]) == 0 and h in capsys.readouterr().out
+    assert main(args + ["--sweep", "a/b"]) == 2
+    assert "sweep name: invalid value 'a/b'" in capsys.readouterr().err
