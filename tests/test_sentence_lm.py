@@ -2,15 +2,18 @@
 state carried, padding changes nothing), the start state comes from the <BOS> embedding, the exact
 per-token loss, learning beats the unigram baseline and learns the first word from <BOS>, errors."""
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
 from bench.config import ConfigError, load
+from bench.sweep import expand
 from tasks.registry import task_class
 from tasks.sentence_lm import SentenceLMTask
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.hidden_size=32", "model.embedding_size=16"]
 
 
@@ -104,3 +107,18 @@ def test_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(None, ["task=ptb_sentences", "task.start=zero"])
     assert str(e.value) == "task.start: invalid value 'zero'; allowed: state, input"
+
+
+def test_sentence_vs_stream_sweep_compares_at_equal_model_and_budget():
+    """bench/sweeps/ptb_sentence_vs_stream.yaml: the streamed runs are the reference PTB config
+    (same hash, so a stored reference run counts), the per-sentence runs differ only in the task."""
+    _, cfgs = expand(ROOT / "bench" / "sweeps" / "ptb_sentence_vs_stream.yaml")
+    stream = [c for c in cfgs if c.task.name == "lm"]
+    sent = [c for c in cfgs if c.task.name == "sentence_lm"]
+    assert len(stream) == len(sent) == 2
+    assert stream[0].hash == load(ROOT / "bench" / "configs" / "reference" / "ptb.yaml").hash
+    for a, b in zip(stream, sent):
+        assert (a.seed, a.model, a.optim, a.trainer) == (b.seed, b.model, b.optim, b.trainer)
+        assert (a.task.data_files, a.task.tokenizer, a.task.batch_size) == \
+            (b.task.data_files, b.task.tokenizer, b.task.batch_size)
+        assert b.task.start == "state"
