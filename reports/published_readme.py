@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reports.claims import AGREES, DISAGREES, INCONCLUSIVE
 from reports.doc import Doc
-from reports.published_runs import PENDING, estimate, full_sweeps, start_command
+from reports.published_runs import PENDING, estimate, expected, full_sweeps, start_command, sweep_names
 
 VERDICTS = (AGREES, DISAGREES, INCONCLUSIVE, PENDING)
 BEGIN, END = "<!-- published:begin -->", "<!-- published:end -->"
@@ -94,7 +94,10 @@ def full_sweeps_doc(doc: Doc, all_c: list[dict]) -> None:
     rows = []
     for c in all_c:
         e = estimate(c) or {}
-        rows.append([f"`bench/sweeps/{c['full']}`", e.get("runs", "—"), e.get("seeds", "—"), e.get("steps", "—"),
+        exp = expected(sweep_names(c)[0])
+        steps = ", ".join(str(x) for x in sorted({r["config"]["trainer"]["max_steps"] for r in exp}))
+        rows.append([f"`bench/sweeps/{c['full']}`", e.get("runs", len(exp)),
+                     e.get("seeds", len({r["config"].get("seed") for r in exp})), e.get("steps", steps),
                      e.get("hours_alone", "not estimated"), e.get("hours_packed", "not measured"),
                      f"`{start_command(c)}`"])
     doc.table(["sweep", "runs", "seeds", "steps a run", "hours, --pack 1", "hours, --pack 8", "start / resume"],

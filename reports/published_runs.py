@@ -125,7 +125,8 @@ def start_command(claims: dict) -> str:
     e = estimate(claims)
     if e:
         return e["command"]
-    return " && ".join(f"rnnbench sweep bench/sweeps/{p.name} --workers 2 --store results_published --wandb disabled"
+    return " && ".join(f"RNNBENCH_DATA=/work/shared/data nice -n 19 rnnbench sweep bench/sweeps/{p.name} --workers 2 "
+                       "--store results_published --wandb disabled"
                        for p in sweep_files(sweep_names(claims)[0]))
 
 

@@ -22,13 +22,16 @@ name: paper_tiny
 method: grid
 parameters:
   task: {{value: copy}}
-  task.T: {{value: 5}}
+  task.T: {{value: 1}}
+  task.n_symbols: {{value: 1}}
+  task.n_categories: {{value: 2}}
   task.batch_size: {{value: 8}}
   task.eval_size: {{value: 32}}
   model.cell: {{value: rnn_tanh}}
   model.hidden_size: {{value: 8}}
   model.recurrent_init: {{values: [default, orthogonal]}}
   seed: {{values: {seeds}}}
+  optim.lr: {{value: 0.05}}
   trainer.max_steps: {{value: {steps}}}
   trainer.val_every: {{value: 10}}
   trainer.stop_when_solved: {{value: true}}
@@ -60,8 +63,8 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiny")
     sweeps = tmp / "sweeps"
     sweeps.mkdir()
-    (sweeps / "paper_tiny.yaml").write_text(SWEEP.format(seeds="[0, 1]", steps=20))
-    (sweeps / "paper_tiny_more.yaml").write_text(SWEEP.format(seeds="[2]", steps=20))   # same sweep name
+    (sweeps / "paper_tiny.yaml").write_text(SWEEP.format(seeds="[0, 1]", steps=40))
+    (sweeps / "paper_tiny_more.yaml").write_text(SWEEP.format(seeds="[2]", steps=40))   # same sweep name
     (sweeps / "paper_tiny_cpu.yaml").write_text(SWEEP.format(seeds="[0]", steps=10).replace("paper_tiny", "paper_tiny_cpu"))
     (sweeps / "paper_tiny.claims.yaml").write_text(CLAIMS)
     mp = pytest.MonkeyPatch()
@@ -96,7 +99,14 @@ def test_export_is_compact_and_reads_the_same(tiny):
     assert size < 20_000, size
     report = (tiny["out"] / "tiny" / "report.md").read_text()
     assert "full sweep `paper_tiny` (`bench/sweeps/paper_tiny.yaml`, `bench/sweeps/paper_tiny_more.yaml`)" in report
-    assert "**4 of 6 runs finished**" in report and "stopped when solved" in report
+    assert "**4 of 6 runs finished**" in report
+    stops = {h: work.result(h).get("stopped") for h in hashes}   # this task is solved within a few validations
+    steps = sorted(s["step"] for s in stops.values() if s and s["reason"] == "solved")
+    assert steps, "the tiny copy task (T=1, one symbol of 2) is solved before step 40"
+    assert f"runs stopped when solved (`trainer.stop_when_solved`, `result.json` `stopped`): {len(steps)} of 4" in report
+    for init in ("default", "orthogonal"):   # per variant: how many stopped, at which steps
+        mine = sorted(stops[h]["step"] for h in hashes if stops[h] and work.config(h)["model"]["recurrent_init"] == init)
+        assert f"| {len(mine)} of 2" + (f" (at {', '.join(map(str, mine))})" if mine else "") + " |" in report
     got = json.loads((tiny["out"] / "tiny" / "claims.json").read_text())
     verdicts = {c["id"]: (c["verdict"], c["why"]) for c in got["claims"]}
     assert verdicts["copy_better"] == ("pending", "4 of 6 runs of the full sweep `paper_tiny` finished")
