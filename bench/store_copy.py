@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Union
 
-from bench.store import FINISHED, Damaged, Store, write_atomic
+from bench.store import FINISHED, Damaged, Store, write_atomic, write_json
 
 KEPT = ("config.yaml", "result.json")   # plus logs/version_<k>/metrics.csv
 
@@ -49,6 +49,15 @@ def _sweep_times(root: Path, names: set) -> list[str]:
     return [ln for ln in lines if len(ln.split()) == 4 and ln.split()[0] in names]
 
 
+def _write_index(dst: Store, name: str, hashes: list[str], source: str) -> None:
+    """The copy's sweep index, merged with the one it had; written directly, not through
+    `Store.record_sweep`, which leaves a lock file (the copy has one writer and no locks)."""
+    path = dst.root / "sweeps" / f"{name}.json"
+    old = dst.sweep_hashes(name) if path.is_file() else []
+    write_json(path, {"name": name, "source": source, "hashes": old + [h for h in hashes if h not in old]})
+    (dst.root / "sweeps" / f".{name}.lock").unlink(missing_ok=True)
+
+
 def export_runs(src, dst, sweeps: list[str]) -> dict:
     """Copy the finished runs of `sweeps` (those `src` knows) from `src` into the compact copy
     `dst`. Runs `dst` already holds and `src` lacks are kept; a run `src` has finished replaces
@@ -65,7 +74,7 @@ def export_runs(src, dst, sweeps: list[str]) -> dict:
         for h in hashes:
             copy_run(src, dst, h)
         if hashes:
-            dst.record_sweep(name, hashes, source=f"exported from {src.root.name}")
+            _write_index(dst, name, hashes, f"exported from {src.root.name}")
         out[name] = len(hashes)
     lines = _sweep_times(src.root, set(out))
     if lines:  # the source's lines for these sweeps replace the copy's

@@ -95,6 +95,7 @@ def test_export_is_compact_and_reads_the_same(tiny):
         assert work.checkpoint(h) is not None and copy.checkpoint(h) is None
         assert copy.result(h) == work.result(h) and copy.status(h) == "done"
         assert copy.metrics(h) == work.metrics(h) and copy.metrics(h)
+    assert [k for k in tree(copy.root) if "/." in "/" + k] == []                 # no lock or temp files
     size = sum(len(b) for k, b in tree(copy.root).items() if k.startswith(("runs/", "sweeps/")))
     assert size < 20_000, size
     report = (tiny["out"] / "tiny" / "report.md").read_text()
