@@ -16,7 +16,9 @@ Packable (`packable`): the synthetic tasks (copy, adding) with fresh training da
 models.packed.packable_model, one device, precision 32-true or 64-true, no lr schedule,
 trainer.test_on=last. Members may differ in `seed`, `task.data_seed`, the whole `optim` section
 and the init switches (`recurrent_init`, `input_init`, `forget_bias`, `init_range`, `impl`), and
-`trainer.stop_on_divergence`; everything else must be equal.
+`trainer.stop_on_divergence` and `trainer.stop_when_solved`; everything else must be equal. A
+member that solves its task (`trainer.stop_when_solved`) is tested and recorded at that
+validation, as its unpacked run stops there, and leaves the pack like a diverged one.
 """
 from __future__ import annotations
 
@@ -37,20 +39,21 @@ import yaml
 
 from bench.config import RunConfig, load, reproduce_command
 from bench.schema import ConfigError, config_hash
+from bench import packed_step
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
 __all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
-from bench.train import git_commit, variant_tags
+from bench.train import git_commit, last_validation, variant_tags
 from models.init import uniform_all_
-from models.packed import packable_model, packed_linear, packed_recurrent, recurrence
+from models.packed import packable_model, recurrence
 from tasks.registry import task_class
 from tasks.synthetic import SyntheticTask
 
 # fields members may differ in: none of them changes a shape or the training loop
 FREE = {"": ("seed",), "task": ("data_seed",), "model": ("recurrent_init", "input_init", "forget_bias",
                                                          "init_range", "impl"),
-        "trainer": ("stop_on_divergence",)}
+        "trainer": ("stop_on_divergence", "stop_when_solved")}
 
 
 def packable(cfg: RunConfig) -> Optional[str]:
@@ -65,8 +68,7 @@ def packable(cfg: RunConfig) -> Optional[str]:
         return why
     for key, ok in (("devices", t.devices == 1), ("num_nodes", t.num_nodes == 1),
                     ("precision", t.precision in ("32-true", "64-true")), ("test_on", t.test_on == "last"),
-                    ("max_epochs", t.max_epochs is None),
-                    ("stop_when_solved", not t.stop_when_solved)):  # not in packs yet: runs alone
+                    ("max_epochs", t.max_epochs is None)):
         if not ok:
             return f"trainer.{key}={getattr(t, key)}"
     if o.lr_decay is not None or o.plateau_factor is not None:
@@ -155,7 +157,7 @@ class _Member:
         self.result = {"hash": self.h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
                        "seed": cfg.seed, "git_commit": git_commit(), "command": reproduce_command(cfg),
                        "resumed_from_step": self.step0, "error": None, "metrics": {}, "wandb_id": None,
-                       "implementation": {"recurrence": f"packed-{recurrence(device)}", "device": str(device),
+                       "implementation": {"recurrence": None, "device": str(device),
                                           "threads": torch.get_num_threads(), "packed": k}}
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         self.task = task_class(cfg.task.name)(cfg)
@@ -166,21 +168,23 @@ class _Member:
         self.result.update(primary=self.task.primary, mode=self.task.mode, baseline=self.task.baseline(),
                            params=sum(p.numel() for p in self.module.parameters()))
         self.module.to(device=device, dtype=dtype)
+        self.result["implementation"]["recurrence"] = f"packed-{recurrence(device, self.module.rnn)}"
         self.opt = self.module.configure_optimizers()
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
-        self.elapsed = 0.0
+        self.elapsed, self.stopped = 0.0, False
         if ckpt is not None:
             state = torch.load(ckpt, map_location=device, weights_only=True)
             self.module.load_state_dict(state["state_dict"])
             self.opt.load_state_dict(state["optimizer_states"][0])
             self.elapsed = float(state["packed"]["wall_time_s"])
+            self.stopped = bool(state["packed"].get("stopped", False))   # solved at that validation
         self.log = MetricLog(self.d / "logs" / f"version_{len(store.metric_files(self.h))}",
                              {"config": cfg.to_dict()})
         self.wb = Tracker(self.d, self.h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                           name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{self.h[:6]}",
                           tags=variant_tags(cfg))
         self.result["wandb_id"] = self.h if self.wb.run is not None else None
-        self.val: dict = {}
+        self.val: dict = last_validation(store, self.h) if self.stopped else {}
         self.test: dict = {}
 
     def loader(self, split: str, epoch: int = 0):
@@ -197,7 +201,7 @@ class _Member:
         save_checkpoint({"global_step": step, "epoch": epoch, "state_dict": self.module.state_dict(),
                          "optimizer_states": [self.opt.state_dict()], "lr_schedulers": [],
                          "hyper_parameters": {"config": self.cfg.to_dict()}, "rng_torch": torch.get_rng_state(),
-                         "packed": {"members": group, "wall_time_s": wall}},
+                         "packed": {"members": group, "wall_time_s": wall, "stopped": self.stopped}},
                         self.d / "checkpoints" / "last.ckpt")
 
     def finish(self, status: str, step: int, wall: float, error: Optional[str] = None) -> dict:
@@ -235,7 +239,7 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
     try:
         step = _fit(alive, step, results, device, dtype, wall)
         if alive:
-            _evaluate(alive, "test", math.ceil(step / (c0.trainer.val_every or 100)), step, device, dtype)
+            packed_step.evaluate(alive, "test", math.ceil(step / (c0.trainer.val_every or 100)), step, device, dtype)
         for m in alive:
             metrics = {**m.val, **m.test}
             status = "done" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
@@ -254,22 +258,9 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
     return results
 
 
-def _batch(batches, device, dtype):
-    """Stack the members' batches (x, y) into (K, ...) tensors; floating ones in the run's dtype."""
-    out = []
-    for part in zip(*batches):
-        t = torch.stack(part).to(device)
-        out.append(t.to(dtype) if t.is_floating_point() else t)
-    return out
-
-
 def _forward(members, x):
-    """The members' SequenceModule forward, packed: one-hot inputs -> recurrence -> linear head."""
-    m0 = members[0].module
-    if m0.task.one_hot:
-        x = torch.nn.functional.one_hot(x, m0.task.input_size).to(m0.head.weight.dtype)
-    out = packed_recurrent([m.module.rnn for m in members], x, recurrence(x.device))
-    return packed_linear([m.module.head for m in members], out)
+    """The members' SequenceModule forward, packed -> logits (K, B, T, O) (bench/packed_step.py)."""
+    return packed_step.forward(members, x)
 
 
 def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
@@ -278,41 +269,49 @@ def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
     E, S = t.val_every or 100, t.max_steps
     every = max(1, min(50, (t.val_every or 50) // 2))     # as bench.train's log_every_n_steps
     group = [m.h for m in alive]
+    opt = packed_step.Optimizers(alive)
+    _stop_solved(alive, [m for m in alive if m.stopped], opt, results, step, wall, device, dtype)
     while step < S and alive:
         epoch = step // E
-        iters = {m.h: iter(m.loader("train", epoch)) for m in alive}
+        batches = {m.h: packed_step.train_batches(m, epoch) for m in alive}
         for _ in range(E):
             if step >= S or not alive:
                 break
-            x, y = _batch([next(iters[m.h]) for m in alive], device, dtype)
-            for m in alive:
-                m.opt.zero_grad(set_to_none=True)
+            x, y = packed_step.batch([next(batches[m.h]) for m in alive], device, dtype)
+            opt.zero_grad()
             logits = _forward(alive, x)
-            kept = []
-            for k, m in enumerate(list(alive)):
-                loss, metrics = m.task.loss_and_metrics(logits[k], y[k])
-                if m.cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
-                    value = float(loss.detach().float().mean())
-                    alive.remove(m)        # masked: out of the pack from this step on
-                    results[m.h] = m.finish("diverged", step, wall(m), f"loss became {value} at step {step}")
-                    continue
-                kept.append((m, loss, metrics))
+            loss = packed_step.losses(alive, logits, y)
+            kept = packed_step.drop_diverged(alive, loss.detach(), opt, results, step, wall)
             if kept:
-                torch.stack([loss for _, loss, _ in kept]).sum().backward()
-            for m, loss, metrics in kept:
-                _own_grads(m.params)
-                if m.cfg.optim.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(m.params, m.cfg.optim.grad_clip)
-                m.opt.step()
-                if (step + 1) % every == 0:
-                    m.add({"epoch": epoch, "step": step, "train/loss": loss.item(),
-                           **{f"train/{k}": float(v) for k, v in metrics.items()}})
+                (loss if len(kept) == len(loss) else loss[kept]).sum().backward()
+                _own_grads(opt.params)
+                opt.clip_and_step()
+            if (step + 1) % every == 0:
+                packed_step.log_train(alive, kept, loss.detach(), logits.detach(), y, epoch, step)
             step += 1
         if step % E == 0 and alive:
-            _evaluate(alive, "val", epoch, step - 1, device, dtype)
+            packed_step.evaluate(alive, "val", epoch, step - 1, device, dtype)
             for m in alive:
+                m.stopped = m.stopped or packed_step.solved(m)
                 m.checkpoint(step, epoch, group, wall(m))
+            _stop_solved(alive, [m for m in alive if m.stopped], opt, results, step, wall, device, dtype)
     return step
+
+
+def _stop_solved(alive, solved, opt, results, step, wall, device, dtype) -> None:
+    """Members that solved their task stop here, as their unpacked runs would: tested on their last
+    weights, recorded done (with `stopped`), and masked out of the pack; the others go on."""
+    if not solved:
+        return
+    E = solved[0].cfg.trainer.val_every or 100
+    packed_step.evaluate(solved, "test", math.ceil(step / E), step, device, dtype)
+    for m in solved:
+        alive.remove(m)
+        opt.drop(m)
+        metrics = {**m.val, **m.test}
+        status = "done" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
+        m.result.update(metrics=metrics, solved=m.task.solved(metrics), stopped={"reason": "solved", "step": step})
+        results[m.h] = m.finish(status, step, wall(m))
 
 
 def _own_grads(params) -> None:
@@ -323,36 +322,11 @@ def _own_grads(params) -> None:
     for p in params:
         if p.grad is None:
             continue
-        ptr = p.grad.untyped_storage().data_ptr()
+        ptr = p.grad.data_ptr()            # the members' slices of one stacked gradient never alias
         if ptr in seen:
             p.grad = p.grad.clone()
         else:
             seen.add(ptr)
-
-
-@torch.no_grad()
-def _evaluate(alive: list, split: str, epoch: int, log_step: int, device, dtype) -> None:
-    """Weighted means over the split's batches (as Lightning's epoch-level self.log), one row each."""
-    limit = alive[0].cfg.trainer.limit_val_batches if split == "val" else None
-    for m in alive:
-        m.module.eval()
-    sums: list[dict] = [{} for _ in alive]
-    n = 0
-    for i, batches in enumerate(zip(*(m.loader(split) for m in alive))):
-        if limit is not None and i >= limit:
-            break
-        x, y = _batch(batches, device, dtype)
-        logits = _forward(alive, x)
-        n += y.shape[1]
-        for k, m in enumerate(alive):
-            loss, metrics = m.task.loss_and_metrics(logits[k], y[k])
-            for key, v in {"loss": loss, **metrics}.items():
-                sums[k][key] = sums[k].get(key, 0.0) + v * y.shape[1]
-    for m, s in zip(alive, sums):
-        m.module.train()
-        values = {f"{split}/{k}": float(v / n) for k, v in s.items()}
-        setattr(m, split, values)
-        m.add({"epoch": epoch, "step": log_step, **values})
 
 
 def main(argv=None) -> int:

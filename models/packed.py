@@ -8,12 +8,15 @@ unpacked run builds it); every forward stacks them into (K, ...) tensors, so aut
 member exactly the gradient of its own loss (losses summed over members do not mix) and each
 member's parameters, optimizer and checkpoint stay those of its unpacked run. `mode="members"`
 runs each member's own recurrence instead (see `recurrence`): the rest of the step stays packed.
+`mode="cpp"` runs each layer of the K members in one C++ call (models/cells/packed_kernels.py).
 
-Packable variants (`packable_model`): the cells torch.nn.RNN/LSTM/GRU express -- `rnn_tanh`,
-`rnn_relu`, `irnn`, `gru` and `lstm` without Greff switches (any init: `recurrent_init`,
-`input_init`, `forget_bias`, `init_range`), unidirectional, any number of layers, no residual
-connections and no dropout (dropout masks come from the process-wide RNG). The equations are
-torch's, gate blocks in torch order (LSTM i, f, g, o; GRU r, z, n with b_hn inside the reset gate).
+Packable variants (`packable_model`): every sequence cell, unidirectional, any number of layers, no
+residual connections and no dropout (dropout masks come from the process-wide RNG). The batched
+recurrences (`bmm`, `cpp`) take the cells torch.nn.RNN/LSTM/GRU express (`BATCHED_CELLS`: `rnn_tanh`,
+`rnn_relu`, `irnn`, `gru` and `lstm` without Greff switches, any init); the others (Greff LSTM
+variants, the ladder, leaky and deep-transition cells, ...) always run `members` (each member's own
+module: exact by construction). The equations are torch's, gate blocks in torch order (LSTM i, f,
+g, o; GRU r, z, n with b_hn inside the reset gate).
 """
 from __future__ import annotations
 
@@ -23,19 +26,18 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from models.registry import cell_class
+from models.cells import packed_kernels
+from models.registry import TREE_CELLS, cell_class
 
-PACKABLE_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "gru", "lstm")
-RECURRENCES = ("bmm", "members")
+BATCHED_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "gru", "lstm")
+RECURRENCES = ("bmm", "members", "cpp")
 
 
 def packable_model(model_cfg) -> Optional[str]:
     """None when K models of this config can be packed; else why not (one line)."""
     m = model_cfg
-    if m.cell not in PACKABLE_CELLS:
-        return f"model.cell={m.cell} (packable: {', '.join(PACKABLE_CELLS)})"
-    if not cell_class(m.cell).fusable(m):
-        return "an LSTM variant with Greff switches"
+    if m.cell in TREE_CELLS:
+        return f"model.cell={m.cell} (a tree cell)"
     for key, ok in (("bidirectional", not m.bidirectional), ("residual", not m.residual),
                     ("dropout", m.dropout == 0), ("output_feedback", m.output_feedback == "none")):
         if not ok:
@@ -43,7 +45,15 @@ def packable_model(model_cfg) -> Optional[str]:
     return None
 
 
-def _kind(rnn) -> str:
+def batched(model_cfg) -> bool:
+    """Whether the batched recurrences (`bmm`, `cpp`) can run this (packable) config."""
+    return model_cfg.cell in BATCHED_CELLS and cell_class(model_cfg.cell).fusable(model_cfg)
+
+
+def _kind(rnn) -> Optional[str]:
+    """rnn_tanh / rnn_relu / gru / lstm for a batched config, else None (members only)."""
+    if not batched(rnn.cfg):
+        return None
     cls = rnn.cell_cls
     if cls.torch_module is nn.RNN:
         return "rnn_" + cls.torch_kwargs.get("nonlinearity", "tanh")
@@ -63,20 +73,32 @@ def _stack(rnns, layer):
     return [torch.stack(ps) for ps in zip(*(layer_params(r, layer) for r in rnns))]
 
 
-def recurrence(device) -> str:
+def recurrence(device, rnn=None) -> str:
     """How a packed group runs its recurrence on `device`: `bmm` (one batched matmul per step over
-    the K members) on CUDA; on CPU `members` (each member's own kernel, C++ scan or oneDNN, one
-    after another), which bench/benchmarks/packed.py measured faster there: a bmm over K small distinct
-    weights does the same FLOPs as K gemms, and elementwise ops on gate slices of (K, B, G*H) cost
-    more than the members' fused kernels. RNNBENCH_PACKED_RECURRENCE=bmm|members overrides."""
+    the K members, autograd) on CUDA; on CPU `cpp` (models/cells/packed_kernels.py: the K members'
+    scans, forward and BPTT, in one C++ call) for the tanh/ReLU RNN and the GRU where the C++
+    kernels are built, else `members` (each member's own kernel, C++ scan or oneDNN, one after
+    another), which bench/benchmarks/packed.py measured faster on CPU than `bmm`: a bmm over K
+    small distinct weights does the same FLOPs as K gemms, and elementwise ops on gate slices of
+    (K, B, G*H) cost more than the members' fused kernels. RNNBENCH_PACKED_RECURRENCE=bmm|members|cpp
+    overrides (`cpp` falls back to `bmm` for a cell it has no kernel for)."""
     env = os.environ.get("RNNBENCH_PACKED_RECURRENCE")
-    if env in RECURRENCES:
+    if env in RECURRENCES and (rnn is None or _kind(rnn) is not None):
         return env
-    return "bmm" if torch.device(device).type == "cuda" else "members"
+    kind = _kind(rnn) if rnn is not None else None
+    if rnn is not None and kind is None:
+        return "members"
+    if torch.device(device).type == "cuda":
+        return "bmm"
+    return "cpp" if kind in packed_kernels.KINDS and packed_kernels.available() else "members"
 
 
 def packed_recurrent(rnns: Sequence, x: torch.Tensor, mode: str = "bmm") -> torch.Tensor:
     """K unidirectional `Recurrent` modules of one shape on x (K, B, T, I) -> outputs (K, B, T, H)."""
+    if _kind(rnns[0]) is None:
+        mode = "members"
+    if mode == "cpp":
+        return packed_recurrent_tm(rnns, x.transpose(1, 2), mode).transpose(1, 2)
     if mode == "members":
         return torch.stack([r(x[k])[0] for k, r in enumerate(rnns)])
     kind = _kind(rnns[0])
@@ -94,6 +116,21 @@ def packed_recurrent(rnns: Sequence, x: torch.Tensor, mode: str = "bmm") -> torc
         xp = xp.view(K, B, T, -1).permute(2, 0, 1, 3).contiguous()       # (T, K, B, G*H)
         hs = _scan(kind, xp, w_hh, b_rec, H)
         inp = hs.permute(1, 2, 0, 3)                                      # (K, B, T, H)
+    return inp
+
+
+def packed_recurrent_tm(rnns: Sequence, x: torch.Tensor, mode: str = "cpp") -> torch.Tensor:
+    """As `packed_recurrent`, time-major: x (K, T, B, I) -> (K, T, B, H). `cpp`: each layer one
+    C++ call over the K members (models/cells/packed_kernels.py), where it takes the cell and
+    dtype; else `bmm`."""
+    kind = _kind(rnns[0])
+    if kind is None:
+        mode = "members"
+    if mode != "cpp" or not packed_kernels.usable(kind, x):
+        return packed_recurrent(rnns, x.transpose(1, 2), "bmm" if mode == "cpp" else mode).transpose(1, 2)
+    inp = x
+    for layer in range(rnns[0].num_layers):
+        inp = packed_kernels.packed_layer(kind, inp, *_stack(rnns, layer))
     return inp
 
 

@@ -189,6 +189,10 @@ class CopyTask(SyntheticTask):
         acc = (logits[:, -n:].argmax(-1) == y[:, -n:]).float().mean()
         return loss, {"acc": acc}
 
+    def packed_loss(self, logits, y):
+        """The losses of K packed runs at once: logits (K, B, T, O), y (K, B, T) -> (K,)."""
+        return F.cross_entropy(logits.permute(0, 3, 1, 2), y, reduction="none").flatten(1).mean(1)
+
     def baseline(self):
         c = self.cfg
         return {"test/loss": c.n_symbols * math.log(c.n_categories) / (c.T + 2 * c.n_symbols)}
@@ -277,6 +281,10 @@ class AddingTask(SyntheticTask):
 
     def loss_and_metrics(self, pred, y, metrics: bool = True):
         return F.mse_loss(pred[:, -1, 0], y), {}
+
+    def packed_loss(self, pred, y):
+        """The losses of K packed runs at once: pred (K, B, T, 1), y (K, B) -> (K,)."""
+        return (pred[:, :, -1, 0] - y).square().mean(1)
 
     def baseline(self):
         return {"test/loss": 0.167}

@@ -19,6 +19,7 @@ from bench.train import run
 from models.config import ModelConfig
 from models.packed import RECURRENCES, packed_recurrent
 from models.recurrent import Recurrent
+from tasks.synthetic import CopyTask
 from wandb_records import config_and_history
 
 TINY = ["task.T=5", "task.batch_size=4", "task.eval_size=10", "model.hidden_size=8", "trainer.val_every=10"]
@@ -28,10 +29,14 @@ def _close(a: dict, b: dict, tol: float) -> bool:
     return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol for k in a)
 
 
-@pytest.mark.parametrize("task,cell", [("copy", "lstm"), pytest.param("adding", "gru", marks=pytest.mark.slow),
-                                       pytest.param("copy", "rnn_tanh", marks=pytest.mark.slow)])
-def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypatch, task, cell):
-    monkeypatch.setenv("RNNBENCH_PACKED_RECURRENCE", "bmm")   # the batched recurrence (CPU default: members)
+@pytest.mark.parametrize("task,cell,recurrence", [
+    ("copy", "lstm", "bmm"), ("copy", "gru", "cpp"), ("adding", "rnn_tanh", "cpp"),
+    ("adding", "lstm_cifg", "members"), pytest.param("copy", "ladder_forget", "members", marks=pytest.mark.slow),
+    pytest.param("adding", "gru", "bmm", marks=pytest.mark.slow),
+    pytest.param("copy", "rnn_tanh", "bmm", marks=pytest.mark.slow)])
+def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypatch, task, cell, recurrence):
+    # cpp: the C++ packed scans (the CPU default for GRU/RNN); bmm: the batched autograd recurrence
+    monkeypatch.setenv("RNNBENCH_PACKED_RECURRENCE", recurrence)
     base = [f"task={task}", f"model.cell={cell}", *TINY, "trainer.max_steps=45", "trainer.precision=64-true",
             "optim.name=rmsprop", "optim.alpha=0.9", "optim.lr=0.01"]
     # seeds differ, and so may the optimizer and the init: neither changes a shape
@@ -43,6 +48,7 @@ def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypat
         assert p["status"] == a["status"] == "done" and p["step"] == a["step"] == 45
         assert _close(a["metrics"], p["metrics"], 1e-6), (a["metrics"], p["metrics"])
         assert p["implementation"]["packed"] == 3 and p["params"] == a["params"]
+        assert p["implementation"]["recurrence"] == f"packed-{recurrence}"
         rows_a, rows_p = Store(tmp_path / "alone").metrics(cfg.hash), Store(tmp_path / "packed").metrics(cfg.hash)
         assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_p]
         assert all(_close(ra, rp, 1e-6) for ra, rp in zip(rows_a, rows_p)), (rows_a, rows_p)
@@ -123,9 +129,30 @@ def test_a_diverging_member_is_recorded_and_masked_and_the_others_go_on(tmp_path
         assert _close(p["metrics"], w["metrics"], 1e-5)
 
 
+def test_a_member_that_solves_stops_as_its_unpacked_run_and_the_others_go_on(tmp_path, monkeypatch):
+    # a solved threshold these tiny runs reach at different validations (seed 2 at step 20, seed 1
+    # at step 30); seed 0 does not stop when solved and trains to max_steps
+    monkeypatch.setattr(CopyTask, "solved_threshold", lambda self: ("val/loss", "min", 0.885))
+    base = ["task=copy", "model.cell=gru", *TINY, "trainer.max_steps=45", "trainer.precision=64-true",
+            "optim.name=rmsprop", "optim.lr=0.01"]
+    cfgs = [C.load(None, base + [f"seed={s}", f"trainer.stop_when_solved={s > 0}"]) for s in range(3)]
+    assert [len(g) for g in groups(cfgs, 3, Store(tmp_path / "packed"))] == [3]
+    alone = [run(c, tmp_path / "alone", wandb_mode="disabled") for c in cfgs]
+    packed = run_group(cfgs, tmp_path / "packed", wandb_mode="disabled")
+    assert [r["step"] for r in alone] == [45, 30, 20]
+    assert "stopped" not in alone[0] and [r["stopped"] for r in alone[1:]] == [{"reason": "solved", "step": 30},
+                                                                             {"reason": "solved", "step": 20}]
+    for cfg, a, p in zip(cfgs, alone, packed):
+        assert p["status"] == a["status"] == "done" and p["step"] == a["step"]
+        assert p.get("stopped") == a.get("stopped") and _close(a["metrics"], p["metrics"], 1e-6)
+        rows_a, rows_p = Store(tmp_path / "alone").metrics(cfg.hash), Store(tmp_path / "packed").metrics(cfg.hash)
+        assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_p]
+        assert all(_close(ra, rp, 1e-6) for ra, rp in zip(rows_a, rows_p))
+
+
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "irnn", "gru", "lstm"])
 @pytest.mark.parametrize("impl", ["fused", "custom"])
-def test_bmm_recurrence_equals_the_members_own(cell, impl):
+def test_bmm_and_cpp_recurrences_equal_the_members_own(cell, impl):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, hidden_size=5, num_layers=2, impl=impl)
     rnns = [Recurrent(3, cfg).double() for _ in range(3)]
@@ -138,19 +165,42 @@ def test_bmm_recurrence_equals_the_members_own(cell, impl):
         out = packed_recurrent(rnns, x, mode)
         (out * w).sum().backward()
         grads.append((out.detach(), [p.grad.clone() for r in rnns for p in r.parameters()]))
-    (a, ga), (b, gb) = grads
-    assert torch.allclose(a, b, atol=1e-12) and all(torch.allclose(p, q, atol=1e-12) for p, q in zip(ga, gb))
+    (a, ga), *others = grads
+    for b, gb in others:
+        assert torch.allclose(a, b, atol=1e-12) and all(torch.allclose(p, q, atol=1e-12) for p, q in zip(ga, gb))
+
+
+@pytest.mark.parametrize("cell,hidden", [("rnn_tanh", 80), ("rnn_relu", 20), ("gru", 47), ("gru", 9)])
+def test_cpp_recurrence_in_float32_matches_the_members_own(cell, hidden):
+    """The float32 C++ packed scan (its AVX2/AVX-512 matmul kernel; float64 takes a plain loop)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, hidden_size=hidden, impl="custom")
+    rnns = [Recurrent(10, cfg) for _ in range(3)]
+    x = torch.randn(3, 20, 30, 10)
+    w = torch.randn(3, 20, 30, hidden)
+    outs = []
+    for mode in ("members", "cpp"):
+        for r in rnns:
+            r.zero_grad()
+        out = packed_recurrent(rnns, x, mode)
+        (out * w).sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for r in rnns for p in r.parameters()]))
+    (a, ga), (b, gb) = outs
+    assert (a - b).abs().max() < 1e-5
+    assert all((p - q).abs().max() <= 1e-4 * (1 + p.abs().max()) for p, q in zip(ga, gb))
 
 
 def test_groups_pack_only_runs_that_differ_in_free_fields(tmp_path):
     store = Store(tmp_path)
     seeds = [C.load(None, ["task=copy", "model.cell=gru", f"seed={s}"]) for s in range(5)]
     wide = C.load(None, ["task=copy", "model.cell=gru", "model.hidden_size=64"])
-    peep = C.load(None, ["task=copy", "model.peepholes=true"])
-    assert packable(peep) == "an LSTM variant with Greff switches"
+    peep = [C.load(None, ["task=copy", "model.peepholes=true", f"seed={s}"]) for s in range(2)]
+    assert packable(peep[0]) is None                  # a Greff variant: packed, each member's own recurrence
+    assert packable(C.load(None, ["task=copy", "model.bidirectional=true"])) == "model.bidirectional=True"
     assert packable(C.load(None, ["task=sst2"])).startswith("task sentiment (packable")
-    assert [[c.hash for c in g] for g in groups(seeds + [wide, peep], 2, store)] == \
-        [[seeds[0].hash, seeds[1].hash], [seeds[2].hash, seeds[3].hash], [seeds[4].hash], [wide.hash], [peep.hash]]
+    assert [[c.hash for c in g] for g in groups(seeds + [wide] + peep, 2, store)] == \
+        [[seeds[0].hash, seeds[1].hash], [seeds[2].hash, seeds[3].hash], [seeds[4].hash], [wide.hash],
+         [peep[0].hash, peep[1].hash]]
 
 
 @pytest.mark.parametrize("value", ["0", "x", "-2"])

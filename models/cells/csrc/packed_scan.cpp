@@ -1,0 +1,399 @@
+// Packed CPU scans: K members of one shape (a packed group of runs, models/packed.py) in one call,
+// forward and hand-written BPTT, zero initial state, no masks. Same equations as the single-run
+// scans in scan.cpp (torch's GRU/RNN; LSTM i, f, g, o), to float rounding. Every member's scan is
+// a loop over time with one small matmul per step (an AVX2 register-blocked kernel on weights
+// packed once per call, which stay in L1/L2) and one elementwise pass; members run one after the
+// other (or in parallel with at::parallel_for when torch has more than one thread).
+// Layout: per member contiguous, time-major: xp (K, T, B, G*H), hs (K, T, B, H), w_hh (K, G*H, H).
+// Registered as torch.ops.rnnbench_packed.*; loaded by models/cells/packed_kernels.py.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+using at::Tensor;
+
+extern "C" {
+__m256 Sleef_expf8_u10avx2(__m256);
+__m256 Sleef_tanhf8_u10avx2(__m256);
+__m256d Sleef_expd4_u10avx2(__m256d);
+__m256d Sleef_tanhd4_u10avx2(__m256d);
+__m512 Sleef_expf16_u10avx512f(__m512);
+__m512 Sleef_tanhf16_u10avx512f(__m512);
+}
+
+namespace {
+
+inline int64_t pad8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// ------------------------------------------------------------------ C = [C +] A . B, B (Kd x N, ldb)
+template <int R>
+inline void kern(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 int64_t Kd, int64_t N, bool acc) {
+  int64_t j = 0;
+  for (; j + 16 <= N; j += 16) {
+    __m256 c0[R], c1[R];
+    for (int r = 0; r < R; ++r) {
+      c0[r] = acc ? _mm256_loadu_ps(C + r * ldc + j) : _mm256_setzero_ps();
+      c1[r] = acc ? _mm256_loadu_ps(C + r * ldc + j + 8) : _mm256_setzero_ps();
+    }
+    const float* b = B + j;
+    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
+      const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+        c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+        c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(C + r * ldc + j, c0[r]);
+      _mm256_storeu_ps(C + r * ldc + j + 8, c1[r]);
+    }
+  }
+  for (; j < N; j += 8) {
+    __m256 c0[R];
+    for (int r = 0; r < R; ++r) c0[r] = acc ? _mm256_loadu_ps(C + r * ldc + j) : _mm256_setzero_ps();
+    const float* b = B + j;
+    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
+      const __m256 b0 = _mm256_loadu_ps(b);
+      for (int r = 0; r < R; ++r) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + r * lda + k), b0, c0[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(C + r * ldc + j, c0[r]);
+  }
+}
+
+// the same with 16-wide registers (AVX-512, where the CPU has it: torch's capability AVX512)
+#define T512 __attribute__((target("avx512f")))
+template <int R>
+T512 void kern512(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                  int64_t Kd, int64_t N, bool acc) {
+  int64_t j = 0;
+  for (; j + 32 <= N; j += 32) {
+    __m512 c0[R], c1[R];
+    for (int r = 0; r < R; ++r) {
+      c0[r] = acc ? _mm512_loadu_ps(C + r * ldc + j) : _mm512_setzero_ps();
+      c1[r] = acc ? _mm512_loadu_ps(C + r * ldc + j + 16) : _mm512_setzero_ps();
+    }
+    const float* b = B + j;
+    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
+      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+      for (int r = 0; r < R; ++r) {
+        const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+        c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+        c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm512_storeu_ps(C + r * ldc + j, c0[r]);
+      _mm512_storeu_ps(C + r * ldc + j + 16, c1[r]);
+    }
+  }
+  for (; j < N; j += 16) {
+    const __mmask16 m = N - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - j)) - 1);
+    __m512 c0[R];
+    for (int r = 0; r < R; ++r) c0[r] = acc ? _mm512_maskz_loadu_ps(m, C + r * ldc + j) : _mm512_setzero_ps();
+    const float* b = B + j;
+    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
+      const __m512 b0 = _mm512_maskz_loadu_ps(m, b);
+      for (int r = 0; r < R; ++r) c0[r] = _mm512_fmadd_ps(_mm512_set1_ps(A[r * lda + k]), b0, c0[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(C + r * ldc + j, m, c0[r]);
+  }
+}
+
+T512 void gemm512(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                  int64_t M, int64_t Kd, int64_t N, bool acc) {
+  // row blocks of up to 10: 20 accumulators of the 32 registers, each B load feeds 10 rows
+  for (int64_t i = 0; i < M;) {
+    const int64_t r = std::min<int64_t>(10, M - i);
+    const float* a = A + i * lda;
+    float* c = C + i * ldc;
+    switch (r) {
+      case 10: kern512<10>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 9: kern512<9>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 8: kern512<8>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 7: kern512<7>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 6: kern512<6>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 5: kern512<5>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 4: kern512<4>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 3: kern512<3>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      case 2: kern512<2>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+      default: kern512<1>(a, lda, B, ldb, c, ldc, Kd, N, acc); break;
+    }
+    i += r;
+  }
+}
+
+const bool k512 = __builtin_cpu_supports("avx512f");
+
+// C (M x N, ldc; N a multiple of 8, the columns past the real width are scratch) = [C +] A (M x Kd, lda) . B
+inline void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 int64_t M, int64_t Kd, int64_t N, bool acc) {
+  if (k512) return gemm512(A, lda, B, ldb, C, ldc, M, Kd, N, acc);
+  int64_t i = 0;
+  for (; i + 4 <= M; i += 4) kern<4>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc);
+  switch (M - i) {
+    case 3: kern<3>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
+    case 2: kern<2>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
+    case 1: kern<1>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
+    default: break;
+  }
+}
+inline void gemm(const double* A, int64_t lda, const double* B, int64_t ldb, double* C, int64_t ldc,
+                 int64_t M, int64_t Kd, int64_t N, bool acc) {
+  for (int64_t i = 0; i < M; ++i) {
+    double* c = C + i * ldc;
+    if (!acc) std::fill(c, c + N, 0.);
+    for (int64_t k = 0; k < Kd; ++k) {
+      const double a = A[i * lda + k];
+      const double* b = B + k * ldb;
+      for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
+    }
+  }
+}
+
+// W (R x C) -> P (C x pad8(R)) = W^T, zero-padded columns (forward: out = h . W^T)
+template <typename T> std::vector<T> pack_t(const T* w, int64_t R, int64_t C) {
+  const int64_t Rp = pad8(R);
+  std::vector<T> p(C * Rp, T(0));
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) p[c * Rp + r] = w[r * C + c];
+  return p;
+}
+// W (R x C) -> P (R x pad8(C)), zero-padded columns (backward: dh = d . W)
+template <typename T> std::vector<T> pack_n(const T* w, int64_t R, int64_t C) {
+  const int64_t Cp = pad8(C);
+  std::vector<T> p(R * Cp, T(0));
+  for (int64_t r = 0; r < R; ++r) std::memcpy(p.data() + r * Cp, w + r * C, C * sizeof(T));
+  return p;
+}
+
+// ------------------------------------------------------------------ sigmoid / tanh in place (Sleef)
+template <typename V, int W, typename T, typename F>
+inline void vmap(T* p, int64_t n, F f, V (*load)(const T*), void (*store)(T*, V)) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) store(p + i, f(load(p + i)));
+  if (i < n) {
+    T buf[W] = {};
+    std::memcpy(buf, p + i, (n - i) * sizeof(T));
+    store(buf, f(load(buf)));
+    std::memcpy(p + i, buf, (n - i) * sizeof(T));
+  }
+}
+inline __m256 ldf(const float* p) { return _mm256_loadu_ps(p); }
+inline void stf(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline __m256d ldd(const double* p) { return _mm256_loadu_pd(p); }
+inline void std_(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+
+T512 void vsig512(float* p, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f), zero = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, p + i);
+    _mm512_mask_storeu_ps(p + i, m, _mm512_div_ps(one, _mm512_add_ps(one, Sleef_expf16_u10avx512f(_mm512_sub_ps(zero, x)))));
+  }
+}
+T512 void vtanh512(float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(p + i, m, Sleef_tanhf16_u10avx512f(_mm512_maskz_loadu_ps(m, p + i)));
+  }
+}
+
+inline void vsig(float* p, int64_t n) {
+  if (k512) return vsig512(p, n);
+  const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
+  vmap<__m256, 8>(p, n, [&](__m256 x) {
+    return _mm256_div_ps(one, _mm256_add_ps(one, Sleef_expf8_u10avx2(_mm256_sub_ps(zero, x))));
+  }, ldf, stf);
+}
+inline void vsig(double* p, int64_t n) {
+  const __m256d one = _mm256_set1_pd(1.), zero = _mm256_setzero_pd();
+  vmap<__m256d, 4>(p, n, [&](__m256d x) {
+    return _mm256_div_pd(one, _mm256_add_pd(one, Sleef_expd4_u10avx2(_mm256_sub_pd(zero, x))));
+  }, ldd, std_);
+}
+inline void vtanh(float* p, int64_t n) {
+  if (k512) return vtanh512(p, n);
+  vmap<__m256, 8>(p, n, [](__m256 x) { return Sleef_tanhf8_u10avx2(x); }, ldf, stf);
+}
+inline void vtanh(double* p, int64_t n) { vmap<__m256d, 4>(p, n, [](__m256d x) { return Sleef_tanhd4_u10avx2(x); }, ldd, std_); }
+
+template <typename F> void each_member(int64_t K, F f) {
+  at::parallel_for(0, K, 1, [&](int64_t a, int64_t b) { for (int64_t k = a; k < b; ++k) f(k); });
+}
+
+// ------------------------------------------------------------------ Elman: h_t = act(xp_t + R h_{t-1})
+template <typename T> void elman_fwd(const T* xp, const T* w, T* hs, int64_t Tn, int64_t B, int64_t H, bool relu) {
+  const int64_t Hp = pad8(H);
+  std::vector<T> wp = pack_t(w, H, H), c(B * Hp), zero(B * H, T(0));
+  for (int64_t t = 0; t < Tn; ++t) {
+    const T* hprev = t ? hs + (t - 1) * B * H : zero.data();
+    T* h = hs + t * B * H;
+    gemm(hprev, H, wp.data(), Hp, c.data(), Hp, B, H, Hp, false);
+    const T* x = xp + t * B * H;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < H; ++j) h[b * H + j] = x[b * H + j] + c[b * Hp + j];
+    if (relu) for (int64_t i = 0; i < B * H; ++i) h[i] = h[i] < T(0) ? T(0) : h[i];   // NaN stays NaN
+    else vtanh(h, B * H);
+  }
+}
+
+template <typename T> void elman_bwd(const T* dhs, const T* hs, const T* w, T* dA, int64_t Tn, int64_t B,
+                                     int64_t H, bool relu) {
+  const int64_t Hp = pad8(H);
+  std::vector<T> wp = pack_n(w, H, H), dh(B * Hp, T(0));
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* __restrict__ h = hs + t * B * H;
+    const T* __restrict__ g = dhs + t * B * H;
+    T* __restrict__ d = dA + t * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict__ hb = h + b * H;
+      const T* __restrict__ gb = g + b * H;
+      const T* __restrict__ db = dh.data() + b * Hp;
+      T* __restrict__ o = d + b * H;
+      if (relu) for (int64_t j = 0; j < H; ++j) o[j] = hb[j] > T(0) ? db[j] + gb[j] : T(0);
+      else for (int64_t j = 0; j < H; ++j) o[j] = (db[j] + gb[j]) * (T(1) - hb[j] * hb[j]);
+    }
+    if (t) gemm(d, H, wp.data(), Hp, dh.data(), Hp, B, H, Hp, false);
+  }
+}
+
+std::vector<Tensor> elman_forward(Tensor xp, Tensor w_hh, bool relu) {
+  xp = xp.contiguous(); w_hh = w_hh.contiguous();
+  const int64_t K = xp.size(0), Tn = xp.size(1), B = xp.size(2), H = xp.size(3);
+  Tensor hs = at::empty_like(xp);
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "packed_elman_forward", [&] {
+    each_member(K, [&](int64_t k) {
+      elman_fwd<scalar_t>(xp.data_ptr<scalar_t>() + k * Tn * B * H, w_hh.data_ptr<scalar_t>() + k * H * H,
+                          hs.data_ptr<scalar_t>() + k * Tn * B * H, Tn, B, H, relu);
+    });
+  });
+  return {hs};
+}
+
+// -> dA (K, T, B, H) the gradient w.r.t. the pre-activations, dW (K, H, H)
+std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu) {
+  dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
+  const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
+  Tensor dA = at::empty_like(hs);
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_elman_backward", [&] {
+    each_member(K, [&](int64_t k) {
+      const int64_t o = k * Tn * B * H;
+      elman_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
+                          w_hh.data_ptr<scalar_t>() + k * H * H, dA.data_ptr<scalar_t>() + o, Tn, B, H, relu);
+    });
+  });
+  Tensor dW = at::bmm(dA.narrow(1, 1, Tn - 1).reshape({K, (Tn - 1) * B, H}).transpose(1, 2),
+                      hs.narrow(1, 0, Tn - 1).reshape({K, (Tn - 1) * B, H}));
+  return {dA, dW};
+}
+
+// ------------------------------------------------------------------ GRU (torch's, b_hn inside the reset gate)
+// xp (T, B, 3H) = W x + b_ih + [b_hr, b_hz, 0]; G (T, B, 4H) = r, z, n, R_n h + b_hn per step
+template <typename T> void gru_fwd(const T* xp, const T* w, const T* bhn, T* hs, T* G, int64_t Tn, int64_t B,
+                                   int64_t H) {
+  const int64_t G3 = 3 * H, Gp = pad8(G3);
+  std::vector<T> wp = pack_t(w, G3, H), gh(B * Gp), zero(B * H, T(0));
+  for (int64_t t = 0; t < Tn; ++t) {
+    const T* hp = t ? hs + (t - 1) * B * H : zero.data();
+    T* hn = hs + t * B * H;
+    gemm(hp, H, wp.data(), Gp, gh.data(), Gp, B, H, Gp, false);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict__ x = xp + (t * B + b) * G3;
+      const T* __restrict__ g = gh.data() + b * Gp;
+      T* __restrict__ q = G + (t * B + b) * 4 * H;
+      for (int64_t j = 0; j < 2 * H; ++j) q[j] = x[j] + g[j];
+      vsig(q, 2 * H);
+      for (int64_t j = 0; j < H; ++j) {
+        q[3 * H + j] = g[2 * H + j] + bhn[j];
+        q[2 * H + j] = x[2 * H + j] + q[j] * q[3 * H + j];
+      }
+      vtanh(q + 2 * H, H);
+      const T* __restrict__ h0 = hp + b * H;
+      T* __restrict__ h1 = hn + b * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = q[H + j], n = q[2 * H + j];
+        h1[j] = n + z * (h0[j] - n);
+      }
+    }
+  }
+}
+
+template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const T* w, T* dX, T* dR, int64_t Tn,
+                                   int64_t B, int64_t H) {
+  const int64_t G3 = 3 * H, Hp = pad8(H);
+  std::vector<T> wp = pack_n(w, G3, H), dh(B * Hp, T(0)), zero(B * H, T(0));
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* hprev = t ? hs + (t - 1) * B * H : zero.data();
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict__ q = G + (t * B + b) * 4 * H;
+      const T* __restrict__ h0 = hprev + b * H;
+      const T* __restrict__ dn = dhs + (t * B + b) * H;
+      T* __restrict__ dx = dX + (t * B + b) * G3;
+      T* __restrict__ dr = dR + (t * B + b) * G3;
+      T* __restrict__ dhb = dh.data() + b * Hp;
+      for (int64_t j = 0; j < H; ++j) {
+        const T r = q[j], z = q[H + j], n = q[2 * H + j], ghn = q[3 * H + j];
+        const T d = dhb[j] + dn[j];
+        const T dpn = d * (T(1) - z) * (T(1) - n * n);
+        const T dpr = dpn * ghn * r * (T(1) - r);
+        const T dpz = d * (h0[j] - n) * z * (T(1) - z);
+        dx[j] = dpr; dr[j] = dpr;
+        dx[H + j] = dpz; dr[H + j] = dpz;
+        dx[2 * H + j] = dpn;
+        dr[2 * H + j] = dpn * r;
+        dhb[j] = d * z;
+      }
+    }
+    if (t) gemm(dR + t * B * G3, G3, wp.data(), Hp, dh.data(), Hp, B, G3, Hp, true);
+  }
+}
+
+std::vector<Tensor> gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) {
+  xp = xp.contiguous(); w_hh = w_hh.contiguous(); b_hn = b_hn.contiguous();
+  const int64_t K = xp.size(0), Tn = xp.size(1), B = xp.size(2), H = w_hh.size(2);
+  Tensor hs = xp.new_empty({K, Tn, B, H}), G = xp.new_empty({K, Tn, B, 4 * H});
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "packed_gru_forward", [&] {
+    each_member(K, [&](int64_t k) {
+      gru_fwd<scalar_t>(xp.data_ptr<scalar_t>() + k * Tn * B * 3 * H, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
+                        b_hn.data_ptr<scalar_t>() + k * H, hs.data_ptr<scalar_t>() + k * Tn * B * H,
+                        G.data_ptr<scalar_t>() + k * Tn * B * 4 * H, Tn, B, H);
+    });
+  });
+  return {hs, G};
+}
+
+// -> dX (K, T, B, 3H) w.r.t. xp, dW (K, 3H, H), db_hn (K, H)
+std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh) {
+  dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
+  const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
+  Tensor dX = hs.new_empty({K, Tn, B, 3 * H}), dR = hs.new_empty({K, Tn, B, 3 * H});
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_gru_backward", [&] {
+    each_member(K, [&](int64_t k) {
+      const int64_t o = k * Tn * B * H, o3 = 3 * o;
+      gru_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
+                        G.data_ptr<scalar_t>() + 4 * o, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
+                        dX.data_ptr<scalar_t>() + o3, dR.data_ptr<scalar_t>() + o3, Tn, B, H);
+    });
+  });
+  Tensor dW = at::bmm(dR.narrow(1, 1, Tn - 1).reshape({K, (Tn - 1) * B, 3 * H}).transpose(1, 2),
+                      hs.narrow(1, 0, Tn - 1).reshape({K, (Tn - 1) * B, H}));
+  Tensor db_hn = dR.narrow(3, 2 * H, H).sum({1, 2});
+  return {dX, dW, db_hn};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rnnbench_packed, m) {
+  m.def("elman_forward(Tensor xp, Tensor w_hh, bool relu) -> Tensor[]", &elman_forward);
+  m.def("elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu) -> Tensor[]", &elman_backward);
+  m.def("gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) -> Tensor[]", &gru_forward);
+  m.def("gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh) -> Tensor[]", &gru_backward);
+}

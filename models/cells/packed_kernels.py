@@ -1,0 +1,100 @@
+"""The C++ packed scans (models/cells/csrc/packed_scan.cpp): one layer of K members in one call.
+
+    hs = packed_layer(kind, x, w_ih, w_hh, b_ih, b_hh)   # x (K, T, B, I) time-major -> hs (K, T, B, H)
+
+`kind` is rnn_tanh, rnn_relu or gru (torch's equations and weight layout; parameters stacked
+over the K members, e.g. w_ih (K, G*H, I)); zero initial state. The input projection is one
+bmm; the recurrence, forward and BPTT, is C++ (one register-blocked matmul per step on weights
+that stay in cache); every parameter gets a gradient tensor of its own (b_ih and b_hh never share
+one, so per-member in-place clipping scales each once). Built on first use, as models/cells/kernels.py
+builds the single-run scans, under its own name (`rnnbench_packed`); `available()` is False where
+those are off (RNNBENCH_CPU_KERNELS=0) or cannot be built, and the packed group takes its
+autograd recurrence (models.packed `bmm`).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+from torch.utils import cpp_extension
+
+from models.cells import kernels
+
+_SRC = Path(__file__).parent / "csrc" / "packed_scan.cpp"
+KINDS = ("rnn_tanh", "rnn_relu", "gru")
+_state: dict = {}
+
+
+def available() -> bool:
+    """Built and loaded (building on the first call), and the C++ kernels not switched off."""
+    if not kernels.enabled():
+        return False
+    if "ok" not in _state:
+        _state["ok"] = _load()
+    return _state["ok"]
+
+
+def _load() -> bool:
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False
+    try:
+        cpp_extension.load(name="rnnbench_packed", sources=[str(_SRC)], extra_cflags=["-O3", "-mavx2", "-mfma"],
+                           is_python_module=False, verbose=False)
+        return hasattr(torch.ops.rnnbench_packed, "gru_forward")
+    except Exception as e:                      # no compiler / ninja / headers: the autograd recurrence
+        warnings.warn(f"rnnbench: C++ packed scans not available ({type(e).__name__}: {str(e)[:200]})")
+        return False
+
+
+def usable(kind: str, x: torch.Tensor) -> bool:
+    return (kind in KINDS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.shape[1] >= 1 and available())
+
+
+def _ops():
+    return torch.ops.rnnbench_packed
+
+
+class _Layer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, kind: str):
+        K, T, B, I = x.shape
+        H = w_hh.shape[-1]
+        if kind == "gru":   # b_hn stays inside the reset gate
+            b_in = b_ih + torch.cat([b_hh[:, :2 * H], torch.zeros_like(b_hh[:, 2 * H:])], 1)
+        else:
+            b_in = b_ih + b_hh
+        xp = torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2)).view(K, T, B, -1)
+        if kind == "gru":
+            hs, G = _ops().gru_forward(xp, w_hh, b_hh[:, 2 * H:])
+            ctx.save_for_backward(x, w_ih, w_hh, hs, G)
+        else:
+            (hs,) = _ops().elman_forward(xp, w_hh, kind == "rnn_relu")
+            ctx.save_for_backward(x, w_ih, w_hh, hs)
+        ctx.kind = kind
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dhs):
+        x, w_ih, w_hh, hs, *rest = ctx.saved_tensors
+        K, T, B, I = x.shape
+        H = w_hh.shape[-1]
+        if ctx.kind == "gru":
+            dxp, dw_hh, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh)
+            db_ih = dxp.sum((1, 2))
+            db_hh = torch.cat([db_ih[:, :2 * H], db_hn], 1)
+        else:
+            dxp, dw_hh = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu")
+            db_ih = dxp.sum((1, 2))
+            db_hh = db_ih.clone()
+        flat = dxp.view(K, T * B, -1)
+        dw_ih = torch.bmm(flat.transpose(1, 2), x.reshape(K, T * B, I))
+        dx = torch.bmm(flat, w_ih).view(K, T, B, I) if ctx.needs_input_grad[0] else None
+        return dx, dw_ih, dw_hh, db_ih, db_hh, None
+
+
+def packed_layer(kind, x, w_ih, w_hh, b_ih, b_hh) -> torch.Tensor:
+    return _Layer.apply(x, w_ih, w_hh, b_ih, b_hh, kind)
