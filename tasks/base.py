@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import Sampler
 
+from models.tree.rows import RowAdagrad
+
 
 class Diverged(RuntimeError):
     """Raised when the training loss becomes NaN/inf; the run is recorded as 'diverged'."""
@@ -109,7 +111,8 @@ OPTIMIZERS: dict[str, Callable] = {
     "rmsprop": lambda params, o: torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, momentum=o.momentum,
                                                      weight_decay=o.weight_decay, foreach=True),
     "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
-    "adagrad": lambda params, o: torch.optim.Adagrad(params, lr=o.lr, weight_decay=o.weight_decay),  # Socher 2013, Tai 2015
+    # Socher 2013, Tai 2015; torch's AdaGrad, row-sparse gradients updated as dense ones (models/tree/rows.py)
+    "adagrad": lambda params, o: RowAdagrad(params, lr=o.lr, weight_decay=o.weight_decay),
 }
 
 

@@ -28,7 +28,7 @@ import torch
 
 from bench.schema import ConfigError, opt
 from models.registry import TREE_CELLS, cell_class
-from models.tree.base import batch_trees
+from models.tree.base import batch_trees, tree_tensors
 from tasks.base import Task
 from tasks.text import (BUILDERS, PARSERS, TextDataModule, Vocab, WordVectorsConfig, WordVectorsTask,
                         column_list, load_splits, pad)
@@ -112,8 +112,9 @@ class TreebankData(TextDataModule):
                 ids = [word[low(w)] if not k else -1 for w, k in zip(t.words, t.children)]
                 labels = [lab[x] for x in t.labels]
                 if self.tree:
-                    self.examples[s].append({"word": ids, "children": t.children, "height": t.heights(),
-                                             "label": labels})
+                    ex = {"word": ids, "children": t.children, "height": t.heights(), "label": labels}
+                    tree_tensors(ex)    # once per tree: a batch is then a few concatenations
+                    self.examples[s].append(ex)
                 else:
                     self.examples[s] += self._spans(t, ids, labels, s == "train" and c.phrases == "root")
             if not self.tree and s == "train" and c.classes == "binary":  # neutral spans teach nothing

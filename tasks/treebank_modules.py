@@ -12,19 +12,22 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from torch import nn
 
 from models.recurrent import Recurrent
 from models.registry import cell_class
+from models.tree.rows import clip_grad_norm
 from tasks.base import TaskModule
 from tasks.sentiment import summarize
 
 METRICS = ("fine_root", "fine_all", "binary_root", "binary_all")
 
 
-def _acc(num_classes: int):
-    return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro", ignore_index=-100)
+def row_grads(run_cfg) -> bool:
+    """Whether a tree model's word vectors get row-sparse gradients (models/tree/rows.py): with
+    AdaGrad without weight decay (RowAdagrad then updates as dense AdaGrad does) on one device."""
+    o, t = run_cfg.optim, run_cfg.trainer
+    return o.name == "adagrad" and o.weight_decay == 0 and t.devices == 1 and t.num_nodes == 1
 
 
 def majority_scores(train_y, train_root, test_y, test_root, to_binary: Optional[list], fine: bool = True) -> dict:
@@ -46,7 +49,10 @@ def majority_scores(train_y, train_root, test_y, test_root, to_binary: Optional[
 
 
 class PhraseMetricsMixin:
-    """Loss and the four accuracies from node logits, gold fine labels and root flags."""
+    """Loss and the four accuracies from node logits, gold fine labels and root flags. Each
+    accuracy is (correct, counted) node totals over the split, summed across devices at the end:
+    micro accuracy as torchmetrics' Accuracy(ignore_index=-100) gives it (the same float32
+    division), at one small tensor op a batch instead of four metric updates and logs."""
 
     def setup_metrics(self, num_labels: int, to_binary: Optional[list]):
         self.fine = self.run_cfg.task.classes == "fine"
@@ -54,9 +60,9 @@ class PhraseMetricsMixin:
         self.register_buffer("to_binary", torch.tensor(to_binary if to_binary is not None else [-100] * num_labels),
                              persistent=False)
         self.has_binary = to_binary is not None
-        names = [m for m in METRICS if (self.fine or m.startswith("binary")) and (self.has_binary or m.startswith("fine"))]
-        self.metrics = nn.ModuleDict({f"{s}_{m}": _acc(num_labels if m.startswith("fine") else 2)
-                                      for s in ("val", "test") for m in names})
+        self.metric_names = [m for m in METRICS if (self.fine or m.startswith("binary"))
+                             and (self.has_binary or m.startswith("fine"))]
+        self._counts: Optional[torch.Tensor] = None
 
     def node_loss(self, logits, gold):
         target = gold if self.fine else self.to_binary[gold]
@@ -70,20 +76,41 @@ class PhraseMetricsMixin:
         neg = (p * (self.to_binary == 0)).sum(-1)
         return (pos > neg).long()
 
-    def eval_nodes(self, logits, gold, root, split: str, n: int):
-        self.log(f"{split}/loss", self.node_loss(logits, gold), on_epoch=True, batch_size=n, sync_dist=True)
+    def eval_start(self, split: str) -> None:
+        self._counts = torch.zeros(len(self.metric_names), 2, dtype=torch.long, device=self.device)
+
+    def node_counts(self, logits, gold, root) -> torch.Tensor:
+        """(metrics, 2): correct and counted nodes of each metric in `metric_names`."""
         fine_pred = logits.argmax(-1) if self.fine else None
         bin_pred, bin_gold = (self.binary_pred(logits), self.to_binary[gold]) if self.has_binary else (None, None)
-        for key, m in self.metrics.items():
-            s, name = key.split("_", 1)
-            if s != split:
-                continue
+        rows = []
+        for name in self.metric_names:
             pred, y = (fine_pred, gold) if name.startswith("fine") else (bin_pred, bin_gold)
             if name.endswith("root"):
                 pred, y = pred[root], y[root]
-            if y.numel():           # a batch of spans may hold no root
-                m.update(pred, y)
-            self.log(f"{split}/{name}", m, on_epoch=True, batch_size=n)
+            counted = y != -100
+            rows.append(torch.stack([(counted & (pred == y)).sum(), counted.sum()]))
+        return torch.stack(rows)
+
+    def accuracies(self, counts: torch.Tensor) -> dict:
+        """metric name -> float32 accuracy (0 when no node counted, as torchmetrics)."""
+        return {name: (right.float() / total.float() if int(total) else torch.zeros((), device=counts.device))
+                for name, (right, total) in zip(self.metric_names, counts)}
+
+    def eval_nodes(self, logits, gold, root, split: str, n: int):
+        self.log(f"{split}/loss", self.node_loss(logits, gold), on_epoch=True, batch_size=n, sync_dist=True)
+        if self._counts is None:
+            self.eval_start(split)
+        self._counts += self.node_counts(logits, gold, root)
+
+    def eval_end(self, split: str) -> None:
+        c, self._counts = self._counts, None
+        if c is None:
+            return
+        if self._trainer is not None and self._trainer.world_size > 1:
+            c = self._trainer.strategy.reduce(c, reduce_op="sum")
+        for name, acc in self.accuracies(c).items():
+            self.log(f"{split}/{name}", acc)
 
 
 class TreeModule(PhraseMetricsMixin, TaskModule):
@@ -94,10 +121,18 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
         self.setup_metrics(num_labels, to_binary)
         self.net = cell_class(run_cfg.model.cell)(vocab_size, self.num_out, run_cfg.model,
                                                   run_cfg.task.embed_dropout, pad_id)
+        self.net.row_grad = row_grads(run_cfg)
 
     @property
     def embed(self):
         return self.net.embed
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Norm clipping as Lightning's, counting row-sparse word-vector gradients by their rows."""
+        if self.net.row_grad and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], float(gradient_clip_val))
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def forward(self, batch):
         return self.net(batch)
@@ -105,7 +140,8 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
     def training_step(self, batch, batch_idx):
         loss = self.node_loss(self(batch), batch.label)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))
         return loss
 
     def eval_step(self, batch, split):
@@ -136,7 +172,8 @@ class SpanModule(PhraseMetricsMixin, TaskModule):
         ids, lengths, y, _ = batch
         loss = self.node_loss(self(ids, lengths), y)
         self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -21,17 +21,21 @@ post-order). Word vectors start at random (U(-0.1, 0.1)) unless task.embeddings 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from models.tree.rows import row_lookup
 
 
 @dataclass
 class TreeBatch:
     """Trees flattened: node i of the batch has `word[i]` (-1 internal), `label[i]`, and its
     children `child[i]` (K columns, padded with N). `levels[h-1]` = (nodes of height h, their
-    children) for h >= 1; `leaves` = the height-0 nodes; `root[b]` = tree b's root."""
+    children) for h >= 1; `leaves` = the height-0 nodes; `root[b]` = tree b's root;
+    `rows` = the distinct word ids of the leaves (sorted), `inv` = each leaf's index into `rows`."""
     word: torch.Tensor
     label: torch.Tensor
     child: torch.Tensor
@@ -39,6 +43,8 @@ class TreeBatch:
     root: torch.Tensor
     level_nodes: list = field(default_factory=list)
     level_children: list = field(default_factory=list)
+    rows: Optional[torch.Tensor] = None
+    inv: Optional[torch.Tensor] = None
 
     @property
     def num_nodes(self) -> int:
@@ -49,28 +55,36 @@ class TreeBatch:
         return int(self.child.shape[1])
 
 
+def tree_tensors(t: dict) -> tuple:
+    """(word, label, height, child) of one tree as tensors, child (n, k) with -1 for no child;
+    cached in the dict under "tensors" (the data module builds them once per tree)."""
+    if "tensors" not in t:
+        n, k = len(t["word"]), max([len(c) for c in t["children"]] + [1])
+        child = torch.tensor([c + [-1] * (k - len(c)) for c in t["children"]], dtype=torch.long).view(n, k)
+        t["tensors"] = (torch.tensor(t["word"], dtype=torch.long), torch.tensor(t["label"], dtype=torch.long),
+                        torch.tensor(t["height"], dtype=torch.long), child)
+    return t["tensors"]
+
+
 def batch_trees(trees: Sequence[dict]) -> TreeBatch:
     """`trees`: dicts with per-node lists `word` (id, -1 for internal), `children` (lists of
-    node indices, post-order), `height`, `label` (int; -100 = no label)."""
-    N = sum(len(t["word"]) for t in trees)
-    K = max([len(c) for t in trees for c in t["children"]] + [1])
-    word, label, height, child, root = [], [], [], [], []
-    off = 0
-    for t in trees:
-        word += t["word"]
-        label += t["label"]
-        height += t["height"]
-        child += [[off + k for k in c] + [N] * (K - len(c)) for c in t["children"]]
-        off += len(t["word"])
-        root.append(off - 1)
-    height_t = torch.tensor(height, dtype=torch.long)
-    child_t = torch.tensor(child, dtype=torch.long).view(N, K)
-    order = torch.argsort(height_t, stable=True)
-    counts = torch.bincount(height_t).tolist()
+    node indices, post-order), `height`, `label` (int; -100 = no label); their tensors
+    (`tree_tensors`) are concatenated, child indices shifted by each tree's offset."""
+    parts = [tree_tensors(t) for t in trees]
+    sizes = [int(p[0].shape[0]) for p in parts]
+    N, K = sum(sizes), max(int(p[3].shape[1]) for p in parts)
+    word, label, height = (torch.cat([p[j] for p in parts]) for j in range(3))
+    child = torch.cat([p[3] if p[3].shape[1] == K else F.pad(p[3], (0, K - p[3].shape[1]), value=-1) for p in parts])
+    n_t = torch.tensor(sizes, dtype=torch.long)
+    ends = n_t.cumsum(0)
+    offset = torch.repeat_interleave(ends - n_t, n_t)
+    child = torch.where(child >= 0, child + offset.unsqueeze(1), N)
+    order = torch.argsort(height, stable=True)
+    counts = torch.bincount(height).tolist()
     groups = list(torch.split(order, counts))
-    return TreeBatch(word=torch.tensor(word, dtype=torch.long), label=torch.tensor(label, dtype=torch.long),
-                     child=child_t, leaves=groups[0], root=torch.tensor(root, dtype=torch.long),
-                     level_nodes=groups[1:], level_children=[child_t[g] for g in groups[1:]])
+    rows, inv = torch.unique(word[groups[0]], sorted=True, return_inverse=True)
+    return TreeBatch(word=word, label=label, child=child, leaves=groups[0], root=ends - 1,
+                     level_nodes=groups[1:], level_children=[child[g] for g in groups[1:]], rows=rows, inv=inv)
 
 
 class TreeNet(nn.Module):
@@ -80,6 +94,7 @@ class TreeNet(nn.Module):
     max_children: int = 2        # 0 = any number (child-sum)
     tied_leaf: bool = False      # leaves are the word vectors themselves: embedding_size must equal hidden_size
     state_size: int = 1          # tensors in a state
+    row_grad: bool = False       # word-vector gradients row-sparse (models/tree/rows.py)
 
     def __init__(self, vocab_size: int, num_classes: int, model_cfg, embed_dropout: float = 0.0,
                  pad_id: int = 0):
@@ -112,9 +127,16 @@ class TreeNet(nn.Module):
     def compose(self, children: tuple) -> tuple:
         raise NotImplementedError
 
+    def words(self, b: TreeBatch) -> torch.Tensor:
+        """The leaves' word vectors; with `row_grad` (set by the task when its optimizer takes
+        row-sparse gradients, models/tree/rows.py) the gradient holds the batch's rows only."""
+        if self.row_grad and b.rows is not None and torch.is_grad_enabled() and self.embed.weight.requires_grad:
+            return row_lookup(self.embed.weight, b.rows, b.inv, self.embed.padding_idx)
+        return self.embed(b.word[b.leaves])
+
     def forward(self, b: TreeBatch) -> torch.Tensor:
         N = b.num_nodes
-        x = self.embed_drop(self.embed(b.word[b.leaves]))
+        x = self.embed_drop(self.words(b))
         first = self.leaf(x)
         states = [s.new_zeros(N + 1, s.shape[-1]) for s in first]
         for buf, s in zip(states, first):
