@@ -40,10 +40,17 @@ class OptimConfig:
     lr_decay: Optional[float] = opt(None, gt=0, lt=1, help="multiply lr by this every epoch after "
                                     "lr_decay_start epochs (Zaremba et al. 2014); null = off")
     lr_decay_start: int = opt(1, ge=0, help="epochs at the initial lr before lr_decay applies")
+    adagrad_init: float = opt(0.0, ge=0, new=True, help="AdaGrad: initial sum of squared gradients "
+                              "(Socher et al.'s code: 1.0)")
+    adagrad_eps: float = opt(1e-10, gt=0, new=True, help="AdaGrad: eps added to sqrt(sum) (Socher et al.'s code: 1e-3)")
 
     def check(self, path: str) -> None:
         if self.lr_decay is not None and self.plateau_factor is not None:
             raise ConfigError(f"{path}lr_decay: conflicts with plateau_factor; allowed: one of them")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in ("adagrad_init", "adagrad_eps"):
+            if self.name != "adagrad" and getattr(self, key) != defaults[key]:
+                raise ConfigError(f"{path}{key}: only for AdaGrad; got name={self.name!r}; allowed: name adagrad")
 
 
 @dataclass

@@ -58,6 +58,9 @@ class ModelConfig:
     feedback_k: float = opt(100.0, gt=0, new=True, help="output_feedback scheduled: k of the schedule")
     init_range: Optional[float] = opt(None, gt=0, help="every weight of the whole network (embeddings and "
                                       "head too) U(-r, r), as Zaremba et al. 2014; null = per-layer defaults")
+    tree_init: str = opt("default", choices=("default", "socher"), new=True,
+                         help="recnn, rntn: socher = Socher et al.'s code (CoreNLP SentimentModel): W = [I I] + "
+                              "U(+-1/(2 sqrt d)), bias 0; V U(+-1/(4d)); words N(0, 0.1^2); softmax bias U(0, 1)")
     impl: str = opt("auto", choices=("auto", "fused", "custom"),
                     help="auto = fused torch.nn kernels when the variant allows it")
 
@@ -91,8 +94,11 @@ class ModelConfig:
         if self.forget_bias is not None and (not self.forget_gate or self.coupled):
             raise ConfigError(f"{path}forget_bias: needs a forget gate of its own; "
                               f"got forget_gate={self.forget_gate}, coupled={self.coupled}")
+        if self.tree_init != "default" and self.cell not in ("recnn", "rntn"):
+            raise ConfigError(f"{path}tree_init: {self.tree_init!r} is for cells recnn, rntn; got cell "
+                              f"{self.cell!r}; allowed: default")
         if self.init_range is not None:
-            for key in ("recurrent_init", "input_init", "forget_bias"):
+            for key in ("recurrent_init", "input_init", "forget_bias", "tree_init"):
                 if getattr(self, key) != defaults[key]:
                     raise ConfigError(f"{path}init_range: overrides {key}={getattr(self, key)!r}; allowed: one of them")
         if self.impl == "fused" and not cls.fusable(self):

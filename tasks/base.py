@@ -112,7 +112,8 @@ OPTIMIZERS: dict[str, Callable] = {
                                                      weight_decay=o.weight_decay, foreach=True),
     "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
     # Socher 2013, Tai 2015; torch's AdaGrad, row-sparse gradients updated as dense ones (models/tree/rows.py)
-    "adagrad": lambda params, o: RowAdagrad(params, lr=o.lr, weight_decay=o.weight_decay),
+    "adagrad": lambda params, o: RowAdagrad(params, lr=o.lr, weight_decay=o.weight_decay,
+                                            initial_accumulator_value=o.adagrad_init, eps=o.adagrad_eps),
 }
 
 

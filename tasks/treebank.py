@@ -59,6 +59,9 @@ class TreebankConfig(WordVectorsConfig):
     pool: str = opt("last", choices=("last", "max", "mean"), new=True,
                     help="sequence cells: summary of a span (as task.name=sentiment)")
     embed_dropout: float = opt(0.0, ge=0, lt=1, new=True, help="dropout on the word vectors")
+    node_loss: str = opt("mean", choices=("mean", "tree_sum"), new=True,
+                         help="tree cells: training loss = mean cross-entropy over the batch's nodes, or "
+                              "the sum over its nodes / its trees (Socher et al.'s code)")
     batch_size: int = opt(25, ge=1, help="trees a batch (sequence cells: spans a batch)")
 
 
@@ -158,6 +161,9 @@ class TreebankTask(WordVectorsTask, Task):
     def __init__(self, run_cfg):
         super().__init__(run_cfg)
         self.tree = run_cfg.model.cell in TREE_CELLS
+        if not self.tree and self.cfg.node_loss != "mean":
+            raise ConfigError(f"task.node_loss: {self.cfg.node_loss!r} is for tree cells; got cell "
+                              f"{run_cfg.model.cell!r}; allowed: mean")
         if self.cfg.classes == "binary":
             self.primary = "test/binary_root"
 

@@ -138,7 +138,11 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
         return self.net(batch)
 
     def training_step(self, batch, batch_idx):
-        loss = self.node_loss(self(batch), batch.label)
+        if self.run_cfg.task.node_loss == "tree_sum":   # Socher et al.'s code: summed over nodes, / trees
+            target = batch.label if self.fine else self.to_binary[batch.label]
+            loss = F.cross_entropy(self(batch), target, ignore_index=-100, reduction="sum") / len(batch.root)
+        else:
+            loss = self.node_loss(self(batch), batch.label)
         self.check_finite(loss)
         if self.logs_this_step():
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))

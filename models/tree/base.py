@@ -20,6 +20,7 @@ post-order). Word vectors start at random (U(-0.1, 0.1)) unless task.embeddings 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -120,6 +121,23 @@ class TreeNet(nn.Module):
         if model_cfg.num_layers != 1 or model_cfg.bidirectional or model_cfg.residual:
             return f"{path}cell: {model_cfg.cell!r} is a tree cell; allowed: num_layers 1, bidirectional false, residual false"
         return ""
+
+    @torch.no_grad()
+    def socher_init(self) -> None:
+        """model.tree_init=socher, as Socher et al.'s code (CoreNLP SentimentModel): word vectors
+        N(0, 0.1^2), softmax weights U(+-1/sqrt(H)), its bias U(0, 1); then `W` (a Linear from
+        [c1; c2]) = [I I] + U(+-1/(2 sqrt(H))) with bias 0."""
+        H = self.hidden_size
+        self.embed.weight.normal_(0.0, 0.1)
+        if self.embed.padding_idx is not None:
+            self.embed.weight[self.embed.padding_idx].zero_()
+        self.head.weight.uniform_(-1 / math.sqrt(H), 1 / math.sqrt(H))
+        self.head.bias.uniform_(0.0, 1.0)
+        r = 1 / (2 * math.sqrt(H))
+        self.W.weight.uniform_(-r, r)
+        self.W.weight[:, :H] += torch.eye(H)
+        self.W.weight[:, H:] += torch.eye(H)
+        self.W.bias.zero_()
 
     def leaf(self, x: torch.Tensor) -> tuple:
         raise NotImplementedError

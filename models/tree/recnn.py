@@ -15,6 +15,8 @@ class RecNN(TreeNet):
         super().__init__(vocab_size, num_classes, model_cfg, embed_dropout, pad_id)
         H = self.hidden_size
         self.W = nn.Linear(2 * H, H)
+        if model_cfg.tree_init == "socher":
+            self.socher_init()
 
     def leaf(self, x):
         return (x,)

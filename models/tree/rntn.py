@@ -24,6 +24,14 @@ class RNTN(TreeNet):
         self.W = nn.Linear(2 * H, H)
         self.V = nn.Parameter(torch.empty(H, 2 * H, 2 * H))
         nn.init.uniform_(self.V, -1 / (4 * math.sqrt(H)), 1 / (4 * math.sqrt(H)))
+        if model_cfg.tree_init == "socher":
+            self.socher_init()
+
+    @torch.no_grad()
+    def socher_init(self) -> None:
+        """As TreeNet.socher_init, and V U(+-1/(4H)) (Socher et al.'s code; the default is U(+-1/(4 sqrt H)))."""
+        super().socher_init()
+        self.V.uniform_(-1 / (4 * self.hidden_size), 1 / (4 * self.hidden_size))
 
     def leaf(self, x):
         return (x,)
