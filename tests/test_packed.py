@@ -16,6 +16,7 @@ from bench.cli import main as cli
 from bench.packed import groups, packable, run_group
 from bench.store import Store
 from bench.train import run
+from models.cells import kernels, packed_kernels
 from models.config import ModelConfig
 from models.packed import RECURRENCES, packed_recurrent
 from models.recurrent import Recurrent
@@ -173,6 +174,7 @@ def test_bmm_and_cpp_recurrences_equal_the_members_own(cell, impl):
 @pytest.mark.parametrize("cell,hidden", [("rnn_tanh", 80), ("rnn_relu", 20), ("gru", 47), ("gru", 9)])
 def test_cpp_recurrence_in_float32_matches_the_members_own(cell, hidden):
     """The float32 C++ packed scan (its AVX2/AVX-512 matmul kernel; float64 takes a plain loop)."""
+    assert packed_kernels.available() == kernels.available()   # built wherever the single-run scans are
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, hidden_size=hidden, impl="custom")
     rnns = [Recurrent(10, cfg) for _ in range(3)]

@@ -1,25 +1,28 @@
-"""Packed seeds: K runs as one packed group (bench/packed.py) against the same K runs one by one
-(bench.train, each a whole Lightning run), per cell, at paper_copy's shape.
+"""Packed seeds: the cost of a training step of K runs as one packed group (bench/packed.py) against
+the same K runs one by one (bench.train, each a whole Lightning run), per cell, at the shapes of
+the sweeps that have several seeds a variant.
 
-    python -m bench.benchmarks.packed [--quick] [--k 8] [--steps N] [--repeats R] [--cells gru,rnn_tanh,lstm]
-                                          [--impl auto|fused|custom]
+    python -m bench.benchmarks.packed [--shapes paper_copy,orthinit,greff,ladder] [--steps 30]
+                                      [--k 8] [--repeats 1] [--cells gru,rnn_tanh,lstm]
 
-Shape (bench/sweeps/paper_copy.yaml): copy T=100, batch 20, RMSProp lr 1e-3 alpha 0.9, clip 1;
-hidden 80 (rnn_tanh), 40 (lstm), 47 (gru), or --hidden H for every cell. Each run trains --steps
-steps, validates and checkpoints once at the end and tests on a small eval set (--eval-size), so
-the training step dominates. Both sides run in this process, interleaved (per repeat: the K runs,
-then the group, cell by cell); figures are medians over repeats.
+Shapes (bench/sweeps/paper_*.yaml; K = --k for paper_copy, else the sweep's seeds a variant):
+  paper_copy  copy T=100, batch 20, RMSProp lr 1e-3 alpha 0.9, clip 1; rnn_tanh 80, gru 47, lstm 40
+  orthinit    paper_orthinit: rnn_tanh 80 with orthogonal recurrent init, copy and adding T=100 (K=5)
+  greff       paper_greff's adding half: adding T=100, batch 32, 128 units, Adam lr 2e-3, clip 1;
+              lstm_vanilla (peepholes) and lstm_cifg (K=10; packed: each member's own recurrence)
+  ladder      paper_ladder: copy T=100, batch 20, 128 units, RMSProp; ladder_forget, ladder_output (K=5)
 
-The group runs twice, once per recurrence of models.packed (`bmm`: one batched matmul per step
-over the K members; `members`: each member's own kernel, the CPU default).
-Throughput ratio = (sum of the K runs' times) / (the group's time), twice: the whole call (set-up,
-training, validation, test and every file written) and the training time each result records
-(`wall_time_s`: Lightning's Timer for a run, the group's training loop for a packed one).
---quick: 20 steps, 1 repeat (about 2 minutes on 2 busy cores).
+A step's cost is a difference, so that set-up, validation, test and file writes cancel: every run
+(and every group) trains `--steps` and 2 x `--steps` steps (validating once, on one batch), and
+cost = (time of the long one - time of the short one) / steps. Two clocks: wall time and this
+process's CPU time (user + system; less disturbed by other processes on a shared machine). Both
+sides run in this process, one thread, side by side (per repeat: the K runs alone, then the group),
+medians over repeats. Throughput ratio = K x (a run's step alone) / (the group's step).
 """
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -28,70 +31,102 @@ import torch
 
 from bench import config as C
 from bench.benchmarks.common import parser
-from bench.packed import run_group
+from bench.packed import packable, run_group
 from bench.train import run
-from models.packed import RECURRENCES
+from models.packed import recurrence
+from tasks.registry import task_class
 
-HIDDEN = {"rnn_tanh": 80, "irnn": 80, "lstm": 40, "gru": 47}
+COPY = ["task=copy", "task.T=100", "task.batch_size=20", "optim.name=rmsprop", "optim.lr=0.001",
+        "optim.alpha=0.9", "optim.grad_clip=1.0"]
+ADDING = ["task=adding", "task.T=100", "task.batch_size=20", *COPY[3:]]
+SHAPES = {   # shape -> [(label, overrides, K or None for --k)]
+    "paper_copy": [(c, COPY + [f"model.cell={c}", f"model.hidden_size={h}"], None)
+                   for c, h in (("rnn_tanh", 80), ("gru", 47), ("lstm", 40))],
+    "orthinit": [(f"rnn_tanh orthogonal {t}", (COPY if t == "copy" else ADDING) +
+                  ["model.cell=rnn_tanh", "model.hidden_size=80", "model.recurrent_init=orthogonal"], 5)
+                 for t in ("copy", "adding")],
+    "greff": [(c, ["task=adding", "task.T=100", "task.batch_size=32", f"model.cell={c}", "model.hidden_size=128",
+                   "optim.name=adam", "optim.lr=0.002", "optim.grad_clip=1.0"], 10)
+              for c in ("lstm_vanilla", "lstm_cifg")],
+    "ladder": [(c, COPY + [f"model.cell={c}", "model.hidden_size=128"], 5) for c in ("ladder_forget", "ladder_output")],
+}
 
 
-def configs(cell: str, k: int, steps: int, hidden: int | None, eval_size: int, impl: str = "auto") -> list:
-    ov = ["task=copy", "task.T=100", "task.batch_size=20", f"task.eval_size={eval_size}", f"model.cell={cell}",
-          f"model.hidden_size={hidden or HIDDEN[cell]}", "optim.name=rmsprop", "optim.lr=0.001", "optim.alpha=0.9",
-          "optim.grad_clip=1.0", f"trainer.max_steps={steps}", f"trainer.val_every={steps}", f"model.impl={impl}"]
+def _clocks() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), r.ru_utime + r.ru_stime
+
+
+def _timed(fn) -> tuple[float, float]:
+    (w0, c0), _ = _clocks(), fn()
+    w1, c1 = _clocks()
+    return w1 - w0, c1 - c0
+
+
+def configs(overrides: list, k: int, steps: int) -> list:
+    ov = overrides + ["task.eval_size=20", f"trainer.max_steps={steps}", f"trainer.val_every={steps}",
+                      "trainer.limit_val_batches=1"]
     return [C.load(None, ov + [f"seed={s}"]) for s in range(k)]
 
 
-def measure(cfgs: list, root: str) -> dict:
-    """Seconds for the K runs one by one and for one packed group: whole calls and training time."""
-    t0 = time.perf_counter()
-    alone = [run(c, f"{root}/alone", wandb_mode="disabled") for c in cfgs]
-    out = {"alone": time.perf_counter() - t0, "alone_train": sum(r["wall_time_s"] for r in alone)}
-    for mode in RECURRENCES:
-        os.environ["RNNBENCH_PACKED_RECURRENCE"] = mode
-        t0 = time.perf_counter()
-        packed = run_group(cfgs, f"{root}/{mode}", wandb_mode="disabled")
-        out[mode], out[mode + "_train"] = time.perf_counter() - t0, packed[0]["wall_time_s"]
-        assert all(r["status"] == "done" for r in alone + packed), [r.get("error") for r in alone + packed]
-    os.environ.pop("RNNBENCH_PACKED_RECURRENCE")
+def per_step(overrides: list, k: int, steps: int, root: str) -> dict:
+    """Seconds a step (wall, cpu): one run alone (mean over the K runs) and the packed group."""
+    out = {}
+    for side in ("alone", "packed"):
+        t = {}
+        for n in (steps, 2 * steps):
+            cfgs = configs(overrides, k, n)
+            d = f"{root}/{side}{n}"
+            if side == "alone":
+                t[n] = _timed(lambda: [run(c, d, wandb_mode="disabled") for c in cfgs])
+            else:
+                t[n] = _timed(lambda: run_group(cfgs, d, wandb_mode="disabled"))
+        div = steps * (k if side == "alone" else 1)
+        out[side] = tuple((t[2 * steps][i] - t[steps][i]) / div for i in range(2))
     return out
 
 
 def main(argv=None):
     ap = parser("packed", __doc__)
-    ap.add_argument("--quick", action="store_true", help="20 steps, 1 repeat")
-    ap.add_argument("--k", type=int, default=8, help="runs per packed group")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=None, help="one hidden size for every cell")
-    ap.add_argument("--eval-size", type=int, default=100)
-    ap.add_argument("--cells", default="gru,rnn_tanh,lstm")
-    ap.add_argument("--impl", default="auto", choices=("auto", "fused", "custom"),
-                    help="model.impl of the K runs alone (a packed group ignores it)")
+    ap.add_argument("--shapes", default="paper_copy,orthinit,greff,ladder")
+    ap.add_argument("--cells", default=None, help="paper_copy's cells (default rnn_tanh,gru,lstm)")
+    ap.add_argument("--k", type=int, default=8, help="runs per packed group at paper_copy's shape")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=1)
     a = ap.parse_args(argv)
-    steps, repeats = (20, 1) if a.quick else (a.steps, a.repeats)
-    cells = a.cells.split(",")
-    print(f"# packed seeds: K={a.k}, copy T=100 batch 20, {steps} steps, {repeats} repeat(s), "
-          f"runs alone with model.impl={a.impl}; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs")
-    got = {c: [] for c in cells}
-    with tempfile.TemporaryDirectory() as d:  # warm-up: first-use builds (C++ scans) out of the timings
-        for cell in cells:
-            measure(configs(cell, 2, 2, a.hidden, 20), d + "/" + cell)
-    for rep in range(repeats):
-        for cell in cells:
-            with tempfile.TemporaryDirectory() as d:
-                got[cell].append(measure(configs(cell, a.k, steps, a.hidden, a.eval_size, a.impl), d))
-    print(f"| cell | hidden | recurrence of the group | {a.k} runs (s) | packed (s) | throughput × (whole runs) | "
-          f"{a.k} runs training (s) | packed training (s) | throughput × (training) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for cell in cells:
-        med = {k: statistics.median(m[k] for m in got[cell]) for k in got[cell][0]}
-        for mode in RECURRENCES:
-            print(f"| {cell} | {a.hidden or HIDDEN[cell]} | {mode} | {med['alone']:.1f} | {med[mode]:.1f} | "
-                  f"{med['alone'] / med[mode]:.2f} | {med['alone_train']:.1f} | {med[mode + '_train']:.1f} | "
-                  f"{med['alone_train'] / med[mode + '_train']:.2f} |")
-    print("target: >= 4x for gru and rnn_tanh; lstm as measured")
+    torch.set_num_threads(1)
+    print(f"# packed seeds: {a.steps} and {2 * a.steps} steps a side, {a.repeats} repeat(s), torch {torch.__version__}, "
+          f"1 thread, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory() as d:   # warm-up: first-use builds (C++ scans) out of the timings
+        per_step(COPY + ["model.cell=gru", "model.hidden_size=8"], 2, 2, d)
+    print("| shape | cell | K | recurrence | step alone (ms, wall / cpu) | packed step (ms, wall / cpu) | "
+          "throughput × (wall) | throughput × (cpu) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in a.shapes.split(","):
+        for label, ov, k in SHAPES[shape]:
+            if a.cells and shape == "paper_copy" and label not in a.cells.split(","):
+                continue
+            k = k or a.k
+            cfg = configs(ov, 1, 1)[0]
+            if packable(cfg) is not None:
+                print(f"| {shape} | {label} | {k} | not packable: {packable(cfg)} | | | | |")
+                continue
+            got = []
+            for _ in range(a.repeats):
+                with tempfile.TemporaryDirectory() as d:
+                    got.append(per_step(ov, k, a.steps, d))
+            med = {s: [statistics.median(g[s][i] for g in got) for i in range(2)] for s in ("alone", "packed")}
+            al, pk = med["alone"], med["packed"]
+            rec = recurrence("cpu", _rnn(cfg))
+            print(f"| {shape} | {label} | {k} | {rec} | {al[0] * 1e3:.1f} / {al[1] * 1e3:.1f} | "
+                  f"{pk[0] * 1e3:.1f} / {pk[1] * 1e3:.1f} | {k * al[0] / pk[0]:.2f} | {k * al[1] / pk[1]:.2f} |",
+                  flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end; target at paper_copy: >= 4x for gru and rnn_tanh, "
+          "lstm as measured")
+
+
+def _rnn(cfg):
+    return task_class(cfg.task.name)(cfg).module(None).rnn
 
 
 if __name__ == "__main__":

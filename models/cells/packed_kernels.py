@@ -57,6 +57,22 @@ def _ops():
     return torch.ops.rnnbench_packed
 
 
+_ws: dict = {}
+
+
+def _workspace(name: str, shape, like: torch.Tensor) -> torch.Tensor:
+    """A buffer reused call after call (fresh multi-MB tensors cost a page fault per 4 kB), for
+    the tensors a call consumes before it returns (xp in forward, dxp in backward), never for
+    one that outlives it."""
+    key = (name, tuple(shape), like.dtype, like.device)
+    buf = _ws.get(key)
+    if buf is None:
+        if len(_ws) > 16:
+            _ws.clear()
+        buf = _ws[key] = like.new_empty(shape)
+    return buf
+
+
 class _Layer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, kind: str):
@@ -66,7 +82,8 @@ class _Layer(torch.autograd.Function):
             b_in = b_ih + torch.cat([b_hh[:, :2 * H], torch.zeros_like(b_hh[:, 2 * H:])], 1)
         else:
             b_in = b_ih + b_hh
-        xp = torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2)).view(K, T, B, -1)
+        xp = torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2),
+                           out=_workspace("xp", (K, T * B, w_ih.shape[1]), x)).view(K, T, B, -1)
         if kind == "gru":
             hs, G = _ops().gru_forward(xp, w_hh, b_hh[:, 2 * H:])
             ctx.save_for_backward(x, w_ih, w_hh, hs, G)
@@ -82,16 +99,16 @@ class _Layer(torch.autograd.Function):
         x, w_ih, w_hh, hs, *rest = ctx.saved_tensors
         K, T, B, I = x.shape
         H = w_hh.shape[-1]
+        dxp = _workspace("dxp", (K, T, B, w_ih.shape[1]), x)
         if ctx.kind == "gru":
-            dxp, dw_hh, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh)
-            db_ih = dxp.sum((1, 2))
+            dw_hh, db_ih, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh, dxp)
             db_hh = torch.cat([db_ih[:, :2 * H], db_hn], 1)
         else:
-            dxp, dw_hh = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu")
-            db_ih = dxp.sum((1, 2))
+            dw_hh, db_ih = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu", dxp)
             db_hh = db_ih.clone()
         flat = dxp.view(K, T * B, -1)
-        dw_ih = torch.bmm(flat.transpose(1, 2), x.reshape(K, T * B, I))
+        xf = x.reshape(K, T * B, I)
+        dw_ih = torch.bmm(xf.transpose(1, 2), flat).transpose(1, 2)    # x^T dxp: the small operand transposed
         dx = torch.bmm(flat, w_ih).view(K, T, B, I) if ctx.needs_input_grad[0] else None
         return dx, dw_ih, dw_hh, db_ih, db_hh, None
 

@@ -32,43 +32,8 @@ namespace {
 inline int64_t pad8(int64_t n) { return (n + 7) / 8 * 8; }
 
 // ------------------------------------------------------------------ C = [C +] A . B, B (Kd x N, ldb)
-template <int R>
-inline void kern(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                 int64_t Kd, int64_t N, bool acc) {
-  int64_t j = 0;
-  for (; j + 16 <= N; j += 16) {
-    __m256 c0[R], c1[R];
-    for (int r = 0; r < R; ++r) {
-      c0[r] = acc ? _mm256_loadu_ps(C + r * ldc + j) : _mm256_setzero_ps();
-      c1[r] = acc ? _mm256_loadu_ps(C + r * ldc + j + 8) : _mm256_setzero_ps();
-    }
-    const float* b = B + j;
-    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
-      const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-      for (int r = 0; r < R; ++r) {
-        const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-        c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
-        c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      _mm256_storeu_ps(C + r * ldc + j, c0[r]);
-      _mm256_storeu_ps(C + r * ldc + j + 8, c1[r]);
-    }
-  }
-  for (; j < N; j += 8) {
-    __m256 c0[R];
-    for (int r = 0; r < R; ++r) c0[r] = acc ? _mm256_loadu_ps(C + r * ldc + j) : _mm256_setzero_ps();
-    const float* b = B + j;
-    for (int64_t k = 0; k < Kd; ++k, b += ldb) {
-      const __m256 b0 = _mm256_loadu_ps(b);
-      for (int r = 0; r < R; ++r) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + r * lda + k), b0, c0[r]);
-    }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(C + r * ldc + j, c0[r]);
-  }
-}
-
-// the same with 16-wide registers (AVX-512, where the CPU has it: torch's capability AVX512)
+// A register-blocked kernel (AVX-512, where the CPU has it): rows of C in blocks of up to 10, two
+// 16-wide column strips (20 accumulators), each row of B loaded once per block; B stays in L1.
 #define T512 __attribute__((target("avx512f")))
 template <int R>
 T512 void kern512(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
@@ -132,30 +97,28 @@ T512 void gemm512(const float* A, int64_t lda, const float* B, int64_t ldb, floa
 
 const bool k512 = __builtin_cpu_supports("avx512f");
 
-// C (M x N, ldc; N a multiple of 8, the columns past the real width are scratch) = [C +] A (M x Kd, lda) . B
-inline void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                 int64_t M, int64_t Kd, int64_t N, bool acc) {
-  if (k512) return gemm512(A, lda, B, ldb, C, ldc, M, Kd, N, acc);
-  int64_t i = 0;
-  for (; i + 4 <= M; i += 4) kern<4>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc);
-  switch (M - i) {
-    case 3: kern<3>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
-    case 2: kern<2>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
-    case 1: kern<1>(A + i * lda, lda, B, ldb, C + i * ldc, ldc, Kd, N, acc); break;
-    default: break;
-  }
-}
-inline void gemm(const double* A, int64_t lda, const double* B, int64_t ldb, double* C, int64_t ldc,
-                 int64_t M, int64_t Kd, int64_t N, bool acc) {
+// C (M x N, ldc; N a multiple of 8, the columns past the real width are scratch) = [C +] A (M x Kd, lda) . B;
+// without AVX-512 a plain loop the compiler vectorises (AVX2)
+template <typename T> void gemm_loop(const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+                                     int64_t M, int64_t Kd, int64_t N, bool acc) {
   for (int64_t i = 0; i < M; ++i) {
-    double* c = C + i * ldc;
-    if (!acc) std::fill(c, c + N, 0.);
+    T* __restrict__ c = C + i * ldc;
+    if (!acc) std::fill(c, c + N, T(0));
     for (int64_t k = 0; k < Kd; ++k) {
-      const double a = A[i * lda + k];
-      const double* b = B + k * ldb;
+      const T a = A[i * lda + k];
+      const T* __restrict__ b = B + k * ldb;
       for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
     }
   }
+}
+inline void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 int64_t M, int64_t Kd, int64_t N, bool acc) {
+  if (k512) return gemm512(A, lda, B, ldb, C, ldc, M, Kd, N, acc);
+  gemm_loop(A, lda, B, ldb, C, ldc, M, Kd, N, acc);
+}
+inline void gemm(const double* A, int64_t lda, const double* B, int64_t ldb, double* C, int64_t ldc,
+                 int64_t M, int64_t Kd, int64_t N, bool acc) {
+  gemm_loop(A, lda, B, ldb, C, ldc, M, Kd, N, acc);
 }
 
 // W (R x C) -> P (C x pad8(R)) = W^T, zero-padded columns (forward: out = h . W^T)
@@ -239,7 +202,7 @@ template <typename T> void elman_fwd(const T* xp, const T* w, T* hs, int64_t Tn,
     gemm(hprev, H, wp.data(), Hp, c.data(), Hp, B, H, Hp, false);
     const T* x = xp + t * B * H;
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < H; ++j) h[b * H + j] = x[b * H + j] + c[b * Hp + j];
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) h[b * H + j] = x[b * H + j] + c[b * Hp + j];
     if (relu) for (int64_t i = 0; i < B * H; ++i) h[i] = h[i] < T(0) ? T(0) : h[i];   // NaN stays NaN
     else vtanh(h, B * H);
   }
@@ -279,20 +242,37 @@ std::vector<Tensor> elman_forward(Tensor xp, Tensor w_hh, bool relu) {
 }
 
 // -> dA (K, T, B, H) the gradient w.r.t. the pre-activations, dW (K, H, H)
-std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu) {
+template <typename T> Tensor wrap(T* p, int64_t r, int64_t c) {
+  return at::from_blob(p, {r, c}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// dW[k] = sum_t d_t^T h_{t-1} (h_{-1} = 0) over member k's (T*B, G) gradient d, one gemm; db[k] = sum of d's rows
+template <typename T> void weight_grads(T* d, T* hs, Tensor& dW, Tensor& db, int64_t k, int64_t Tn, int64_t B,
+                                        int64_t G, int64_t H) {
+  Tensor out = dW[k];
+  if (Tn > 1) at::mm_out(out, wrap(d + B * G, (Tn - 1) * B, G).t(), wrap(hs, (Tn - 1) * B, H));
+  else out.zero_();
+  T* pb = db.data_ptr<T>() + k * G;
+  std::fill(pb, pb + G, T(0));
+  for (int64_t i = 0; i < Tn * B; ++i)
+    for (int64_t j = 0; j < G; ++j) pb[j] += d[i * G + j];
+}
+
+// dA (K, T, B, H): the gradient w.r.t. the pre-activations, written in place; -> dW (K, H, H), db (K, H)
+std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor dA) {
   dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
-  Tensor dA = at::empty_like(hs);
+  Tensor dW = hs.new_empty({K, H, H}), db = hs.new_empty({K, H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_elman_backward", [&] {
     each_member(K, [&](int64_t k) {
       const int64_t o = k * Tn * B * H;
+      scalar_t* d = dA.data_ptr<scalar_t>() + o;
       elman_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
-                          w_hh.data_ptr<scalar_t>() + k * H * H, dA.data_ptr<scalar_t>() + o, Tn, B, H, relu);
+                          w_hh.data_ptr<scalar_t>() + k * H * H, d, Tn, B, H, relu);
+      weight_grads<scalar_t>(d, hs.data_ptr<scalar_t>() + o, dW, db, k, Tn, B, H, H);
     });
   });
-  Tensor dW = at::bmm(dA.narrow(1, 1, Tn - 1).reshape({K, (Tn - 1) * B, H}).transpose(1, 2),
-                      hs.narrow(1, 0, Tn - 1).reshape({K, (Tn - 1) * B, H}));
-  return {dA, dW};
+  return {dW, db};
 }
 
 // ------------------------------------------------------------------ GRU (torch's, b_hn inside the reset gate)
@@ -309,16 +289,16 @@ template <typename T> void gru_fwd(const T* xp, const T* w, const T* bhn, T* hs,
       const T* __restrict__ x = xp + (t * B + b) * G3;
       const T* __restrict__ g = gh.data() + b * Gp;
       T* __restrict__ q = G + (t * B + b) * 4 * H;
-      for (int64_t j = 0; j < 2 * H; ++j) q[j] = x[j] + g[j];
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < 2 * H; ++j) q[j] = x[j] + g[j];
       vsig(q, 2 * H);
-      for (int64_t j = 0; j < H; ++j) {
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) {
         q[3 * H + j] = g[2 * H + j] + bhn[j];
         q[2 * H + j] = x[2 * H + j] + q[j] * q[3 * H + j];
       }
       vtanh(q + 2 * H, H);
       const T* __restrict__ h0 = hp + b * H;
       T* __restrict__ h1 = hn + b * H;
-      for (int64_t j = 0; j < H; ++j) {
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) {
         const T z = q[H + j], n = q[2 * H + j];
         h1[j] = n + z * (h0[j] - n);
       }
@@ -339,7 +319,7 @@ template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const 
       T* __restrict__ dx = dX + (t * B + b) * G3;
       T* __restrict__ dr = dR + (t * B + b) * G3;
       T* __restrict__ dhb = dh.data() + b * Hp;
-      for (int64_t j = 0; j < H; ++j) {
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) {
         const T r = q[j], z = q[H + j], n = q[2 * H + j], ghn = q[3 * H + j];
         const T d = dhb[j] + dn[j];
         const T dpn = d * (T(1) - z) * (T(1) - n * n);
@@ -371,29 +351,36 @@ std::vector<Tensor> gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) {
 }
 
 // -> dX (K, T, B, 3H) w.r.t. xp, dW (K, 3H, H), db_hn (K, H)
-std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh) {
+// dX (K, T, B, 3H): the gradient w.r.t. xp, written in place; -> dW (K, 3H, H), db_ih (K, 3H), db_hn (K, H).
+// The recurrent-gate gradient dR of one member lives in a scratch buffer (L2-sized) reused member by member.
+std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor dX) {
   dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
-  Tensor dX = hs.new_empty({K, Tn, B, 3 * H}), dR = hs.new_empty({K, Tn, B, 3 * H});
+  Tensor dW = hs.new_empty({K, 3 * H, H}), dbr = hs.new_empty({K, 3 * H}), db = hs.new_empty({K, 3 * H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_gru_backward", [&] {
     each_member(K, [&](int64_t k) {
+      thread_local std::vector<scalar_t> dR;
+      dR.resize(Tn * B * 3 * H);
       const int64_t o = k * Tn * B * H, o3 = 3 * o;
+      scalar_t* dx = dX.data_ptr<scalar_t>() + o3;
       gru_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
                         G.data_ptr<scalar_t>() + 4 * o, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
-                        dX.data_ptr<scalar_t>() + o3, dR.data_ptr<scalar_t>() + o3, Tn, B, H);
+                        dx, dR.data(), Tn, B, H);
+      weight_grads<scalar_t>(dR.data(), hs.data_ptr<scalar_t>() + o, dW, dbr, k, Tn, B, 3 * H, H);
+      scalar_t* pb = db.data_ptr<scalar_t>() + k * 3 * H;
+      std::fill(pb, pb + 3 * H, scalar_t(0));
+      for (int64_t i = 0; i < Tn * B; ++i)
+        for (int64_t j = 0; j < 3 * H; ++j) pb[j] += dx[i * 3 * H + j];
     });
   });
-  Tensor dW = at::bmm(dR.narrow(1, 1, Tn - 1).reshape({K, (Tn - 1) * B, 3 * H}).transpose(1, 2),
-                      hs.narrow(1, 0, Tn - 1).reshape({K, (Tn - 1) * B, H}));
-  Tensor db_hn = dR.narrow(3, 2 * H, H).sum({1, 2});
-  return {dX, dW, db_hn};
+  return {dW, db, dbr.narrow(1, 2 * H, H).contiguous()};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(rnnbench_packed, m) {
   m.def("elman_forward(Tensor xp, Tensor w_hh, bool relu) -> Tensor[]", &elman_forward);
-  m.def("elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu) -> Tensor[]", &elman_backward);
+  m.def("elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor(a!) dA) -> Tensor[]", &elman_backward);
   m.def("gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) -> Tensor[]", &gru_forward);
-  m.def("gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh) -> Tensor[]", &gru_backward);
+  m.def("gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor(a!) dX) -> Tensor[]", &gru_backward);
 }
