@@ -29,11 +29,12 @@ def forward(members: list, x: torch.Tensor) -> torch.Tensor:
     inside; returns batch-major logits (K, B, T, O) (a transposed view)."""
     m0 = members[0].module
     rnns = [m.module.rnn for m in members]
-    if m0.task.one_hot:
-        x = m0.eye[x.transpose(1, 2)]                      # (K, T, B, I), rows of the identity
+    mode = recurrence(x.device, rnns[0])
+    if m0.task.one_hot:   # the tokens; (K, T, B, I) rows of the identity where a layer needs them
+        ids = x.transpose(1, 2)
+        hs = packed_recurrent_tm(rnns, lambda: m0.eye[ids], mode, ids=ids)
     else:
-        x = x.transpose(1, 2)
-    hs = packed_recurrent_tm(rnns, x, recurrence(x.device, rnns[0]))
+        hs = packed_recurrent_tm(rnns, x.transpose(1, 2), mode)
     return packed_linear([m.module.head for m in members], hs).transpose(1, 2)
 
 

@@ -119,11 +119,19 @@ def packed_recurrent(rnns: Sequence, x: torch.Tensor, mode: str = "bmm") -> torc
     return inp
 
 
-def packed_recurrent_tm(rnns: Sequence, x: torch.Tensor, mode: str = "cpp") -> torch.Tensor:
+def packed_recurrent_tm(rnns: Sequence, x, mode: str = "cpp", ids=None) -> torch.Tensor:
     """As `packed_recurrent`, time-major: x (K, T, B, I) -> (K, T, B, H). `cpp`: each layer one
     C++ call over the K members (models/cells/packed_kernels.py), where it takes the cell and
-    dtype; else `bmm`."""
+    dtype; else `bmm`. x may be a function that returns it, and `ids` (K, T, B) the tokens of
+    one-hot inputs, which the C++ layer reads instead (a gather in place of W x)."""
     kind = _kind(rnns[0])
+    if callable(x):
+        if mode == "cpp" and kind is not None and ids is not None and packed_kernels.usable(kind, ids_dtype(rnns[0])):
+            out = packed_kernels.packed_layer(kind, None, *_stack(rnns, 0), ids=ids)
+            for layer in range(1, rnns[0].num_layers):
+                out = packed_kernels.packed_layer(kind, out, *_stack(rnns, layer))
+            return out
+        x = x()
     if kind is None:
         mode = "members"
     if mode != "cpp" or not packed_kernels.usable(kind, x):
@@ -132,6 +140,11 @@ def packed_recurrent_tm(rnns: Sequence, x: torch.Tensor, mode: str = "cpp") -> t
     for layer in range(rnns[0].num_layers):
         inp = packed_kernels.packed_layer(kind, inp, *_stack(rnns, layer))
     return inp
+
+
+def ids_dtype(rnn) -> torch.Tensor:
+    """An empty tensor of the layer's parameter dtype and device (what the kernels' `usable` checks)."""
+    return next(rnn.parameters()).new_empty(0, 1, 1)
 
 
 def _scan(kind, xp, w_hh, b_rec, H) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The C++ packed scans (models/cells/csrc/packed_scan.cpp): one layer of K members in one call.
 
     hs = packed_layer(kind, x, w_ih, w_hh, b_ih, b_hh)   # x (K, T, B, I) time-major -> hs (K, T, B, H)
+    hs = packed_layer(kind, None, ..., ids=tokens)       # one-hot inputs by their tokens (K, T, B)
 
 `kind` is rnn_tanh, rnn_relu or gru (torch's equations and weight layout; parameters stacked
 over the K members, e.g. w_ih (K, G*H, I)); zero initial state. The input projection is one
@@ -75,15 +76,23 @@ def _workspace(name: str, shape, like: torch.Tensor) -> torch.Tensor:
 
 class _Layer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, kind: str):
-        K, T, B, I = x.shape
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, kind: str, ids=None):
+        K, G, I = w_ih.shape
+        T, B = (ids if x is None else x).shape[1:3]
         H = w_hh.shape[-1]
         if kind == "gru":   # b_hn stays inside the reset gate
             b_in = b_ih + torch.cat([b_hh[:, :2 * H], torch.zeros_like(b_hh[:, 2 * H:])], 1)
         else:
             b_in = b_ih + b_hh
-        xp = torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2),
-                           out=_workspace("xp", (K, T * B, w_ih.shape[1]), x)).view(K, T, B, -1)
+        ws = _workspace("xp", (K, T * B, G), w_hh)
+        if x is None:   # one-hot inputs: W x = the column of W at the token (exactly), a gather
+            x = ids.reshape(K, T * B) + torch.arange(0, K * I, I, device=ids.device).unsqueeze(1)
+            torch.index_select(w_ih.transpose(1, 2).reshape(K * I, G), 0, x.flatten(), out=ws.view(K * T * B, G))
+            ws.add_(b_in.unsqueeze(1))
+        else:
+            torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2), out=ws)
+        xp = ws.view(K, T, B, G)
+        ctx.ids = ids is not None
         if kind == "gru":
             hs, G = _ops().gru_forward(xp, w_hh, b_hh[:, 2 * H:])
             ctx.save_for_backward(x, w_ih, w_hh, hs, G)
@@ -97,21 +106,24 @@ class _Layer(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dhs):
         x, w_ih, w_hh, hs, *rest = ctx.saved_tensors
-        K, T, B, I = x.shape
-        H = w_hh.shape[-1]
-        dxp = _workspace("dxp", (K, T, B, w_ih.shape[1]), x)
+        K, G, I = w_ih.shape
+        T, B, H = hs.shape[1:]
+        dxp = _workspace("dxp", (K, T, B, G), hs)
         if ctx.kind == "gru":
             dw_hh, db_ih, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh, dxp)
             db_hh = torch.cat([db_ih[:, :2 * H], db_hn], 1)
         else:
             dw_hh, db_ih = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu", dxp)
             db_hh = db_ih.clone()
-        flat = dxp.view(K, T * B, -1)
-        xf = x.reshape(K, T * B, I)
-        dw_ih = torch.bmm(xf.transpose(1, 2), flat).transpose(1, 2)    # x^T dxp: the small operand transposed
+        flat = dxp.view(K, T * B, G)
+        if ctx.ids:     # x: the flat row of each step's token in W^T (K * I, G)
+            dw_ih = hs.new_zeros(K * I, G).index_add_(0, x.flatten(), flat.view(-1, G)).view(K, I, G).transpose(1, 2)
+            return None, dw_ih, dw_hh, db_ih, db_hh, None, None
+        dw_ih = torch.bmm(x.reshape(K, T * B, I).transpose(1, 2), flat).transpose(1, 2)   # x^T dxp: the small one transposed
         dx = torch.bmm(flat, w_ih).view(K, T, B, I) if ctx.needs_input_grad[0] else None
-        return dx, dw_ih, dw_hh, db_ih, db_hh, None
+        return dx, dw_ih, dw_hh, db_ih, db_hh, None, None
 
 
-def packed_layer(kind, x, w_ih, w_hh, b_ih, b_hh) -> torch.Tensor:
-    return _Layer.apply(x, w_ih, w_hh, b_ih, b_hh, kind)
+def packed_layer(kind, x, w_ih, w_hh, b_ih, b_hh, ids=None) -> torch.Tensor:
+    """One layer; `ids` (K, T, B) int64 instead of x: one-hot inputs given by their tokens."""
+    return _Layer.apply(x, w_ih, w_hh, b_ih, b_hh, kind, ids)

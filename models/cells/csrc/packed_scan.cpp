@@ -208,8 +208,8 @@ template <typename T> void elman_fwd(const T* xp, const T* w, T* hs, int64_t Tn,
   }
 }
 
-template <typename T> void elman_bwd(const T* dhs, const T* hs, const T* w, T* dA, int64_t Tn, int64_t B,
-                                     int64_t H, bool relu) {
+template <typename T> void elman_bwd(const T* dhs, const T* hs, const T* w, T* dA, T* __restrict__ db, int64_t Tn,
+                                     int64_t B, int64_t H, bool relu) {
   const int64_t Hp = pad8(H);
   std::vector<T> wp = pack_n(w, H, H), dh(B * Hp, T(0));
   for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -219,10 +219,11 @@ template <typename T> void elman_bwd(const T* dhs, const T* hs, const T* w, T* d
     for (int64_t b = 0; b < B; ++b) {
       const T* __restrict__ hb = h + b * H;
       const T* __restrict__ gb = g + b * H;
-      const T* __restrict__ db = dh.data() + b * Hp;
+      const T* __restrict__ dn = dh.data() + b * Hp;
       T* __restrict__ o = d + b * H;
-      if (relu) for (int64_t j = 0; j < H; ++j) o[j] = hb[j] > T(0) ? db[j] + gb[j] : T(0);
-      else for (int64_t j = 0; j < H; ++j) o[j] = (db[j] + gb[j]) * (T(1) - hb[j] * hb[j]);
+      if (relu) _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) o[j] = hb[j] > T(0) ? dn[j] + gb[j] : T(0);
+      else _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) o[j] = (dn[j] + gb[j]) * (T(1) - hb[j] * hb[j]);
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) db[j] += o[j];
     }
     if (t) gemm(d, H, wp.data(), Hp, dh.data(), Hp, B, H, Hp, false);
   }
@@ -246,30 +247,25 @@ template <typename T> Tensor wrap(T* p, int64_t r, int64_t c) {
   return at::from_blob(p, {r, c}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// dW[k] = sum_t d_t^T h_{t-1} (h_{-1} = 0) over member k's (T*B, G) gradient d, one gemm; db[k] = sum of d's rows
-template <typename T> void weight_grads(T* d, T* hs, Tensor& dW, Tensor& db, int64_t k, int64_t Tn, int64_t B,
-                                        int64_t G, int64_t H) {
+// dW[k] = sum_t d_t^T h_{t-1} (h_{-1} = 0) over member k's (T*B, G) gradient d, one gemm
+template <typename T> void weight_grad(T* d, T* hs, Tensor& dW, int64_t k, int64_t Tn, int64_t B, int64_t G, int64_t H) {
   Tensor out = dW[k];
   if (Tn > 1) at::mm_out(out, wrap(d + B * G, (Tn - 1) * B, G).t(), wrap(hs, (Tn - 1) * B, H));
   else out.zero_();
-  T* pb = db.data_ptr<T>() + k * G;
-  std::fill(pb, pb + G, T(0));
-  for (int64_t i = 0; i < Tn * B; ++i)
-    for (int64_t j = 0; j < G; ++j) pb[j] += d[i * G + j];
 }
 
 // dA (K, T, B, H): the gradient w.r.t. the pre-activations, written in place; -> dW (K, H, H), db (K, H)
 std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor dA) {
   dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
-  Tensor dW = hs.new_empty({K, H, H}), db = hs.new_empty({K, H});
+  Tensor dW = hs.new_empty({K, H, H}), db = hs.new_zeros({K, H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_elman_backward", [&] {
     each_member(K, [&](int64_t k) {
       const int64_t o = k * Tn * B * H;
       scalar_t* d = dA.data_ptr<scalar_t>() + o;
       elman_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
-                          w_hh.data_ptr<scalar_t>() + k * H * H, d, Tn, B, H, relu);
-      weight_grads<scalar_t>(d, hs.data_ptr<scalar_t>() + o, dW, db, k, Tn, B, H, H);
+                          w_hh.data_ptr<scalar_t>() + k * H * H, d, db.data_ptr<scalar_t>() + k * H, Tn, B, H, relu);
+      weight_grad<scalar_t>(d, hs.data_ptr<scalar_t>() + o, dW, k, Tn, B, H, H);
     });
   });
   return {dW, db};
@@ -306,8 +302,8 @@ template <typename T> void gru_fwd(const T* xp, const T* w, const T* bhn, T* hs,
   }
 }
 
-template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const T* w, T* dX, T* dR, int64_t Tn,
-                                   int64_t B, int64_t H) {
+template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const T* w, T* dX, T* dR,
+                                   T* __restrict__ db, T* __restrict__ dbn, int64_t Tn, int64_t B, int64_t H) {
   const int64_t G3 = 3 * H, Hp = pad8(H);
   std::vector<T> wp = pack_n(w, G3, H), dh(B * Hp, T(0)), zero(B * H, T(0));
   for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -330,6 +326,8 @@ template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const 
         dx[2 * H + j] = dpn;
         dr[2 * H + j] = dpn * r;
         dhb[j] = d * z;
+        db[j] += dpr; db[H + j] += dpz; db[2 * H + j] += dpn;
+        dbn[j] += dpn * r;
       }
     }
     if (t) gemm(dR + t * B * G3, G3, wp.data(), Hp, dh.data(), Hp, B, G3, Hp, true);
@@ -356,7 +354,7 @@ std::vector<Tensor> gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) {
 std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor dX) {
   dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
-  Tensor dW = hs.new_empty({K, 3 * H, H}), dbr = hs.new_empty({K, 3 * H}), db = hs.new_empty({K, 3 * H});
+  Tensor dW = hs.new_empty({K, 3 * H, H}), dbn = hs.new_zeros({K, H}), db = hs.new_zeros({K, 3 * H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_gru_backward", [&] {
     each_member(K, [&](int64_t k) {
       thread_local std::vector<scalar_t> dR;
@@ -365,15 +363,11 @@ std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, T
       scalar_t* dx = dX.data_ptr<scalar_t>() + o3;
       gru_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
                         G.data_ptr<scalar_t>() + 4 * o, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
-                        dx, dR.data(), Tn, B, H);
-      weight_grads<scalar_t>(dR.data(), hs.data_ptr<scalar_t>() + o, dW, dbr, k, Tn, B, 3 * H, H);
-      scalar_t* pb = db.data_ptr<scalar_t>() + k * 3 * H;
-      std::fill(pb, pb + 3 * H, scalar_t(0));
-      for (int64_t i = 0; i < Tn * B; ++i)
-        for (int64_t j = 0; j < 3 * H; ++j) pb[j] += dx[i * 3 * H + j];
+                        dx, dR.data(), db.data_ptr<scalar_t>() + k * 3 * H, dbn.data_ptr<scalar_t>() + k * H, Tn, B, H);
+      weight_grad<scalar_t>(dR.data(), hs.data_ptr<scalar_t>() + o, dW, k, Tn, B, 3 * H, H);
     });
   });
-  return {dW, db, dbr.narrow(1, 2 * H, H).contiguous()};
+  return {dW, db, dbn};
 }
 
 }  // namespace
