@@ -16,7 +16,7 @@ from torch import nn
 
 from models.recurrent import Recurrent
 from models.registry import cell_class
-from models.tree.rows import clip_grad_norm
+from models.tree.rows import clip_grad_norm, row_lookup
 from tasks.base import TaskModule
 from tasks.sentiment import summarize
 
@@ -113,7 +113,19 @@ class PhraseMetricsMixin:
             self.log(f"{split}/{name}", acc)
 
 
-class TreeModule(PhraseMetricsMixin, TaskModule):
+class RowGradMixin:
+    """Norm clipping as Lightning's, counting row-sparse word-vector gradients by their rows."""
+
+    row_grad: bool = False
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self.row_grad and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], float(gradient_clip_val))
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+class TreeModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
     """A tree cell (models/tree) over whole trees; loss = mean cross-entropy over all labelled nodes."""
 
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_labels: int, to_binary=None):
@@ -121,18 +133,12 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
         self.setup_metrics(num_labels, to_binary)
         self.net = cell_class(run_cfg.model.cell)(vocab_size, self.num_out, run_cfg.model,
                                                   run_cfg.task.embed_dropout, pad_id)
-        self.net.row_grad = row_grads(run_cfg)
+        self.net.row_grad = self.row_grad = row_grads(run_cfg)
 
     @property
     def embed(self):
         return self.net.embed
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Norm clipping as Lightning's, counting row-sparse word-vector gradients by their rows."""
-        if self.net.row_grad and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], float(gradient_clip_val))
-        else:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def forward(self, batch):
         return self.net(batch)
@@ -154,7 +160,7 @@ class TreeModule(PhraseMetricsMixin, TaskModule):
         self.eval_nodes(self(batch), batch.label, root, split, len(batch.root))
 
 
-class SpanModule(PhraseMetricsMixin, TaskModule):
+class SpanModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
     """A sequence cell (models.recurrent.Recurrent) over spans, as task.name=sentiment's module."""
 
     def __init__(self, run_cfg, vocab_size: int, pad_id: int, num_labels: int, to_binary=None):
@@ -166,9 +172,18 @@ class SpanModule(PhraseMetricsMixin, TaskModule):
         self.rnn = Recurrent(m.embedding_size, m)
         self.drop = nn.Dropout(m.dropout)
         self.head = nn.Linear(self.rnn.output_size, self.num_out)
+        self.row_grad = row_grads(run_cfg)
+
+    def words(self, ids):
+        """Word vectors of (B, T) ids; row-sparse gradients as the tree models' (models/tree/rows.py)."""
+        w = self.embed.weight
+        if self.row_grad and torch.is_grad_enabled() and w.requires_grad:
+            rows, inv = torch.unique(ids, sorted=True, return_inverse=True)
+            return row_lookup(w, rows, inv.reshape(-1), self.embed.padding_idx).view(*ids.shape, -1)
+        return self.embed(ids)
 
     def forward(self, ids, lengths):
-        out, state = self.rnn(self.embed_drop(self.embed(ids)), lengths=lengths)
+        out, state = self.rnn(self.embed_drop(self.words(ids)), lengths=lengths)
         z = summarize(out, state, lengths, self.run_cfg.task.pool, self.run_cfg.model.bidirectional)
         return self.head(self.drop(z))
 

@@ -136,3 +136,30 @@ def test_bench_trees_compare_runs_both_sides(capsys):
     assert r["before_step"] > 0 and r["after_eval"] > 0 and "step before" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--cells: 'treelstm_childsum' has no reference config"):
         bench_trees.main(["--compare", "--cells", "treelstm_childsum"])
+
+
+def test_span_models_row_gradients_train_as_dense_ones():
+    """Phrase-supervised sequence cells take the word vectors' row-sparse gradients too."""
+    cfg = load(None, ["task=sst_trees", "task.max_train=30", "task.max_eval=5", "model.cell=lstm", "model.hidden_size=6",
+                      "model.embedding_size=5", "model.bidirectional=true", "optim=adagrad", "task.batch_size=40"])
+    task = task_class("treebank")(cfg)
+    dm = task.datamodule()
+    dm.setup()
+    torch.manual_seed(0)
+    dense, rows = task.module(dm), task.module(dm)
+    rows.load_state_dict(dense.state_dict())
+    dense.row_grad = False
+    assert rows.row_grad
+    for m in (dense, rows):
+        opt = m.configure_optimizers()
+        for i, (ids, lengths, y, _) in enumerate(dm.train_dataloader()):
+            if i == 4:
+                break
+            opt.zero_grad()
+            F.cross_entropy(m(ids, lengths), y).backward()
+            assert m.embed.weight.grad.is_sparse == m.row_grad
+            m.configure_gradient_clipping(opt, 5.0, "norm") if m.row_grad else \
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+            opt.step()
+    for (k, a), b in zip(dense.state_dict().items(), rows.state_dict().values()):
+        assert torch.equal(a, b), k
