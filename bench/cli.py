@@ -42,6 +42,15 @@ def _pack(text: str):
     return int(text)
 
 
+def _runs_per_task(text: str):
+    """--runs-per-task: runs per SLURM array task, or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1, or auto")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="results", help="result store directory (default: ./results)")
 
@@ -79,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
+    p.add_argument("--runs-per-task", type=_runs_per_task, default=None, metavar="N",
+                   help="--executor slurm: runs per array task, run one after another by one persistent "
+                        "worker that imports once (a packed group counts as its members); auto = spread "
+                        "the runs over array_parallelism tasks (default: slurm option runs_per_task, 1)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     _common(p), _wandb(p)
     p.set_defaults(func=cmd_sweep)
@@ -192,9 +205,15 @@ def cmd_sweep(a) -> int:
     store = Store(a.store)
     if not a.dry_run:
         check_store(a.store)
-    pack = a.pack if a.pack != "auto" else (64 if _gpus() else 8)
-    if pack > 1 and a.executor == "slurm":
-        raise ConfigError("--pack: not available with --executor slurm; allowed: --executor local")
+    if a.runs_per_task is not None and a.executor != "slurm":
+        raise ConfigError("--runs-per-task: only with --executor slurm (local workers already run config "
+                          "after config)")
+    if a.pack != "auto":
+        pack = a.pack
+    elif a.executor == "slurm":  # the nodes' devices, as the runs ask for them
+        pack = 64 if any(c.trainer.accelerator == "gpu" for c in cfgs) else 8
+    else:
+        pack = 64 if _gpus() else 8
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
@@ -203,10 +222,11 @@ def cmd_sweep(a) -> int:
     if a.executor == "slurm":
         from slurm.executor import resubmit_failed, submit
 
+        slurm = a.slurm + ([f"runs_per_task={a.runs_per_task}"] if a.runs_per_task is not None else [])
         if a.retry_failed:
-            jobs = resubmit_failed(name, a.store, a.slurm, a.wandb, project=a.project)
+            jobs = resubmit_failed(name, a.store, slurm, a.wandb, project=a.project, pack=pack)
         else:
-            jobs = submit(name, cfgs, a.store, a.slurm, a.wandb, project=a.project)
+            jobs = submit(name, cfgs, a.store, slurm, a.wandb, project=a.project, pack=pack)
         print(f"sweep {name}: submitted {len(jobs)} SLURM job(s): {', '.join(map(str, jobs)) or 'none (all finished)'}")
         print(f"watch with: rnnbench status {name} --store {a.store}")
         return 0

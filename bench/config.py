@@ -72,7 +72,7 @@ class TrainerConfig:
     stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")
     test_on: str = opt("last", choices=("last", "best"),
                        help="test the last weights, or the checkpoint with the best validation score")
-    monitor: Optional[str] = opt(None, help="validation metric for test_on=best; null = the val/ "
+    monitor: Optional[str] = opt(None, none_is_null=True, help="validation metric for test_on=best; null = the val/ "
                                  "counterpart of the task's primary metric")
     stop_when_solved: bool = opt(False, new=True,
                                  help="end the run at the first validation that meets the task's solved "

@@ -23,15 +23,16 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any, *, choices=None, ge=None, gt=None, lt=None, le=None, help: str = "",
-        new: bool = False, hash_as: Optional[dict] = None):
+        new: bool = False, hash_as: Optional[dict] = None, none_is_null: bool = False):
     """A config field with its allowed values. `choices` may be a callable (late-bound registry).
 
     `new=True` marks a field added after runs were stored: while it holds its default it is left
     out of the config hash, so adding it changes no existing run's hash (every field added from
     now on sets it). `hash_as` maps a value to the value hashed in its place, for a value that names
-    no run of its own (trainer.accelerator=auto hashes as cpu, the default the stored runs have)."""
+    no run of its own (trainer.accelerator=auto hashes as cpu, the default the stored runs have).
+    `none_is_null=True` on an optional text field: the text `None` means null there (see `null_text`)."""
     meta = {"choices": choices, "ge": ge, "gt": gt, "lt": lt, "le": le, "help": help, "new": new,
-            "hash_as": hash_as or {}}
+            "hash_as": hash_as or {}, "none_is_null": none_is_null}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -74,6 +75,21 @@ def _type_ok(value, tp) -> tuple[bool, Any]:
     if tp is str:
         return isinstance(value, str), value
     return isinstance(value, tp), value
+
+
+def null_text(f: dataclasses.Field, tp, value) -> bool:
+    """Whether `value` is the text `None` standing for null: what `wandb agent` passes for a null
+    sweep value (`--key=None`, Python's str(None)), where YAML's null is `null`. Only on an optional
+    field that cannot mean the text: one whose other types have no str (int, float, list: the text
+    was an error there), or an optional text field marked `none_is_null` (a path, a hub name, a
+    metric name). Other text fields keep the text "None" (a label or a column may be called so)."""
+    if not isinstance(value, str) or value != "None" or typing.get_origin(tp) is not typing.Union:
+        return False
+    args = typing.get_args(tp)
+    choices = f.metadata.get("choices")
+    if type(None) not in args or (isinstance(choices, (list, tuple)) and "None" in choices):
+        return False
+    return str not in args or bool(f.metadata.get("none_is_null"))
 
 
 def _type_name(tp) -> str:
@@ -124,6 +140,8 @@ def build(cls, data: Optional[dict], path: str = ""):
         if f.name not in data:
             continue
         value, tp, fpath = data[f.name], hints[f.name], path + f.name
+        if null_text(f, tp, value):
+            value = None
         if is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{fpath}: expected a mapping, got {value!r}")

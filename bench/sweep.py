@@ -32,8 +32,8 @@ from tqdm import tqdm
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
 from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
-from bench.store import FINISHED, Store, check_sweep_name, write_atomic, write_json
-from bench.worker import Worker, wait_any
+from bench.store import FINISHED, Store, check_sweep_name, write_atomic
+from bench.worker import Worker, record_exit, wait_any
 
 DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
@@ -170,16 +170,6 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
 
 def _busy(slot) -> bool:
     return isinstance(slot, tuple) or (isinstance(slot, Worker) and slot.unit is not None)
-
-
-def _input_error(log: Path) -> Optional[str]:
-    """The one-line error `rnnbench train` printed when it stopped before any work (exit 2)."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    mark = "rnnbench train: error: "
-    return next((ln.split(mark, 1)[1] for ln in reversed(lines) if mark in ln), None)
 
 
 def _gpu_count() -> int:
@@ -323,19 +313,7 @@ class LocalExecutor:
 
     def _finish(self, cfg: RunConfig, code: int) -> str:
         """Status of a finished run; a crash without a result is recorded as failed."""
-        status = self.store.status(cfg.hash)
-        if status in FINISHED or status == "running":
-            return status
-        step = self.store.checkpoint_step(cfg.hash) or 0
-        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        result = {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
-                  "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
-                  "sweep": self.sweep, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        error = _input_error(self.store.run_dir(cfg.hash) / "run.log") if code == 2 else None
-        if error:  # `rnnbench train` stopped on its input (its data) before any work: rerun it next time
-            result.update(error=error, failed_on="data")
-        write_json(self.store.run_dir(cfg.hash) / "result.json", result)
-        return "failed"
+        return record_exit(self.store, cfg, code, self.sweep)
 
     def _bar(self, total: int, done: int):
         if not self.progress:

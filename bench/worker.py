@@ -2,7 +2,8 @@
 
     python -m bench.worker --reply-fd N --store DIR [--sweep NAME] [--wandb MODE] [--project P]
 
-The parent (the local executor) writes one JSON line per
+The parent (the local executor, or a SLURM array task with several runs: slurm/array_task.py)
+writes one JSON line per
 unit of work to the worker's stdin, and the worker answers one JSON line per finished unit on the
 file descriptor `--reply-fd`:
 
@@ -30,6 +31,7 @@ import os
 import selectors
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Optional
@@ -37,6 +39,7 @@ from typing import Optional
 from bench import config as C
 from bench.packed import run_group
 from bench.schema import ConfigError
+from bench.store import FINISHED, Store, write_json
 from bench.tracking import quiet_logs
 from bench.train import run  # the import this worker exists to pay only once
 
@@ -95,6 +98,34 @@ def _exit_status(e: Exception, prog: str) -> str:
     return "exit 1"
 
 
+def input_error(log: Path) -> Optional[str]:
+    """The one-line error `rnnbench train` printed when it stopped before any work (exit 2)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    mark = "rnnbench train: error: "
+    return next((ln.split(mark, 1)[1] for ln in reversed(lines) if mark in ln), None)
+
+
+def record_exit(store: Store, cfg, code: int, sweep: Optional[str]) -> str:
+    """Status of a run whose process (or worker) ended with `code` (negative: killed by that
+    signal; from an answer `exit N`, N); a run left without a result is recorded as failed."""
+    status = store.status(cfg.hash)
+    if status in FINISHED or status == "running":
+        return status
+    step = store.checkpoint_step(cfg.hash) or 0
+    why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    result = {"hash": cfg.hash, "status": "failed", "step": step, "error": f"process {why}",
+              "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed, "metrics": {},
+              "sweep": sweep, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    error = input_error(store.run_dir(cfg.hash) / "run.log") if code == 2 else None
+    if error:  # `rnnbench train` stopped on its input (its data) before any work: rerun it next time
+        result.update(error=error, failed_on="data")
+    write_json(store.run_dir(cfg.hash) / "result.json", result)
+    return "failed"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reply-fd", type=int, required=True)
@@ -120,9 +151,11 @@ def main(argv=None) -> int:
 class Worker:
     """The parent's handle on one worker process: send a unit, poll for its answer or its death."""
 
-    def __init__(self, store, sweep: Optional[str], wandb_mode: Optional[str], project: str, env: dict):
+    def __init__(self, store, sweep: Optional[str], wandb_mode: Optional[str], project: str, env: dict,
+                 module: str = "bench.worker"):
+        # `module`: a `python -m` entry that ends in `main` above (slurm/array_task.py adds signal handling)
         r, w = os.pipe()
-        cmd = [sys.executable, "-m", "bench.worker", "--reply-fd", str(w), "--store", str(store),
+        cmd = [sys.executable, "-m", module, "--reply-fd", str(w), "--store", str(store),
                "--project", project]
         cmd += ["--sweep", sweep] if sweep else []
         cmd += ["--wandb", wandb_mode] if wandb_mode else []

@@ -4,9 +4,11 @@
     resubmit_failed(name, store_root, slurm_overrides, wandb_mode) -> job ids
     job_states(store, hashes) -> {hash: state}   (slurm/states.py, for `rnnbench status`)
 
-Every run is one array task running `slurm.job.RunJob` -> `bench.train.run` on the node, so the
-results land in the same store as local runs (the store must be on a file system the nodes
-share). Runs with different resource needs (trainer.devices / num_nodes) go in separate arrays.
+Every run is one array task running `slurm.job.RunJob` -> `bench.train.run` on the node, or, with
+`runs_per_task` N > 1 or `--pack`, an array task takes up to N runs (`array_tasks`), run one after
+another by one persistent worker (`slurm.array_task.TaskJob`). Results land in the same store as
+local runs (the store must be on a file system the nodes share). Runs with different resource
+needs (trainer.devices / num_nodes) go in separate arrays.
 Each submitted run gets `runs/<hash>/slurm.json` (its job ids, newest last).
 
 Nothing is written to the store before sbatch accepted the jobs: a bad partition, an option
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import os
 import re
 import shutil
@@ -29,9 +32,11 @@ from typing import Any, Optional
 import yaml
 
 from bench.config import from_resolved, parse_overrides
+from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
-from slurm.job import RunJob  # pickled by submitit by reference
+from slurm.array_task import TaskJob  # pickled by submitit by reference, as RunJob
+from slurm.job import RunJob
 from slurm.states import job_states, run_command, slurm_info
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
@@ -42,10 +47,10 @@ _TYPES: dict[str, tuple] = {
     "max_requeues": (int,), "job_name": (str,), "account": (str, type(None)), "qos": (str, type(None)),
     "constraint": (str, type(None)), "exclude": (str, type(None)), "setup": (list,), "srun_args": (list,),
     "sbatch": (dict,), "folder": (str, type(None)), "python": (str, type(None)),
-    "step_delay_s": (int, float),
+    "step_delay_s": (int, float), "runs_per_task": (int, str),
 }
 _MIN = {"time": 1, "cpus_per_task": 1, "gpus_per_run": 0, "array_parallelism": 1, "signal_delay_s": 0,
-        "max_requeues": 0, "mem_gb": 0, "step_delay_s": 0}
+        "max_requeues": 0, "mem_gb": 0, "step_delay_s": 0, "runs_per_task": 1}
 
 
 class SlurmError(ConfigError):
@@ -89,14 +94,18 @@ def _set(opts: dict, key: str, value: Any, where: str) -> None:
     if key not in _TYPES:
         raise SlurmError(f"{where}{key}: unknown key; allowed: {', '.join(sorted(_TYPES))}, sbatch.<flag>, config")
     types = _TYPES[key]
+    if value == "None" and type(None) in types:   # Python's spelling of null (bench.schema.null_text)
+        value = None
     if isinstance(value, bool) or not isinstance(value, types):
         if str in types and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         else:
             allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: {allowed}")
-    if key in _MIN and value is not None and value < _MIN[key]:
+    if key in _MIN and isinstance(value, (int, float)) and value < _MIN[key]:
         raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: a number >= {_MIN[key]}")
+    if key == "runs_per_task" and isinstance(value, str) and value != "auto":
+        raise SlurmError(f"{where}runs_per_task: invalid value {value!r}; allowed: an integer >= 1, or auto")
     if key == "signal" and value.upper().removeprefix("SIG") not in ("USR1", "USR2", "TERM"):
         raise SlurmError(f"{where}signal: invalid value {value!r}; allowed: USR1, USR2, TERM")
     opts[key] = copy.deepcopy(value)
@@ -186,8 +195,43 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
     return ex
 
 
+def array_tasks(cfgs: list, store: Store, opts: dict, pack: int = 1) -> list[list[list]]:
+    """`cfgs` (of one resource group) as array tasks, each a list of units: one run, or a packed
+    group of up to `pack` runs (bench.packed.groups). A task takes up to `runs_per_task` runs, a
+    packed group counting as its members and never split; `auto`: as many runs a task as make
+    `array_parallelism` tasks. A multi-device (DDP) run is always a task of its own."""
+    units = groups(cfgs, pack, store)
+    n = opts.get("runs_per_task", 1)
+    if n == "auto":
+        n = max(1, math.ceil(len(cfgs) / opts["array_parallelism"]))
+    tasks: list[list[list]] = []
+    open_: Optional[list] = None     # the task that still takes runs
+    for unit in units:
+        devices, nodes, _ = _resources(unit[0])
+        if devices > 1 or nodes > 1:
+            tasks.append([unit])
+        elif open_ is not None and sum(map(len, open_)) + len(unit) <= n:
+            open_.append(unit)
+        else:
+            open_ = [unit]
+            tasks.append(open_)
+    return tasks
+
+
+def task_job(task: list[list], store: Store, name: str, wandb_mode, retry_failed: bool, opts: dict, project: str):
+    """The callable of one array task: RunJob for one unpacked run (as ever), else TaskJob."""
+    common = dict(retry_failed=retry_failed, max_requeues=opts["max_requeues"], project=project,
+                  step_delay_s=opts["step_delay_s"])
+    root = str(store.root.resolve())
+    if len(task) == 1 and len(task[0]) == 1 and not is_packed_checkpoint(store.checkpoint(task[0][0].hash)):
+        c = task[0][0]
+        return RunJob(c.to_dict(), root, name, wandb_mode, hash=c.hash, **common)
+    return TaskJob([[c.to_dict() for c in u] for u in task], root, name, wandb_mode,
+                   hashes=[[c.hash for c in u] for u in task], **common)
+
+
 def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,
-            project: str) -> list[str]:
+            project: str, pack: int = 1) -> list[str]:
     """Submit `cfgs` (already filtered) as arrays grouped by resources; write the store records."""
     import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
@@ -195,21 +239,22 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
     root_existed = store.root.exists()
     folder = Path(opts["folder"]) if opts.get("folder") else store.root / "slurm" / name
     folder_existed = folder.exists()
-    groups: dict[tuple, list] = {}
+    by_resources: dict[tuple, list] = {}
     for c in cfgs:
-        groups.setdefault(_resources(c), []).append(c)
+        by_resources.setdefault(_resources(c), []).append(c)
     submitted: list[tuple[Any, str]] = []   # (cfg, job id)
+    jobs: list[str] = []
     try:
-        for res, group in groups.items():
+        for res, group in by_resources.items():
             ex = _executor(folder, opts, res)
-            jobs = []
+            tasks, handles = array_tasks(group, store, opts, pack), []
             # submitit echoes sbatch's stderr on failure; we report it as one line instead
             with contextlib.redirect_stderr(io.StringIO()), ex.batch():
-                for c in group:
-                    jobs.append(ex.submit(RunJob(c.to_dict(), str(store.root.resolve()), name, wandb_mode,
-                                                 retry_failed=retry_failed, max_requeues=opts["max_requeues"],
-                                                 project=project, step_delay_s=opts["step_delay_s"], hash=c.hash)))
-            submitted += [(c, j.job_id) for c, j in zip(group, jobs)]
+                for task in tasks:
+                    handles.append(ex.submit(task_job(task, store, name, wandb_mode, retry_failed, opts, project)))
+            for task, j in zip(tasks, handles):
+                submitted += [(c, j.job_id) for unit in task for c in unit]
+                jobs.append(j.job_id)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError,
             subprocess.SubprocessError, ValueError) as e:
         if submitted:  # an earlier group went in: keep the store consistent with what runs
@@ -222,7 +267,7 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
                 with_suppress_rmdir(store.root)
         raise SlurmError(f"slurm: sbatch rejected the job: {_first_error(str(e))}") from None
     _record(store, name, submitted)
-    return [j for _, j in submitted]
+    return jobs
 
 
 def with_suppress_rmdir(path: Path) -> None:
@@ -246,7 +291,7 @@ def _record(store: Store, name: str, submitted: list) -> None:
 
 
 def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
-           retry_failed: bool = False, project: str = "rnnbench") -> list[str]:
+           retry_failed: bool = False, project: str = "rnnbench", pack: int = 1) -> list[str]:
     """Submit the runs of sweep `name` that are not finished, not running and not already queued.
     Returns the SLURM job ids (`<array>_<task>`, or `<job>` for a single run)."""
     opts = load_options(slurm_overrides)
@@ -260,7 +305,7 @@ def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), w
         if store.root.exists():
             store.record_sweep(name, [c.hash for c in cfgs])
         return []
-    jobs = _submit(name, todo, store_root, opts, wandb_mode, retry_failed, project)
+    jobs = _submit(name, todo, store_root, opts, wandb_mode, retry_failed, project, pack)
     store.record_sweep(name, [c.hash for c in cfgs])
     return jobs
 
@@ -278,8 +323,8 @@ def failed_runs(store: Store, hashes: list[str]) -> list[str]:
 
 
 def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
-                    project: str = "rnnbench") -> list[str]:
-    """Submit again, alone, the runs of sweep `name` that failed (their SLURM job timed out, was
+                    project: str = "rnnbench", pack: int = 1) -> list[str]:
+    """Submit again (alone, or `runs_per_task` a task) the runs of sweep `name` that failed (their SLURM job timed out, was
     cancelled or crashed, or their result says failed). They resume from their checkpoints."""
     opts = load_options(slurm_overrides)
     preflight(opts)
@@ -289,4 +334,4 @@ def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wand
     check_configs(todo)
     if not todo:
         return []
-    return _submit(name, todo, store_root, opts, wandb_mode, True, project)
+    return _submit(name, todo, store_root, opts, wandb_mode, True, project, pack)

@@ -139,7 +139,7 @@ class RunJob:
                 raise RuntimeError(f"config of run {expected} now resolves to {cfg.hash}: the code on "
                                    "the nodes differs from the code that submitted it")
             if self.step_delay_s:
-                _slow_down(self.step_delay_s)
+                slow_down(self.step_delay_s)
             kwargs = dict(sweep=self.sweep, wandb_mode=self.wandb_mode, project=self.project)
             if self.retry_failed and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
                 kwargs["retry_failed"] = True   # a requeue of a retry must not drop a new result
@@ -178,7 +178,7 @@ def _forget_result(store_root: str, h: Optional[str]) -> None:
     log.warning("rnnbench: run %s failed while being stopped; result dropped so the requeued job resumes", h)
 
 
-def _slow_down(seconds: float) -> None:
+def slow_down(seconds: float) -> None:
     """Test aid: sleep after every training batch (so a test can interrupt a tiny run mid-way).
     Numbers are unaffected; only wall time grows."""
     def on_train_batch_end(self, outputs, batch, batch_idx):

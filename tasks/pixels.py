@@ -41,7 +41,7 @@ class PixelConfig:
     # defaults: scikit-learn digits, sequential; presets bench/configs/task/{digits,pdigits,mnist,pmnist}.yaml
     name: str = opt("pixels", choices=("pixels",))
     dataset: str = opt("sklearn:digits", help="sklearn:digits (bundled, offline) or a hub id, e.g. ylecun/mnist")
-    hub_config: Optional[str] = opt(None, help="hub subset/config name")
+    hub_config: Optional[str] = opt(None, none_is_null=True, help="hub subset/config name")
     image_column: str = opt("image", help="hub: column holding the image")
     label_column: str = opt("label", help="hub: column holding the class")
     scale: float = opt(16.0, gt=0, help="pixels are divided by this (16 for the digits, 255 for MNIST)")

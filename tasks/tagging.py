@@ -36,8 +36,8 @@ class TaggingConfig(WordVectorsConfig, LabelsConfig):
     # defaults: UD English EWT UPOS; presets: bench/configs/task/{ud_pos,conll_ner}.yaml
     dataset: str = opt("universal-dependencies/universal_dependencies",
                        help="hub data set id (used when no local data dir is set)")
-    hub_config: Optional[str] = opt("en_ewt", help="hub subset/config name")
-    hub_revision: Optional[str] = opt("refs/convert/parquet", help="hub revision (parquet export of the script data set)")
+    hub_config: Optional[str] = opt("en_ewt", none_is_null=True, help="hub subset/config name")
+    hub_revision: Optional[str] = opt("refs/convert/parquet", none_is_null=True, help="hub revision (parquet export of the script data set)")
     format: str = opt("conllu", choices=TextDataConfig.__dataclass_fields__["format"].metadata["choices"],
                       help="local format: a datasets builder or a parser from tasks.text.PARSERS")
     data_files: dict = opt({"train": "tagging/ud_en_ewt/en_ewt-ud-train.conllu",

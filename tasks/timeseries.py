@@ -52,10 +52,10 @@ class TimeSeriesConfig:
     # defaults: monthly sunspots; presets bench/configs/task/{sunspots,msft}.yaml
     name: str = opt("timeseries", choices=("timeseries",))
     dataset: str = opt("", help="hub data set id (used when no local data dir is set)")
-    hub_config: Optional[str] = opt(None, help="hub subset/config name")
-    hub_revision: Optional[str] = opt(None, help="hub revision")
+    hub_config: Optional[str] = opt(None, none_is_null=True, help="hub subset/config name")
+    hub_revision: Optional[str] = opt(None, none_is_null=True, help="hub revision")
     hub_split: str = opt("train", help="hub split holding the whole series")
-    data_dir: Optional[str] = opt(None, help="local data root; default $RNNBENCH_DATA; null+unset = hub")
+    data_dir: Optional[str] = opt(None, none_is_null=True, help="local data root; default $RNNBENCH_DATA; null+unset = hub")
     data_files: dict = opt({"train": "timeseries/sunspots_monthly.csv"},
                            help="train -> the CSV with the whole series (split by time, not by file)")
     time_column: Optional[str] = opt("month", help="rows are sorted by this column; null = file order")

@@ -43,7 +43,7 @@ BINARY = {"0": 0, "1": 0, "2": -100, "3": 1, "4": 1}   # Socher et al.: neutral 
 class TreebankConfig(WordVectorsConfig):
     name: str = opt("treebank", choices=("treebank",))
     dataset: str = opt("stanfordnlp/sst", help="hub data set id (used when no local data dir is set)")
-    hub_config: Optional[str] = opt("ptb", help="hub subset/config name")
+    hub_config: Optional[str] = opt("ptb", none_is_null=True, help="hub subset/config name")
     format: str = opt("ptb_trees", choices=lambda: list(BUILDERS) + list(PARSERS),
                       help="local format: ptb_trees (one bracketed tree a line) or a datasets builder")
     data_files: dict = opt({"train": "sentiment/sst_trees/train.txt",

@@ -77,3 +77,24 @@ def test_offline_runs_are_where_wandb_sync_finds_them(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout + p.stderr
     assert "Would sync 1 run(s)" in out and run_file.name in out, out
+
+
+def test_a_null_sweep_value_arrives_as_null_where_the_field_is_optional():
+    """`wandb agent` writes a null sweep value as Python's `None` (`--key=None`, `key=None`): an
+    optional field reads it as null, as `key=null`; a text field where "None" may be a real value
+    (a label, a column) keeps the text, and a field that cannot be null still says what it allows."""
+    nulls = {"optim.grad_clip": None, "trainer.max_epochs": None, "model.forget_bias": None,
+             "trainer.monitor": None, "trainer.max_steps": 4}
+    args = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in nulls.items()}})
+    assert "optim.grad_clip=None" in args["args_no_hyphens"] and "--optim.grad_clip=None" in args["args"]
+    spelled = C.load(None, ["task=copy", *(f"{k}={'null' if v is None else v}" for k, v in nulls.items())])
+    for form in ("args_no_hyphens", "args"):
+        cfg = C.load(None, ["task=copy", *args[form]])
+        assert (cfg.optim.grad_clip, cfg.trainer.max_epochs, cfg.model.forget_bias, cfg.trainer.monitor) == (None,) * 4
+        assert cfg.hash == spelled.hash
+    text = C.load(None, ["task=sst2", "task.fallback_label=None", "task.embeddings=None", "task.data_dir=None"])
+    assert (text.task.fallback_label, text.task.embeddings, text.task.data_dir) == ("None", None, None)
+    for bad, message in (("task.T=None", "task.T: invalid value 'None'; allowed: int"),
+                         ("model.cell=None", "model.cell: invalid value 'None'; allowed: rnn_tanh")):
+        with pytest.raises(C.ConfigError, match=message):
+            C.load(None, ["task=copy", bad])

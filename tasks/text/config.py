@@ -15,11 +15,11 @@ class TextDataConfig:
     `name` and its own fields. Any other object with these attributes works with `load_splits`."""
 
     dataset: str = opt("", help="hub data set id (used when no local data dir is set)")
-    hub_config: Optional[str] = opt(None, help="hub subset/config name, e.g. en_ewt")
-    hub_revision: Optional[str] = opt(None, help="hub revision, e.g. refs/convert/parquet")
+    hub_config: Optional[str] = opt(None, none_is_null=True, help="hub subset/config name, e.g. en_ewt")
+    hub_revision: Optional[str] = opt(None, none_is_null=True, help="hub revision, e.g. refs/convert/parquet")
     splits: dict = opt({"train": "train", "validation": "validation", "test": "test"},
                        help="our split -> hub split name; validation null = carve from train")
-    data_dir: Optional[str] = opt(None, help="local data root; default $RNNBENCH_DATA; null+unset = hub")
+    data_dir: Optional[str] = opt(None, none_is_null=True, help="local data root; default $RNNBENCH_DATA; null+unset = hub")
     format: str = opt("json", choices=lambda: list(BUILDERS) + list(PARSERS),
                       help="local format: a datasets builder or a parser from tasks.text.PARSERS")
     data_files: dict = opt({}, help="our split -> file (or list) relative to the data dir")

@@ -18,7 +18,7 @@ from tasks.text.vocab import Vocab
 class WordVectorsConfig(TextDataConfig):
     """TextDataConfig plus pretrained word vectors (families whose module has a word `embed`)."""
 
-    embeddings: Optional[str] = opt(None, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
+    embeddings: Optional[str] = opt(None, none_is_null=True, help="pretrained word vectors file (GloVe / word2vec text, .gz ok) "
                                     "for the training-vocab words; width = model.embedding_size")
     freeze_embeddings: bool = opt(False, help="with embeddings: keep the word vectors fixed")
 
