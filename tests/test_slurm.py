@@ -248,18 +248,19 @@ def test_interrupted_job_resumes_with_same_metrics(cluster, tmp_path, how):
 
 @pytest.mark.slurm
 def test_time_limit_reported_failed_then_resubmitted(cluster, tmp_path):
-    """A job killed by its 1-minute limit (its requeue budget is 0) shows as failed:timeout and
+    """A job killed by its 2-minute limit (its requeue budget is 0) shows as failed:timeout and
     keeps its checkpoint; resubmit_failed sends that run alone, and it resumes and finishes."""
     from slurm.executor import resubmit_failed, submit
     from slurm.states import job_states
 
     cfg_ok = C.load(None, TINY + ["trainer.max_steps=10", "seed=5"])
-    cfg_slow = C.load(None, TINY + ["trainer.max_steps=60", "seed=6"])
+    cfg_slow = C.load(None, TINY + ["trainer.max_steps=100", "seed=6"])
     store_dir = tmp_path / "results"
     store = Store(store_dir)
-    # the slow one cannot finish in 1 minute at 2 s a step
+    # the slow one cannot finish in 2 minutes at 2 s a step. Not 1 minute: SLURM may send the warning
+    # signal up to 60 s early, which with a 1-minute limit can be before the handler is installed
     jobs = submit("tl", [cfg_ok], store_dir, ["time=5"], None)
-    jobs += submit("tl", [cfg_slow], store_dir, ["time=1", "step_delay_s=2", "max_requeues=0",
+    jobs += submit("tl", [cfg_slow], store_dir, ["time=2", "step_delay_s=2", "max_requeues=0",
                                                   "signal_delay_s=30"], None)
     slow_job = jobs[1]
     wait_for(lambda: job_states(store, [cfg_slow.hash]).get(cfg_slow.hash, "").startswith("failed:"), 240,
@@ -282,7 +283,7 @@ def test_time_limit_reported_failed_then_resubmitted(cluster, tmp_path):
     wait_for(lambda: store.result(cfg_slow.hash) is not None, 420, "the resubmitted run",
              on_timeout=lambda: job_log(store_dir, "tl", again[0]))
     r = store.result(cfg_slow.hash)
-    assert r["status"] == "done" and r["step"] == 60, r
+    assert r["status"] == "done" and r["step"] == 100, r
     assert r["resumed_from_step"] == stopped_at
     assert job_states(store, [cfg_slow.hash, cfg_ok.hash]) == {}   # finished: the store's status stands
     assert resubmit_failed("tl", store_dir, [], None) == []
