@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -103,6 +104,31 @@ def clean_temp(run_dir: Path) -> list[Path]:
                     p.unlink()
                     gone.append(p)
     return gone
+
+
+class FixedStateKey:
+    """Mixin for a callback whose `state_key` (the key of its state in checkpoints) never changes:
+    made once. Lightning formats every callback's key at every hook call, several times a step,
+    and ModelCheckpoint's and EarlyStopping's are a repr of their settings. `key_class` (default:
+    the class's own name) names the class in the key, so a subclass keeps its base's key."""
+
+    key_class: Optional[str] = None
+
+    @property
+    def state_key(self) -> str:
+        key = self.__dict__.get("_fixed_state_key")
+        if key is None:
+            key = super().state_key
+            if self.key_class:
+                key = self.key_class + key[len(type(self).__qualname__):]
+            self.__dict__["_fixed_state_key"] = key
+        return key
+
+
+class RunCheckpoint(FixedStateKey, ModelCheckpoint):
+    """ModelCheckpoint with its state key made once (the same key: checkpoints load either way)."""
+
+    key_class = "ModelCheckpoint"
 
 
 class EvalState(L.Callback):

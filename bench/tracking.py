@@ -17,7 +17,8 @@ def quiet_logs() -> None:
     """Keep run logs readable: drop third-party chatter that says nothing about the run."""
     for msg in (".*LeafSpec.*", ".*`srun` command is available.*", ".*does not have many workers.*",
                 ".*The number of training batches.*", ".*anonymous setting.*", ".*Checkpoint directory.*exists.*",
-                ".*Experiment logs directory.*"):
+                ".*Experiment logs directory.*",
+                ".*overridden `transfer_batch_to_device` in `LightningModule` but have passed in a.*"):
         warnings.filterwarnings("ignore", message=msg)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)

@@ -22,12 +22,12 @@ from typing import Optional
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import CSVLogger
 
-from bench.checkpoints import (AtomicCheckpointIO, EvalState, Unreadable, clean_temp, finish_restored_fit,
-                               read_checkpoint, read_step)
+from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
+                               finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, write_atomic, write_json
@@ -75,7 +75,7 @@ def monitor(cfg: RunConfig, task) -> tuple[str, str]:
     return key, mode
 
 
-class StopWhenSolved(EarlyStopping):
+class StopWhenSolved(FixedStateKey, EarlyStopping):
     """EarlyStopping on the task's solved threshold only: patience is infinite, so a plateau never
     stops a run. Checked at each validation; its state is in every checkpoint, so a resumed run
     stops at the same step, and one resumed from the checkpoint it stopped at stops at once."""
@@ -136,9 +136,9 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
     best = []
     if t.test_on == "best":
         key, mode = monitor(cfg, task)
-        best = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=key, mode=mode,
-                                save_top_k=1, enable_version_counter=False, save_last=False,
-                                save_on_train_epoch_end=False)]
+        best = [RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=key, mode=mode,
+                              save_top_k=1, enable_version_counter=False, save_last=False,
+                              save_on_train_epoch_end=False)]
     val = dict(check_val_every_n_epoch=1) if t.val_every is None else \
         dict(val_check_interval=t.val_every, check_val_every_n_epoch=None)
     return L.Trainer(
@@ -152,8 +152,8 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
         # last.ckpt: the latest, at every validation (best first, so it records the best callback's
         # state). Saved at validation end, never train-epoch end: Lightning resumes from the latter
         # counting that epoch twice when max_epochs and max_steps are both set.
-        callbacks=[*best, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                          enable_version_counter=False, save_on_train_epoch_end=False),
+        callbacks=[*best, RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                        enable_version_counter=False, save_on_train_epoch_end=False),
                    Timer(), EvalState(), *stop_when_solved(cfg, task)],
         plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",

@@ -156,8 +156,27 @@ class TaskModule(L.LightningModule):
         return n > 0 and ((self.global_step + 1) % n == 0 or t.should_stop)
 
     def check_finite(self, loss: torch.Tensor) -> None:
-        if self.run_cfg.trainer.stop_on_divergence and not torch.isfinite(loss.detach()).all():
+        if not self.run_cfg.trainer.stop_on_divergence:
+            return
+        # a scalar loss: one read-back as a Python float (what `bool(isfinite)` costs, less the ops)
+        finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss.detach()).all())
+        if not finite:
             raise Diverged(self.global_step, float(loss.detach().float().mean()))
+
+    # -- per-step costs of Lightning's hooks (the same numbers, less Python per step)
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` twice around every hook call (about 40 times a step);
+        # a plain attribute, never a parameter, buffer or submodule: skip nn.Module's checks
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # on the CPU every tensor is already there: Lightning's walk of the batch moves nothing
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- evaluation hooks
     def eval_start(self, split: str) -> None:
