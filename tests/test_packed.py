@@ -18,7 +18,7 @@ from bench.store import Store
 from bench.train import run
 from models.cells import kernels, packed_kernels
 from models.config import ModelConfig
-from models.packed import RECURRENCES, packed_recurrent
+from models.packed import RECURRENCES, packed_recurrent, packed_recurrent_tm
 from models.recurrent import Recurrent
 from tasks.synthetic import CopyTask
 from wandb_records import config_and_history
@@ -190,6 +190,18 @@ def test_cpp_recurrence_in_float32_matches_the_members_own(cell, hidden):
         outs.append((out.detach(), [p.grad.clone() for r in rnns for p in r.parameters()]))
     (a, ga), (b, gb) = outs
     assert (a - b).abs().max() < 1e-5
+    assert all((p - q).abs().max() <= 1e-4 * (1 + p.abs().max()) for p, q in zip(ga, gb))
+    # one-hot inputs given as tokens: the kernel gathers W's columns (the same xp, exactly)
+    ids = torch.randint(0, 10, (3, 30, 20))
+    outs = []
+    for tokens in (None, ids):
+        for r in rnns:
+            r.zero_grad()
+        out = packed_recurrent_tm(rnns, torch.eye(10)[ids] if tokens is None else lambda: None, "cpp", ids=tokens)
+        (out * w.transpose(1, 2)).sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for r in rnns for p in r.parameters()]))
+    (a, ga), (b, gb) = outs
+    assert torch.equal(a, b)
     assert all((p - q).abs().max() <= 1e-4 * (1 + p.abs().max()) for p, q in zip(ga, gb))
 
 

@@ -84,41 +84,42 @@ class _Layer(torch.autograd.Function):
             b_in = b_ih + torch.cat([b_hh[:, :2 * H], torch.zeros_like(b_hh[:, 2 * H:])], 1)
         else:
             b_in = b_ih + b_hh
-        ws = _workspace("xp", (K, T * B, G), w_hh)
-        if x is None:   # one-hot inputs: W x = the column of W at the token (exactly), a gather
-            x = ids.reshape(K, T * B) + torch.arange(0, K * I, I, device=ids.device).unsqueeze(1)
-            torch.index_select(w_ih.transpose(1, 2).reshape(K * I, G), 0, x.flatten(), out=ws.view(K * T * B, G))
-            ws.add_(b_in.unsqueeze(1))
+        none = w_hh.new_empty(0)
+        if x is None:       # one-hot inputs: the kernel reads W's column at each token (W x, exactly)
+            ids = ids.contiguous()
+            args = (none, ids, w_ih.transpose(1, 2).contiguous(), b_in)
         else:
-            torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2), out=ws)
-        xp = ws.view(K, T, B, G)
-        ctx.ids = ids is not None
+            xp = torch.baddbmm(b_in.unsqueeze(1), x.reshape(K, T * B, I), w_ih.transpose(1, 2),
+                               out=_workspace("xp", (K, T * B, G), w_hh)).view(K, T, B, G)
+            ids = torch.empty(0, dtype=torch.long)
+            args = (xp, ids, none, none)
         if kind == "gru":
-            hs, G = _ops().gru_forward(xp, w_hh, b_hh[:, 2 * H:])
-            ctx.save_for_backward(x, w_ih, w_hh, hs, G)
+            hs, gates = _ops().gru_forward(args[0], w_hh, b_hh[:, 2 * H:], *args[1:])
+            ctx.save_for_backward(x if x is not None else none, ids, w_ih, w_hh, hs, gates)
         else:
-            (hs,) = _ops().elman_forward(xp, w_hh, kind == "rnn_relu")
-            ctx.save_for_backward(x, w_ih, w_hh, hs)
-        ctx.kind = kind
+            (hs,) = _ops().elman_forward(args[0], w_hh, kind == "rnn_relu", *args[1:])
+            ctx.save_for_backward(x if x is not None else none, ids, w_ih, w_hh, hs)
+        ctx.kind, ctx.onehot = kind, x is None
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dhs):
-        x, w_ih, w_hh, hs, *rest = ctx.saved_tensors
+        x, ids, w_ih, w_hh, hs, *rest = ctx.saved_tensors
         K, G, I = w_ih.shape
         T, B, H = hs.shape[1:]
-        dxp = _workspace("dxp", (K, T, B, G), hs)
+        none = hs.new_empty(0)
+        dxp = none if ctx.onehot else _workspace("dxp", (K, T, B, G), hs)
+        dwt = hs.new_zeros(K, I, G) if ctx.onehot else none
         if ctx.kind == "gru":
-            dw_hh, db_ih, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh, dxp)
+            dw_hh, db_ih, db_hn = _ops().gru_backward(dhs, hs, rest[0], w_hh, dxp, ids, dwt)
             db_hh = torch.cat([db_ih[:, :2 * H], db_hn], 1)
         else:
-            dw_hh, db_ih = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu", dxp)
+            dw_hh, db_ih = _ops().elman_backward(dhs, hs, w_hh, ctx.kind == "rnn_relu", dxp, ids, dwt)
             db_hh = db_ih.clone()
+        if ctx.onehot:
+            return None, dwt.transpose(1, 2), dw_hh, db_ih, db_hh, None, None
         flat = dxp.view(K, T * B, G)
-        if ctx.ids:     # x: the flat row of each step's token in W^T (K * I, G)
-            dw_ih = hs.new_zeros(K * I, G).index_add_(0, x.flatten(), flat.view(-1, G)).view(K, I, G).transpose(1, 2)
-            return None, dw_ih, dw_hh, db_ih, db_hh, None, None
         dw_ih = torch.bmm(x.reshape(K, T * B, I).transpose(1, 2), flat).transpose(1, 2)   # x^T dxp: the small one transposed
         dx = torch.bmm(flat, w_ih).view(K, T, B, I) if ctx.needs_input_grad[0] else None
         return dx, dw_ih, dw_hh, db_ih, db_hh, None, None

@@ -192,17 +192,47 @@ template <typename F> void each_member(int64_t K, F f) {
   at::parallel_for(0, K, 1, [&](int64_t a, int64_t b) { for (int64_t k = a; k < b; ++k) f(k); });
 }
 
+// The input projection of one member at step t, row b: xp's row, or for one-hot inputs given by
+// their tokens the token's row of W^T (I, G) plus b_in (= the gathered xp, exactly)
+template <typename T> struct Input {
+  const T* xp; const int64_t* ids; const T* wt; const T* bias; int64_t G;
+  const T* row(int64_t i) const { return ids ? wt + ids[i] * G : xp + i * G; }
+};
+
+// the member's dW^T (I, G) += sum over its steps of d's rows at their tokens (one-hot inputs)
+template <typename T> void token_grads(const T* d, const int64_t* ids, T* dwt, int64_t n, int64_t G) {
+  for (int64_t i = 0; i < n; ++i) {
+    T* __restrict__ o = dwt + ids[i] * G;
+    const T* __restrict__ r = d + i * G;
+    _Pragma("GCC ivdep") for (int64_t j = 0; j < G; ++j) o[j] += r[j];
+  }
+}
+
+// (K, T, B) of a call: from xp (K, T, B, G), or from ids (K, T, B) for one-hot inputs
+inline int64_t hs_dims(const Tensor& xp, const Tensor& ids, int d) { return ids.numel() ? ids.size(d) : xp.size(d); }
+
+template <typename T> Input<T> input(const Tensor& xp, const Tensor& ids, const Tensor& wt, const Tensor& b_in,
+                                     int64_t k, int64_t n, int64_t G) {
+  thread_local std::vector<T> zero;
+  if (ids.numel()) return {nullptr, ids.data_ptr<int64_t>() + k * n, wt.data_ptr<T>() + k * wt.size(1) * G,
+                           b_in.data_ptr<T>() + k * G, G};
+  zero.assign(G, T(0));
+  return {xp.data_ptr<T>() + k * n * G, nullptr, nullptr, zero.data(), G};
+}
+
 // ------------------------------------------------------------------ Elman: h_t = act(xp_t + R h_{t-1})
-template <typename T> void elman_fwd(const T* xp, const T* w, T* hs, int64_t Tn, int64_t B, int64_t H, bool relu) {
+template <typename T> void elman_fwd(const Input<T>& in, const T* w, T* hs, int64_t Tn, int64_t B, int64_t H, bool relu) {
   const int64_t Hp = pad8(H);
   std::vector<T> wp = pack_t(w, H, H), c(B * Hp), zero(B * H, T(0));
   for (int64_t t = 0; t < Tn; ++t) {
     const T* hprev = t ? hs + (t - 1) * B * H : zero.data();
     T* h = hs + t * B * H;
     gemm(hprev, H, wp.data(), Hp, c.data(), Hp, B, H, Hp, false);
-    const T* x = xp + t * B * H;
-    for (int64_t b = 0; b < B; ++b)
-      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) h[b * H + j] = x[b * H + j] + c[b * Hp + j];
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict__ x = in.row(t * B + b);
+      const T* __restrict__ bi = in.bias;
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) h[b * H + j] = (x[j] + bi[j]) + c[b * Hp + j];
+    }
     if (relu) for (int64_t i = 0; i < B * H; ++i) h[i] = h[i] < T(0) ? T(0) : h[i];   // NaN stays NaN
     else vtanh(h, B * H);
   }
@@ -229,20 +259,21 @@ template <typename T> void elman_bwd(const T* dhs, const T* hs, const T* w, T* d
   }
 }
 
-std::vector<Tensor> elman_forward(Tensor xp, Tensor w_hh, bool relu) {
-  xp = xp.contiguous(); w_hh = w_hh.contiguous();
-  const int64_t K = xp.size(0), Tn = xp.size(1), B = xp.size(2), H = xp.size(3);
-  Tensor hs = at::empty_like(xp);
-  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "packed_elman_forward", [&] {
+// ids (K, T*B) int64, wt (K, I, H), b_in (K, H): one-hot inputs by their tokens (xp unused); else ids empty
+std::vector<Tensor> elman_forward(Tensor xp, Tensor w_hh, bool relu, Tensor ids, Tensor wt, Tensor b_in) {
+  xp = xp.contiguous(); w_hh = w_hh.contiguous(); ids = ids.contiguous(); wt = wt.contiguous(); b_in = b_in.contiguous();
+  const int64_t K = hs_dims(xp, ids, 0), Tn = hs_dims(xp, ids, 1), B = hs_dims(xp, ids, 2), H = w_hh.size(2);
+  Tensor hs = w_hh.new_empty({K, Tn, B, H});
+  AT_DISPATCH_FLOATING_TYPES(w_hh.scalar_type(), "packed_elman_forward", [&] {
     each_member(K, [&](int64_t k) {
-      elman_fwd<scalar_t>(xp.data_ptr<scalar_t>() + k * Tn * B * H, w_hh.data_ptr<scalar_t>() + k * H * H,
-                          hs.data_ptr<scalar_t>() + k * Tn * B * H, Tn, B, H, relu);
+      const Input<scalar_t> in = input<scalar_t>(xp, ids, wt, b_in, k, Tn * B, H);
+      elman_fwd<scalar_t>(in, w_hh.data_ptr<scalar_t>() + k * H * H, hs.data_ptr<scalar_t>() + k * Tn * B * H,
+                          Tn, B, H, relu);
     });
   });
   return {hs};
 }
 
-// -> dA (K, T, B, H) the gradient w.r.t. the pre-activations, dW (K, H, H)
 template <typename T> Tensor wrap(T* p, int64_t r, int64_t c) {
   return at::from_blob(p, {r, c}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
@@ -254,18 +285,22 @@ template <typename T> void weight_grad(T* d, T* hs, Tensor& dW, int64_t k, int64
   else out.zero_();
 }
 
-// dA (K, T, B, H): the gradient w.r.t. the pre-activations, written in place; -> dW (K, H, H), db (K, H)
-std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor dA) {
-  dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
+// dA (K, T, B, H): the gradient w.r.t. the pre-activations, written in place (one-hot inputs, ids given:
+// a scratch buffer instead, and dwt (K, I, H) += the token rows' gradients); -> dW (K, H, H), db (K, H)
+std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor dA, Tensor ids, Tensor dwt) {
+  dhs = dhs.contiguous(); w_hh = w_hh.contiguous(); ids = ids.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
   Tensor dW = hs.new_empty({K, H, H}), db = hs.new_zeros({K, H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_elman_backward", [&] {
     each_member(K, [&](int64_t k) {
+      thread_local std::vector<scalar_t> scratch;
       const int64_t o = k * Tn * B * H;
-      scalar_t* d = dA.data_ptr<scalar_t>() + o;
+      scalar_t* d = ids.numel() ? (scratch.resize(Tn * B * H), scratch.data()) : dA.data_ptr<scalar_t>() + o;
       elman_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
                           w_hh.data_ptr<scalar_t>() + k * H * H, d, db.data_ptr<scalar_t>() + k * H, Tn, B, H, relu);
       weight_grad<scalar_t>(d, hs.data_ptr<scalar_t>() + o, dW, k, Tn, B, H, H);
+      if (ids.numel()) token_grads<scalar_t>(d, ids.data_ptr<int64_t>() + k * Tn * B,
+                                             dwt.data_ptr<scalar_t>() + k * dwt.size(1) * H, Tn * B, H);
     });
   });
   return {dW, db};
@@ -273,7 +308,7 @@ std::vector<Tensor> elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu
 
 // ------------------------------------------------------------------ GRU (torch's, b_hn inside the reset gate)
 // xp (T, B, 3H) = W x + b_ih + [b_hr, b_hz, 0]; G (T, B, 4H) = r, z, n, R_n h + b_hn per step
-template <typename T> void gru_fwd(const T* xp, const T* w, const T* bhn, T* hs, T* G, int64_t Tn, int64_t B,
+template <typename T> void gru_fwd(const Input<T>& in, const T* w, const T* bhn, T* hs, T* G, int64_t Tn, int64_t B,
                                    int64_t H) {
   const int64_t G3 = 3 * H, Gp = pad8(G3);
   std::vector<T> wp = pack_t(w, G3, H), gh(B * Gp), zero(B * H, T(0));
@@ -282,14 +317,15 @@ template <typename T> void gru_fwd(const T* xp, const T* w, const T* bhn, T* hs,
     T* hn = hs + t * B * H;
     gemm(hp, H, wp.data(), Gp, gh.data(), Gp, B, H, Gp, false);
     for (int64_t b = 0; b < B; ++b) {
-      const T* __restrict__ x = xp + (t * B + b) * G3;
+      const T* __restrict__ x = in.row(t * B + b);
+      const T* __restrict__ bi = in.bias;
       const T* __restrict__ g = gh.data() + b * Gp;
       T* __restrict__ q = G + (t * B + b) * 4 * H;
-      _Pragma("GCC ivdep") for (int64_t j = 0; j < 2 * H; ++j) q[j] = x[j] + g[j];
+      _Pragma("GCC ivdep") for (int64_t j = 0; j < 2 * H; ++j) q[j] = (x[j] + bi[j]) + g[j];
       vsig(q, 2 * H);
       _Pragma("GCC ivdep") for (int64_t j = 0; j < H; ++j) {
         q[3 * H + j] = g[2 * H + j] + bhn[j];
-        q[2 * H + j] = x[2 * H + j] + q[j] * q[3 * H + j];
+        q[2 * H + j] = (x[2 * H + j] + bi[2 * H + j]) + q[j] * q[3 * H + j];
       }
       vtanh(q + 2 * H, H);
       const T* __restrict__ h0 = hp + b * H;
@@ -334,37 +370,41 @@ template <typename T> void gru_bwd(const T* dhs, const T* hs, const T* G, const 
   }
 }
 
-std::vector<Tensor> gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) {
+// ids, wt (K, I, 3H), b_in (K, 3H): as elman_forward
+std::vector<Tensor> gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn, Tensor ids, Tensor wt, Tensor b_in) {
   xp = xp.contiguous(); w_hh = w_hh.contiguous(); b_hn = b_hn.contiguous();
-  const int64_t K = xp.size(0), Tn = xp.size(1), B = xp.size(2), H = w_hh.size(2);
-  Tensor hs = xp.new_empty({K, Tn, B, H}), G = xp.new_empty({K, Tn, B, 4 * H});
-  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "packed_gru_forward", [&] {
+  ids = ids.contiguous(); wt = wt.contiguous(); b_in = b_in.contiguous();
+  const int64_t K = hs_dims(xp, ids, 0), Tn = hs_dims(xp, ids, 1), B = hs_dims(xp, ids, 2), H = w_hh.size(2);
+  Tensor hs = w_hh.new_empty({K, Tn, B, H}), G = w_hh.new_empty({K, Tn, B, 4 * H});
+  AT_DISPATCH_FLOATING_TYPES(w_hh.scalar_type(), "packed_gru_forward", [&] {
     each_member(K, [&](int64_t k) {
-      gru_fwd<scalar_t>(xp.data_ptr<scalar_t>() + k * Tn * B * 3 * H, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
-                        b_hn.data_ptr<scalar_t>() + k * H, hs.data_ptr<scalar_t>() + k * Tn * B * H,
-                        G.data_ptr<scalar_t>() + k * Tn * B * 4 * H, Tn, B, H);
+      const Input<scalar_t> in = input<scalar_t>(xp, ids, wt, b_in, k, Tn * B, 3 * H);
+      gru_fwd<scalar_t>(in, w_hh.data_ptr<scalar_t>() + k * 3 * H * H, b_hn.data_ptr<scalar_t>() + k * H,
+                        hs.data_ptr<scalar_t>() + k * Tn * B * H, G.data_ptr<scalar_t>() + k * Tn * B * 4 * H, Tn, B, H);
     });
   });
   return {hs, G};
 }
 
-// -> dX (K, T, B, 3H) w.r.t. xp, dW (K, 3H, H), db_hn (K, H)
-// dX (K, T, B, 3H): the gradient w.r.t. xp, written in place; -> dW (K, 3H, H), db_ih (K, 3H), db_hn (K, H).
-// The recurrent-gate gradient dR of one member lives in a scratch buffer (L2-sized) reused member by member.
-std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor dX) {
-  dhs = dhs.contiguous(); w_hh = w_hh.contiguous();
+// dX (K, T, B, 3H): the gradient w.r.t. xp, written in place (ids given: a scratch buffer, and dwt
+// (K, I, 3H) += its token rows); -> dW (K, 3H, H), db_ih (K, 3H), db_hn (K, H). The recurrent-gate
+// gradient dR of one member lives in a scratch buffer (L2-sized) reused member by member.
+std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor dX, Tensor ids, Tensor dwt) {
+  dhs = dhs.contiguous(); w_hh = w_hh.contiguous(); ids = ids.contiguous();
   const int64_t K = hs.size(0), Tn = hs.size(1), B = hs.size(2), H = hs.size(3);
   Tensor dW = hs.new_empty({K, 3 * H, H}), dbn = hs.new_zeros({K, H}), db = hs.new_zeros({K, 3 * H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "packed_gru_backward", [&] {
     each_member(K, [&](int64_t k) {
-      thread_local std::vector<scalar_t> dR;
+      thread_local std::vector<scalar_t> dR, scratch;
       dR.resize(Tn * B * 3 * H);
       const int64_t o = k * Tn * B * H, o3 = 3 * o;
-      scalar_t* dx = dX.data_ptr<scalar_t>() + o3;
+      scalar_t* dx = ids.numel() ? (scratch.resize(Tn * B * 3 * H), scratch.data()) : dX.data_ptr<scalar_t>() + o3;
       gru_bwd<scalar_t>(dhs.data_ptr<scalar_t>() + o, hs.data_ptr<scalar_t>() + o,
                         G.data_ptr<scalar_t>() + 4 * o, w_hh.data_ptr<scalar_t>() + k * 3 * H * H,
                         dx, dR.data(), db.data_ptr<scalar_t>() + k * 3 * H, dbn.data_ptr<scalar_t>() + k * H, Tn, B, H);
       weight_grad<scalar_t>(dR.data(), hs.data_ptr<scalar_t>() + o, dW, k, Tn, B, 3 * H, H);
+      if (ids.numel()) token_grads<scalar_t>(dx, ids.data_ptr<int64_t>() + k * Tn * B,
+                                             dwt.data_ptr<scalar_t>() + k * dwt.size(1) * 3 * H, Tn * B, 3 * H);
     });
   });
   return {dW, db, dbn};
@@ -373,8 +413,12 @@ std::vector<Tensor> gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, T
 }  // namespace
 
 TORCH_LIBRARY(rnnbench_packed, m) {
-  m.def("elman_forward(Tensor xp, Tensor w_hh, bool relu) -> Tensor[]", &elman_forward);
-  m.def("elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor(a!) dA) -> Tensor[]", &elman_backward);
-  m.def("gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn) -> Tensor[]", &gru_forward);
-  m.def("gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor(a!) dX) -> Tensor[]", &gru_backward);
+  m.def("elman_forward(Tensor xp, Tensor w_hh, bool relu, Tensor ids, Tensor wt, Tensor b_in) -> Tensor[]",
+        &elman_forward);
+  m.def("elman_backward(Tensor dhs, Tensor hs, Tensor w_hh, bool relu, Tensor(a!) dA, Tensor ids, Tensor(b!) dwt) "
+        "-> Tensor[]", &elman_backward);
+  m.def("gru_forward(Tensor xp, Tensor w_hh, Tensor b_hn, Tensor ids, Tensor wt, Tensor b_in) -> Tensor[]",
+        &gru_forward);
+  m.def("gru_backward(Tensor dhs, Tensor hs, Tensor G, Tensor w_hh, Tensor(a!) dX, Tensor ids, Tensor(b!) dwt) "
+        "-> Tensor[]", &gru_backward);
 }
