@@ -34,6 +34,7 @@ from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic
 from bench.worker import Worker, record_exit, wait_any
+from models.registry import cell_class
 
 DISK_FULL = 75  # exit code of `rnnbench train` stopped by a full store disk (sysexits EX_TEMPFAIL)
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "normal", "q_uniform", "categorical")
@@ -179,6 +180,18 @@ def _gpu_count() -> int:
         return 0
 
 
+def run_cost(cfg: RunConfig) -> float:
+    """A rough relative cost of a run (about ms of one CPU thread): the executor starts the costliest
+    units first, so that the sweep does not end on one long run while the other workers idle.
+    Only the order of the queue depends on it (each run seeds itself): steps x (a per-step floor +
+    sequence length x batch x gates x hidden^2 x layers multiply-adds / 5e6)."""
+    t, m = cfg.task, cfg.model
+    steps = cfg.trainer.max_steps if cfg.trainer.max_steps and cfg.trainer.max_steps > 0 else 1
+    length = getattr(t, "T", 1) + 2 * getattr(t, "n_symbols", 0)
+    macs = length * getattr(t, "batch_size", 1) * getattr(cell_class(m.cell), "gates", 1) * m.hidden_size ** 2
+    return steps * (3 + macs * m.num_layers * (2 if m.bidirectional else 1) / 5e6)
+
+
 class LocalExecutor:
     """Runs configs in persistent worker processes (bench.worker): `workers` at a time, each
     importing once and running config after config, torch threads split between them, one GPU
@@ -234,6 +247,7 @@ class LocalExecutor:
                 write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
         queue = groups(self.todo(cfgs), self.pack, self.store)   # units: a packed group, or one run
+        queue.sort(key=lambda unit: -sum(map(run_cost, unit)))  # longest first: no worker waits alone at the end
         bar = self._bar(len(cfgs), len(cfgs) - sum(map(len, queue)))
         slots: list = [None] * self.workers   # per slot: a Worker, a (Popen, unit) of a DDP run, or None
         try:
