@@ -11,6 +11,8 @@ trains only the runs the copy does not hold (the way to resume a sweep in a fres
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Union
@@ -30,17 +32,27 @@ def finished(store: Store, h: str) -> bool:
 
 
 def copy_run(src: Store, dst: Store, h: str) -> None:
-    """Copy one run's kept files; the old copy of the run (if any) is replaced, result.json last."""
+    """Copy one run's kept files; the old copy of the run (if any) is replaced. The files are
+    written into `<dst>/.copying/<hash>` first and that directory renamed into runs/, so a copy
+    killed half-way leaves no run directory with part of the run's files (metrics without the
+    result, which a resumed sweep would take as an earlier attempt of its own)."""
     s, d = src.run_dir(h), dst.run_dir(h)
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    shutil.copyfile(s / "config.yaml", d / "config.yaml")
+    tmp = dst.root / ".copying" / h
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(s / "config.yaml", tmp / "config.yaml")
     for path in src.metric_files(h):
         rel = path.relative_to(s)
-        (d / rel.parent).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, d / rel)
-    write_atomic(d / "result.json", (s / "result.json").read_text(encoding="utf-8"))
+        (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp / rel)
+    shutil.copyfile(s / "result.json", tmp / "result.json")
+    if d.exists():
+        shutil.rmtree(d)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(tmp, d)
+    with contextlib.suppress(OSError):
+        tmp.parent.rmdir()
 
 
 def _sweep_times(root: Path, names: set) -> list[str]:
