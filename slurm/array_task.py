@@ -96,10 +96,22 @@ class TaskJob:
 
     def __init__(self, units: list[list[dict]], store_root: str, sweep: Optional[str], wandb_mode: Optional[str],
                  retry_failed: bool = False, max_requeues: int = 0, project: str = "rnnbench",
-                 step_delay_s: float = 0.0, hashes: Optional[list[list[str]]] = None):
+                 step_delay_s: float = 0.0, hashes: Optional[list[list[str]]] = None,
+                 retry_of: Optional[dict] = None):
         self.units, self.store_root, self.sweep, self.hashes = units, str(store_root), sweep, hashes
         self.wandb_mode, self.retry_failed, self.max_requeues = wandb_mode, retry_failed, max_requeues
-        self.project, self.step_delay_s = project, step_delay_s
+        self.project, self.step_delay_s, self.retry_of = project, step_delay_s, retry_of
+
+    def _retry(self, store: Store, unit: list) -> bool:
+        """Whether the unit's failed runs run again. A retry submission (`retry_of`: hash -> stamp
+        of the failed result it was made for, `failure_stamp`) reruns those failures on any attempt
+        of the task, so a requeued task still reruns the runs its first attempt did not reach; a
+        failure recorded since (a new result) stands. Without stamps: on the first attempt only."""
+        if not self.retry_failed:
+            return False
+        if self.retry_of is None:
+            return restarts() == 0
+        return any(c.hash in self.retry_of and failure_stamp(store, c.hash) == self.retry_of[c.hash] for c in unit)
 
     def _resolved(self, store: Store) -> list[list]:
         """The units' configs, checked against their hashes, each with its run's config.yaml."""
@@ -125,8 +137,6 @@ class TaskJob:
         pre = TaskPreemption(self.max_requeues)
         pre.install()
         store = Store(self.store_root)
-        retry = self.retry_failed and restarts() == 0   # a requeue of a retry must not drop a new result
-        skip = ("done", "diverged") if retry else FINISHED
         out: dict[str, str] = {}
         stop, last = None, []       # why the task stops early; the unit that ran last
         worker: Optional[Worker] = None
@@ -134,6 +144,8 @@ class TaskJob:
             for unit in self._resolved(store):
                 if pre.terminated:
                     break
+                retry = self._retry(store, unit)   # a requeue of a retry must not drop a new result
+                skip = ("done", "diverged") if retry else FINISHED
                 if all(store.status(c.hash) in skip for c in unit):
                     out.update((c.hash, store.status(c.hash)) for c in unit)
                     continue
@@ -191,6 +203,12 @@ class TaskJob:
         print(f"rnnbench: task stopped by {pre.terminated or 'its worker'}"
               f"{' and requeued' if pre.requeue else ''}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def failure_stamp(store: Store, h: str) -> Optional[list]:
+    """[finished_at, error] of the run's failed result; None when its result is not `failed`."""
+    r = store.result(h) or {}
+    return [r.get("finished_at"), r.get("error")] if r.get("status") == "failed" else None
 
 
 def forget_result(store: Store, h: str) -> None:

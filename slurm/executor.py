@@ -35,7 +35,7 @@ from bench.config import from_resolved, parse_overrides
 from bench.packed import groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
-from slurm.array_task import TaskJob  # pickled by submitit by reference, as RunJob
+from slurm.array_task import TaskJob, failure_stamp  # TaskJob pickled by submitit by reference, as RunJob
 from slurm.job import RunJob
 from slurm.states import job_states, run_command, slurm_info
 
@@ -226,8 +226,10 @@ def task_job(task: list[list], store: Store, name: str, wandb_mode, retry_failed
     if len(task) == 1 and len(task[0]) == 1 and not is_packed_checkpoint(store.checkpoint(task[0][0].hash)):
         c = task[0][0]
         return RunJob(c.to_dict(), root, name, wandb_mode, hash=c.hash, **common)
+    stamps = {c.hash: failure_stamp(store, c.hash) for u in task for c in u} if retry_failed else {}
     return TaskJob([[c.to_dict() for c in u] for u in task], root, name, wandb_mode,
-                   hashes=[[c.hash for c in u] for u in task], **common)
+                   hashes=[[c.hash for c in u] for u in task],
+                   retry_of={h: s for h, s in stamps.items() if s is not None}, **common)
 
 
 def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,

@@ -20,8 +20,9 @@ import pytest
 
 from bench import config as C
 from bench.cli import main as cli_main
-from bench.store import Store
+from bench.store import Store, write_json
 from bench.sweep import LocalExecutor
+from bench.worker import record_exit
 from slurm.array_task import TaskJob
 from slurm.executor import SlurmError, array_tasks, load_options, task_job
 from slurm.job import RunJob
@@ -136,6 +137,31 @@ def test_task_job_outside_slurm_isolates_a_crash(tmp_path):
     assert "Fatal Python error: Segmentation fault" in (store.run_dir(slow.hash) / "run.log").read_text()
     assert _pid(store, fast.hash) not in (victims[0], os.getpid())
     _same_metrics(store.result(fast.hash), _references(tmp_path, [fast])[fast.hash])
+
+
+def test_requeued_retry_task_still_reruns_the_failures_it_was_submitted_for(tmp_path, monkeypatch):
+    """A --retry-failed task of two failed runs, requeued after its first attempt reran (and failed
+    again) the first run only: the second's old failure, unchanged since submission, is rerun; the
+    first run's new failure stands (a requeue of a retry drops no new result)."""
+    store = Store(tmp_path / "results")
+    a, b = _cfgs(0, 1)
+    for c in (a, b):
+        record_exit(store, c, -9, "t")
+    job = task_job([[a], [b]], store, "t", "disabled", True, load_options(["runs_per_task=2"]), "p")
+    assert isinstance(job, TaskJob) and set(job.retry_of) == {a.hash, b.hash}
+    new = {**store.result(a.hash), "error": "process exited with code 1", "finished_at": "2099-01-01T00:00:00+0000"}
+    write_json(store.run_dir(a.hash) / "result.json", new)       # the first attempt's result for a
+    before = (store.run_dir(a.hash) / "result.json").read_bytes()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        out = job()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert out == [{"hash": a.hash, "status": "failed"}, {"hash": b.hash, "status": "done"}]
+    assert (store.run_dir(a.hash) / "result.json").read_bytes() == before
+    assert store.result(b.hash)["step"] == 10
 
 
 # ---------------------------------------------------------------- on the cluster
