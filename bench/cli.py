@@ -33,17 +33,8 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _pack(text: str):
-    """--pack: runs per packed group (1 = none), or auto."""
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: an integer >= 1, or auto")
-    return int(text)
-
-
-def _runs_per_task(text: str):
-    """--runs-per-task: runs per SLURM array task, or auto."""
+def _count_or_auto(text: str):
+    """--pack (runs per packed group, 1 = none), --runs-per-task (runs per SLURM array task): or auto."""
     if text == "auto":
         return text
     if not text.isdigit() or int(text) < 1:
@@ -82,13 +73,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, default=0, help="torch threads per run (default: cores / workers)")
     p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
-    p.add_argument("--pack", type=_pack, default=1, metavar="K",
+    p.add_argument("--pack", type=_count_or_auto, default=1, metavar="K",
                    help="train up to K runs that differ only in seed (optim, init) as one batched model "
                         "(bench/packed.py); auto = 8 on CPU, 64 per GPU (default: 1, no packing)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
-    p.add_argument("--runs-per-task", type=_runs_per_task, default=None, metavar="N",
+    p.add_argument("--runs-per-task", type=_count_or_auto, default=None, metavar="N",
                    help="--executor slurm: runs per array task, run one after another by one persistent "
                         "worker that imports once (a packed group counts as its members); auto = spread "
                         "the runs over array_parallelism tasks (default: slurm option runs_per_task, 1)")
@@ -207,7 +198,7 @@ def cmd_sweep(a) -> int:
         check_store(a.store)
     if a.runs_per_task is not None and a.executor != "slurm":
         raise ConfigError("--runs-per-task: only with --executor slurm (local workers already run config "
-                          "after config)")
+                          "after config); allowed: --executor slurm")
     if a.pack != "auto":
         pack = a.pack
     elif a.executor == "slurm":  # the nodes' devices, as the runs ask for them

@@ -94,6 +94,8 @@ def _set(opts: dict, key: str, value: Any, where: str) -> None:
     if key not in _TYPES:
         raise SlurmError(f"{where}{key}: unknown key; allowed: {', '.join(sorted(_TYPES))}, sbatch.<flag>, config")
     types = _TYPES[key]
+    if key == "runs_per_task" and value != "auto" and (type(value) is not int or value < 1):
+        raise SlurmError(f"{where}runs_per_task: invalid value {value!r}; allowed: an integer >= 1, or auto")
     if value == "None" and type(None) in types:   # Python's spelling of null (bench.schema.null_text)
         value = None
     if isinstance(value, bool) or not isinstance(value, types):
@@ -104,8 +106,6 @@ def _set(opts: dict, key: str, value: Any, where: str) -> None:
             raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: {allowed}")
     if key in _MIN and isinstance(value, (int, float)) and value < _MIN[key]:
         raise SlurmError(f"{where}{key}: invalid value {value!r}; allowed: a number >= {_MIN[key]}")
-    if key == "runs_per_task" and isinstance(value, str) and value != "auto":
-        raise SlurmError(f"{where}runs_per_task: invalid value {value!r}; allowed: an integer >= 1, or auto")
     if key == "signal" and value.upper().removeprefix("SIG") not in ("USR1", "USR2", "TERM"):
         raise SlurmError(f"{where}signal: invalid value {value!r}; allowed: USR1, USR2, TERM")
     opts[key] = copy.deepcopy(value)

@@ -139,7 +139,6 @@ class TreeModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
     def embed(self):
         return self.net.embed
 
-
     def forward(self, batch):
         return self.net(batch)
 

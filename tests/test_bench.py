@@ -56,7 +56,6 @@ def test_bench_harness_compares_fused_kernel_bare_loop_and_lightning(capsys):
 
 
 
-
 def test_bench_scaling_feedback_jordan_teacher_forced_has_no_serial_steps(capsys):
     bench_scaling.main(["--feedback", "--T", "4,8", "--batch", "2", "--hidden", "4", "--input", "3",
                         "--classes", "5", "--repeats", "1"])
