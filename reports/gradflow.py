@@ -75,6 +75,9 @@ def measure(model_cfg, task: Union[int, dict, object, None] = None, T: Optional[
     cfg = _model_cfg(model_cfg)
     if cfg.bidirectional:
         raise ConfigError("gradflow: model.bidirectional is not supported (the backward direction is not causal)")
+    if cfg.output_feedback != "none":   # the task module has no plain stack to step through (models/feedback.py)
+        raise ConfigError(f"gradflow: model.output_feedback={cfg.output_feedback!r} is not supported (each step "
+                          "also reads the previous output); allowed: none")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(10_000 + seed)
     if isinstance(task, int) or task is None:

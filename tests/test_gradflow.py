@@ -24,6 +24,17 @@ def test_gradflow_measure_init_is_finite_and_tanh_vanishes():
     assert tanh["norm"][-1] < 1e-2 * tanh["norm"][0]  # vanishing at init (default uniform init)
 
 
+def test_gradflow_refuses_output_feedback_in_one_line():
+    from bench.schema import ConfigError
+    from reports.gradflow import measure
+
+    for where in ({"name": "copy"}, 3):
+        with pytest.raises(ConfigError) as e:
+            measure({"cell": "gru", "hidden_size": 8, "output_feedback": "teacher"}, where, 3, batch=2)
+        assert str(e.value) == ("gradflow: model.output_feedback='teacher' is not supported (each step also reads "
+                                "the previous output); allowed: none")
+
+
 def test_gradflow_matches_full_sequence_autograd():
     """Stepping with carried state gives the same ∂l/∂h_t as one unrolled graph."""
     import torch
