@@ -157,3 +157,30 @@ def test_a_sweep_resumed_from_the_export_trains_only_the_missing_runs(tiny):
     got = json.loads((out / "tiny" / "claims.json").read_text())
     assert got["finished"] == got["total"] == 6 and "pending" not in {c["verdict"] for c in got["claims"]}
     assert len(Store(out / "tiny").hashes()) == 6
+
+
+def test_a_copy_killed_half_way_leaves_no_partial_run(tmp_path, monkeypatch):
+    """bench.store_copy.copy_run writes aside and renames: a copy that dies before the end leaves no
+    run directory with metrics but no result (a sweep would take them for an attempt of its own)."""
+    from bench import store_copy
+
+    src, dst = Store(tmp_path / "src"), Store(tmp_path / "dst")
+    d = src.run_dir("abc123")
+    (d / "logs" / "version_0").mkdir(parents=True)
+    (d / "config.yaml").write_text("seed: 0\n")
+    (d / "logs" / "version_0" / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
+    (d / "result.json").write_text('{"hash": "abc123", "status": "done"}\n')
+    real = shutil.copyfile
+
+    def dies_at_the_metrics(a, b):
+        if Path(a).name == "metrics.csv":
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(store_copy.shutil, "copyfile", dies_at_the_metrics)
+    with pytest.raises(KeyboardInterrupt):
+        store_copy.copy_run(src, dst, "abc123")
+    assert not dst.run_dir("abc123").exists() and dst.hashes() == []
+    monkeypatch.setattr(store_copy.shutil, "copyfile", real)
+    store_copy.copy_run(src, dst, "abc123")
+    assert tree(dst.root) == {f"runs/abc123/{k}": v for k, v in tree(d).items()}
