@@ -94,6 +94,8 @@ class TaskJob:
     """The callable submitit pickles for an array task of several units (see the module docstring).
     `units`: per unit, its runs' resolved configs (dicts); `hashes`: their hashes at submission."""
 
+    retry_of: Optional[dict] = None   # also for a task pickled before the field existed (queued, then requeued)
+
     def __init__(self, units: list[list[dict]], store_root: str, sweep: Optional[str], wandb_mode: Optional[str],
                  retry_failed: bool = False, max_requeues: int = 0, project: str = "rnnbench",
                  step_delay_s: float = 0.0, hashes: Optional[list[list[str]]] = None,
