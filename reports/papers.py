@@ -315,9 +315,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "published"), help="output root (default: reports/published)")
     ap.add_argument("--only", nargs="+", default=[], metavar="NAME", help="comparisons to build (copy adding greff ...)")
     ap.add_argument("--full", action="store_true", help="report the full sweeps, never the reduced ones")
-    ap.add_argument("--readme", default=str(ROOT / "README.md"), help="README whose published table is rewritten "
-                    "(between its markers; default: the repository's; '' for none)")
+    ap.add_argument("--readme", default=None, help="README whose published table is rewritten (between its "
+                    "markers; default: the repository's when OUT is reports/published, else none; '' for none)")
     a = ap.parse_args(argv)
+    if a.readme is None:   # the repository's table links reports/published/: fill it from there only
+        a.readme = str(ROOT / "README.md") if Path(a.out).resolve() == (ROOT / "reports" / "published").resolve() else ""
     if (a.export or a.import_) and not a.store:
         ap.error("--export and --import need --store")
     cl = [c for c in all_claims() if not a.only or c["name"] in a.only]

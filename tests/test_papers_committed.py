@@ -25,3 +25,12 @@ def test_committed_reports_regenerate_byte_for_byte(tmp_path):
     assert sorted(got.keys() - want.keys()) == [] and sorted(want.keys() - got.keys()) == []
     assert [k for k in want if got[k] != want[k]] == []
     assert (tmp_path / "README.md").read_text() == (ROOT / "README.md").read_text()
+
+
+def test_another_out_leaves_the_repository_readme_alone(tmp_path, monkeypatch):
+    """Without --readme, only a build into reports/published rewrites the README's table."""
+    pub = tmp_path / "published"
+    shutil.copytree(PUBLISHED, pub)
+    written = []
+    monkeypatch.setattr(papers, "update_root_readme", lambda path, *a: written.append(path) or True)
+    assert papers.main(["--out", str(pub), "--only", "copy"]) == 0 and written == []
