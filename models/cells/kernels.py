@@ -2,7 +2,8 @@
 
 `available()` is True when the extension could be built and loaded (torch.utils.cpp_extension:
 a C++ compiler and ninja; the build is cached under TORCH_EXTENSIONS_DIR, by default
-~/.cache/torch_extensions, and reused by every later process). `RNNBENCH_CPU_KERNELS=0` turns
+~/.cache/torch_extensions, one directory per checkout (`build_directory`), and reused by every
+later process). `RNNBENCH_CPU_KERNELS=0` turns
 the kernels off: the Python scans and F.linear run, and `auto` keeps torch's fused GRU/RNN, i.e.
 every config computes exactly as before the C++ scans (to reproduce a stored run bit for bit).
 The kernels need an x86-64 CPU with AVX2 (torch's `get_cpu_capability()` AVX2 or AVX512).
@@ -11,7 +12,9 @@ A failed build is a warning, never an error: the Python scans are the same equat
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -38,12 +41,24 @@ def _load() -> bool:
         return False                            # built for AVX2 (Sleef's AVX2 exp/tanh)
     try:
         cpp_extension.load(name="rnnbench_scan", sources=[str(_SRC)], extra_cflags=["-O3", "-mavx2", "-mfma"],
-                           is_python_module=False, verbose=False)
+                           is_python_module=False, verbose=False, build_directory=build_directory("rnnbench_scan", _SRC))
         return hasattr(torch.ops.rnnbench_scan, "lstm_forward")
     except Exception as e:                      # no compiler / ninja / headers: Python scans
         warnings.warn(f"rnnbench: C++ scans not available ({type(e).__name__}: {str(e)[:200]}); "
                       "the custom path runs its Python scans")
         return False
+
+
+def build_directory(name: str, src: Path) -> str:
+    """The build directory of extension `name` for this checkout's source `src`: one per source
+    path (and Python), under torch's extensions root. With one shared directory, checkouts of
+    the project on one machine (git worktrees) rebuild each other's build at every process
+    start, since ninja rebuilds whenever build.ninja names another source file."""
+    key = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:10]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    d = Path(root) / f"{name}-py{sys.version_info[0]}{sys.version_info[1]}-{key}"
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d)
 
 
 def set_enabled(on: bool) -> None:

@@ -42,7 +42,8 @@ def _load() -> bool:
         return False
     try:
         cpp_extension.load(name="rnnbench_packed", sources=[str(_SRC)], extra_cflags=["-O3", "-mavx2", "-mfma"],
-                           is_python_module=False, verbose=False)
+                           is_python_module=False, verbose=False,
+                           build_directory=kernels.build_directory("rnnbench_packed", _SRC))
         return hasattr(torch.ops.rnnbench_packed, "gru_forward")
     except Exception as e:                      # no compiler / ninja / headers: the autograd recurrence
         warnings.warn(f"rnnbench: C++ packed scans not available ({type(e).__name__}: {str(e)[:200]})")
