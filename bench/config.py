@@ -41,8 +41,11 @@ class OptimConfig:
                                     "lr_decay_start epochs (Zaremba et al. 2014); null = off")
     lr_decay_start: int = opt(1, ge=0, help="epochs at the initial lr before lr_decay applies")
     adagrad_init: float = opt(0.0, ge=0, new=True, help="AdaGrad: initial sum of squared gradients "
-                              "(Socher et al.'s code: 1.0)")
+                              "(Socher et al.'s code: 0, reset every epoch)")
     adagrad_eps: float = opt(1e-10, gt=0, new=True, help="AdaGrad: eps added to sqrt(sum) (Socher et al.'s code: 1e-3)")
+    tensor_lr: Optional[float] = opt(None, gt=0, new=True, help="cell rntn: the learning rate of the tensor V "
+                                     "(a step of V moves a pre-activation ~ sum|c| times more than one of W); "
+                                     "null = optim.lr")
 
     def check(self, path: str) -> None:
         if self.lr_decay is not None and self.plateau_factor is not None:
@@ -216,6 +219,9 @@ def resolve(tree: dict) -> RunConfig:
         allowed = ", ".join(n for n in TASKS if task_class(n).step_classes)
         raise ConfigError(f"model.output_feedback: task {name!r} has no class target at every step; "
                           f"allowed tasks: {allowed}")
+    if cfg.optim.tensor_lr is not None and model_cfg.cell != "rntn":
+        raise ConfigError(f"optim.tensor_lr: only for cell 'rntn' (its tensor V); got cell {model_cfg.cell!r}; "
+                          f"allowed: null")
     cfg.task, cfg.model = task_cfg, model_cfg
     return cfg
 

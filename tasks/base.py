@@ -130,9 +130,13 @@ class TaskModule(L.LightningModule):
         self.run_cfg = run_cfg
         self.save_hyperparameters({"config": run_cfg.to_dict()})
 
+    def optim_params(self) -> list:
+        """The trainable parameters, or param groups (dicts) where some take their own lr."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
         o = self.run_cfg.optim
-        opt = OPTIMIZERS[o.name]([p for p in self.parameters() if p.requires_grad], o)
+        opt = OPTIMIZERS[o.name](self.optim_params(), o)
         if o.lr_decay is not None:
             start, gamma = o.lr_decay_start, o.lr_decay
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: gamma ** max(0, epoch - start + 1))

@@ -139,6 +139,14 @@ class TreeModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
     def embed(self):
         return self.net.embed
 
+    def optim_params(self) -> list:
+        """optim.tensor_lr: the RNTN's tensor V in a group of its own at that lr."""
+        lr, params = self.run_cfg.optim.tensor_lr, super().optim_params()
+        if lr is None:
+            return params
+        V = self.net.V
+        return [{"params": [p for p in params if p is not V]}] + ([{"params": [V], "lr": lr}] if V.requires_grad else [])
+
     def forward(self, batch):
         return self.net(batch)
 
