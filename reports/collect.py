@@ -185,6 +185,14 @@ def store_runs(store: Union[Store, str, Path], sweeps: list[str] = ()) -> list[R
 # ---------------------------------------------------------------- grouping
 
 
+def machine_s(r: dict) -> float:
+    """A finished run's share of machine time: its recorded training time (`wall_time_s`), divided
+    among the members of its packed group, each of which records the whole group's time."""
+    k = (r.get("implementation") or {}).get("packed") if isinstance(r.get("implementation"), dict) \
+        else r.get("implementation.packed")
+    return float(r.get("wall_time_s") or 0) / max(int(k or 1), 1)
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():

@@ -27,7 +27,7 @@ from bench.sweep import expand
 from reports import stats
 from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
                             lower_is_better, matches, primary_of, run_dict, value, values)
-from reports.collect import flatten, store_runs
+from reports.collect import flatten, machine_s, store_runs
 from reports.doc import Doc
 from reports.paper_figures import groups, measure_gradflow, plot_bars, plot_vs_T
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
@@ -170,7 +170,7 @@ def cost_section(doc: Doc, claims: dict, runs: list[dict], store, sweep: str, pr
         items.append(f"sweep wall time: {times[sweep]} s ({times[sweep] / 3600:.2f} h) on 2 CPU cores "
                      "(recorded by the runner in `sweep_times.txt`)")
     items.append(f"summed training time of the finished runs (Lightning timer, excludes start-up, validation and "
-                 f"test): {sum(float(r.get('wall_time_s') or 0) for r in fin):.0f} s")
+                 f"test; a packed group's time shared among its members): {sum(machine_s(r) for r in fin):.0f} s")
     stops = [r for r in fin if (r.get("stopped") or {}).get("reason") == "solved"]
     if stops:
         trained = sum(int(r["stopped"]["step"]) for r in stops)

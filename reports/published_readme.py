@@ -54,7 +54,7 @@ HEADERS = ["comparison", "sweep", "runs finished / total", "seeds", "wall time o
            "verdicts: agrees / does not agree / inconclusive / pending", "report"]
 TABLE_NOTE = ("Runs: finished (done, failed or diverged) out of the sweep file's runs. Wall time: the sum of "
               "the finished runs' recorded training times (`wall_time_s`, Lightning's timer: no start-up, "
-              "validation or test) and, where the runner recorded it (`sweep_times.txt`), the sweep's wall "
+              "validation or test; a packed group's time shared among its members) and, where the runner recorded it (`sweep_times.txt`), the sweep's wall "
               "time. A claim is `pending` until every run of the full sweep it needs is finished.")
 
 

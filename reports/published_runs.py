@@ -19,7 +19,7 @@ from bench.store import FINISHED, Store
 from bench.store_copy import export_runs, seed_store
 from bench.sweep import expand
 from reports.claims import SWEEPS, matches
-from reports.collect import flatten
+from reports.collect import flatten, machine_s
 
 PENDING = "pending"
 FULL_SWEEPS = Path(__file__).resolve().parent / "published" / "full_sweeps.yaml"
@@ -77,7 +77,7 @@ def progress(runs: list[dict], name: str) -> dict:
     return {"name": name, "total": len(exp), "finished": len(fin), "statuses": dict(sorted(statuses.items())),
             "seeds": sorted({r["config"].get("seed") for r in exp}, key=str),
             "solved_stops": sum(1 for r in fin if (r.get("stopped") or {}).get("reason") == "solved"),
-            "train_s": sum(float(r.get("wall_time_s") or 0) for r in fin),
+            "train_s": sum(machine_s(r) for r in fin),
             "outside": sorted(set(by) - {r["hash"] for r in exp})}
 
 

@@ -249,3 +249,11 @@ def test_reduced_runs_leave_every_claim_pending(tmp_path):
     assert claims["reduced"] and {c["verdict"] for c in claims["claims"]} == {"pending"}
     assert all(c["why"].startswith("0 of ") and "runs of the full sweep `paper_jozefowicz` finished" in c["why"]
                for c in claims["claims"])
+
+
+def test_a_packed_members_machine_time_is_its_share_of_the_group():
+    from reports.collect import flatten, machine_s
+    alone = {"wall_time_s": 120.0, "implementation": {"device": "cpu", "packed": None}}
+    member = {"wall_time_s": 300.0, "implementation": {"device": "cpu", "packed": 5}}
+    assert machine_s(alone) == 120.0 and machine_s(member) == 60.0
+    assert machine_s(flatten(member)) == 60.0 and machine_s({"wall_time_s": None}) == 0.0
