@@ -37,15 +37,21 @@ def available() -> bool:
 
 
 def _load() -> bool:
+    return load_extension("rnnbench_scan", _SRC, "lstm_forward", "C++ scans",
+                          "; the custom path runs its Python scans")
+
+
+def load_extension(name: str, src: Path, probe: str, what: str, fallback: str = "") -> bool:
+    """Build (once, in this checkout's build directory) and load the AVX2 C++ extension `name`
+    from `src`; True when its op `probe` is there. A failed build is a warning naming `what`."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False                            # built for AVX2 (Sleef's AVX2 exp/tanh)
     try:
-        cpp_extension.load(name="rnnbench_scan", sources=[str(_SRC)], extra_cflags=["-O3", "-mavx2", "-mfma"],
-                           is_python_module=False, verbose=False, build_directory=build_directory("rnnbench_scan", _SRC))
-        return hasattr(torch.ops.rnnbench_scan, "lstm_forward")
-    except Exception as e:                      # no compiler / ninja / headers: Python scans
-        warnings.warn(f"rnnbench: C++ scans not available ({type(e).__name__}: {str(e)[:200]}); "
-                      "the custom path runs its Python scans")
+        cpp_extension.load(name=name, sources=[str(src)], extra_cflags=["-O3", "-mavx2", "-mfma"],
+                           is_python_module=False, verbose=False, build_directory=build_directory(name, src))
+        return hasattr(getattr(torch.ops, name), probe)
+    except Exception as e:                      # no compiler / ninja / headers: the Python paths
+        warnings.warn(f"rnnbench: {what} not available ({type(e).__name__}: {str(e)[:200]}){fallback}")
         return False
 
 

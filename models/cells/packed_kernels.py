@@ -14,12 +14,10 @@ autograd recurrence (models.packed `bmm`).
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
-from torch.utils import cpp_extension
 
 from models.cells import kernels
 
@@ -38,16 +36,7 @@ def available() -> bool:
 
 
 def _load() -> bool:
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return False
-    try:
-        cpp_extension.load(name="rnnbench_packed", sources=[str(_SRC)], extra_cflags=["-O3", "-mavx2", "-mfma"],
-                           is_python_module=False, verbose=False,
-                           build_directory=kernels.build_directory("rnnbench_packed", _SRC))
-        return hasattr(torch.ops.rnnbench_packed, "gru_forward")
-    except Exception as e:                      # no compiler / ninja / headers: the autograd recurrence
-        warnings.warn(f"rnnbench: C++ packed scans not available ({type(e).__name__}: {str(e)[:200]})")
-        return False
+    return kernels.load_extension("rnnbench_packed", _SRC, "gru_forward", "C++ packed scans")
 
 
 def usable(kind: str, x: torch.Tensor) -> bool:
