@@ -38,7 +38,7 @@ from bench.config import resolve
 from bench.packed import is_packed_checkpoint
 from bench.store import FINISHED, Store, write_atomic
 from bench.worker import STOPPED, Worker, main as worker_loop, record_exit, wait_any
-from slurm.job import WARN_SIGNALS, Preemption, slow_down
+from slurm.job import WARN_SIGNALS, Preemption, forget_result, slow_down
 
 log = logging.getLogger("rnnbench.slurm")
 
@@ -211,12 +211,6 @@ def failure_stamp(store: Store, h: str) -> Optional[list]:
     """[finished_at, error] of the run's failed result; None when its result is not `failed`."""
     r = store.result(h) or {}
     return [r.get("finished_at"), r.get("error")] if r.get("status") == "failed" else None
-
-
-def forget_result(store: Store, h: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (store.run_dir(h) / "result.json").unlink()
-    log.warning("rnnbench: run %s failed while being stopped; result dropped so the requeued task resumes it", h)
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,7 @@ auto-requeue is kept off, submitit's own USR2 checkpoint/requeue handler is repl
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -154,7 +155,7 @@ class RunJob:
             # the shutdown itself broke the run: SLURM signals every process of the job, so the
             # W&B service process may be gone before training stops ("Connection lost"). That is
             # an interruption, not a failure of the config: forget the result, resume on requeue.
-            _forget_result(self.store_root, result.get("hash"))
+            forget_result(Store(self.store_root), result.get("hash"))
             result = {"hash": result.get("hash"), "status": "stopped", "signal": pre.terminated}
         if pre.terminated is not None and result.get("status") not in ("done", "failed", "diverged", "busy"):
             # stopped early: the last periodic checkpoint is on disk, no result was written
@@ -166,16 +167,13 @@ class RunJob:
         return result
 
 
-def _forget_result(store_root: str, h: Optional[str]) -> None:
+def forget_result(store: Store, h: Optional[str]) -> None:
+    """Drop a run's result.json (the run failed only because it was being stopped), so a requeue resumes it."""
     if not h:
         return
-
-    path = Store(store_root).run_dir(h) / "result.json"
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    log.warning("rnnbench: run %s failed while being stopped; result dropped so the requeued job resumes", h)
+    with contextlib.suppress(FileNotFoundError):
+        (store.run_dir(h) / "result.json").unlink()
+    log.warning("rnnbench: run %s failed while being stopped; result dropped so the requeued job resumes it", h)
 
 
 def slow_down(seconds: float) -> None:
