@@ -75,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
     p.add_argument("--pack", type=_count_or_auto, default=1, metavar="K",
                    help="train up to K runs that differ only in seed (optim, init) as one batched model "
-                        "(bench/packed.py); auto = 8 on CPU, 64 per GPU (default: 1, no packing)")
+                        "(bench/packed.py); auto = 64 per GPU, on CPU 8 for cells with a C++ packed scan (GRU, "
+                        "tanh/ReLU RNN) and none for the others (LSTMs: slower packed) (default: 1, no packing)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
@@ -189,6 +190,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_sweep(a) -> int:
+    from bench.packed import auto_size, groups
     from bench.store import Store
     from bench.sweep import LocalExecutor, expand
 
@@ -202,13 +204,18 @@ def cmd_sweep(a) -> int:
     if a.pack != "auto":
         pack = a.pack
     elif a.executor == "slurm":  # the nodes' devices, as the runs ask for them
-        pack = 64 if any(c.trainer.accelerator == "gpu" for c in cfgs) else 8
+        pack = auto_size(any(c.trainer.accelerator == "gpu" for c in cfgs))
     else:
-        pack = 64 if _gpus() else 8
+        pack = auto_size(_gpus() > 0)
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
         print(f"{len(cfgs)} runs in sweep {name}")
+        if a.pack != 1:   # the groups of the runs left to train, as the local executor forms them
+            todo = LocalExecutor(store, name, retry_failed=a.retry_failed, progress=False).todo(cfgs)
+            sizes = [len(u) for u in groups(todo, pack, store)]
+            print(f"--pack {a.pack}: {sum(n for n in sizes if n > 1)} runs in {sum(n > 1 for n in sizes)} "
+                  f"packed group(s), {sizes.count(1)} runs alone")
         return 0
     if a.executor == "slurm":
         from slurm.executor import resubmit_failed, submit

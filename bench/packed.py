@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 from types import SimpleNamespace
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import lightning as L
 import torch
@@ -42,11 +42,11 @@ from bench.schema import ConfigError, config_hash
 from bench import packed_step
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
-__all__ = ["groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
+__all__ = ["auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.train import git_commit, last_validation, variant_tags
 from models.init import uniform_all_
-from models.packed import packable_model, recurrence
+from models.packed import has_packed_kernel, packable_model, recurrence
 from tasks.registry import task_class
 from tasks.synthetic import SyntheticTask
 
@@ -54,6 +54,7 @@ from tasks.synthetic import SyntheticTask
 FREE = {"": ("seed",), "task": ("data_seed",), "model": ("recurrent_init", "input_init", "forget_bias",
                                                          "init_range", "impl"),
         "trainer": ("stop_on_divergence", "stop_when_solved")}
+AUTO_CPU, AUTO_GPU = 8, 64   # --pack auto: runs a group on CPU (cells with a C++ packed scan), per GPU
 
 
 def packable(cfg: RunConfig) -> Optional[str]:
@@ -86,21 +87,35 @@ def pack_key(cfg: RunConfig) -> str:
     return config_hash(d)
 
 
-def groups(cfgs: list[RunConfig], k: int, store: Store) -> list[list[RunConfig]]:
+def auto_size(gpu: bool) -> Union[int, Callable[[RunConfig], int]]:
+    """`--pack auto`: 64 runs a group on GPU; on CPU 8 for a cell with a C++ packed scan
+    (models.packed.has_packed_kernel) and 1 (alone) for the others, whose members each run their
+    own kernel: bench/benchmarks/packed.py measured LSTM packs at 0.92x the runs alone."""
+    if gpu:
+        return AUTO_GPU
+    return lambda cfg: AUTO_CPU if has_packed_kernel(cfg.model) else 1
+
+
+def groups(cfgs: list[RunConfig], k: Union[int, Callable[[RunConfig], int]],
+           store: Store) -> list[list[RunConfig]]:
     """`cfgs` in groups of at most `k` packable, mutually packable runs at the same checkpoint step,
-    in first-appearance order; every other run alone. A run with an unpacked (Lightning) checkpoint
-    stays alone so that it resumes where it was; one with a packed checkpoint never goes unpacked."""
-    if k < 1:
+    in first-appearance order; every other run alone. `k` may be a function of the run (`auto_size`).
+    A run with an unpacked (Lightning) checkpoint stays alone so that it resumes where it was; one
+    with a packed checkpoint never goes unpacked."""
+    size = k if callable(k) else lambda cfg: k
+    if not callable(k) and (not isinstance(k, int) or k < 1):
         raise ConfigError(f"--pack: invalid value {k!r}; allowed: an integer >= 1")
     out, open_ = [], {}
     for cfg in cfgs:
         ckpt = store.checkpoint(cfg.hash)
-        if packable(cfg) is not None or (ckpt is not None and not is_packed_checkpoint(ckpt)):
+        packed_ckpt = ckpt is not None and is_packed_checkpoint(ckpt)
+        if packable(cfg) is not None or (ckpt is not None and not packed_ckpt) \
+                or (size(cfg) == 1 and not packed_ckpt):
             out.append([cfg])
             continue
         key = (pack_key(cfg), store.checkpoint_step(cfg.hash))
         group = open_.get(key)
-        if group is None or len(group) >= k:
+        if group is None or len(group) >= size(cfg):
             group = open_[key] = []
             out.append(group)
         group.append(cfg)

@@ -50,14 +50,24 @@ def batched(model_cfg) -> bool:
     return model_cfg.cell in BATCHED_CELLS and cell_class(model_cfg.cell).fusable(model_cfg)
 
 
-def _kind(rnn) -> Optional[str]:
+def config_kind(model_cfg) -> Optional[str]:
     """rnn_tanh / rnn_relu / gru / lstm for a batched config, else None (members only)."""
-    if not batched(rnn.cfg):
+    if not batched(model_cfg):
         return None
-    cls = rnn.cell_cls
+    cls = cell_class(model_cfg.cell)
     if cls.torch_module is nn.RNN:
         return "rnn_" + cls.torch_kwargs.get("nonlinearity", "tanh")
     return "lstm" if cls.torch_module is nn.LSTM else "gru"
+
+
+def has_packed_kernel(model_cfg) -> bool:
+    """Whether the C++ packed scans (models/cells/packed_kernels.py `KINDS`) cover this config's
+    cell: the CPU packs that beat their runs alone (`--pack auto` packs only these on CPU)."""
+    return config_kind(model_cfg) in packed_kernels.KINDS
+
+
+def _kind(rnn) -> Optional[str]:
+    return config_kind(rnn.cfg)
 
 
 def layer_params(rnn, layer: int) -> tuple:

@@ -197,9 +197,9 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
 
 def array_tasks(cfgs: list, store: Store, opts: dict, pack: int = 1) -> list[list[list]]:
     """`cfgs` (of one resource group) as array tasks, each a list of units: one run, or a packed
-    group of up to `pack` runs (bench.packed.groups). A task takes up to `runs_per_task` runs, a
-    packed group counting as its members and never split; `auto`: as many runs a task as make
-    `array_parallelism` tasks. A multi-device (DDP) run is always a task of its own."""
+    group of up to `pack` runs (bench.packed.groups; `pack` may be bench.packed.auto_size's rule).
+    A task takes up to `runs_per_task` runs, a packed group counting as its members and never
+    split; `auto`: as many runs a task as make `array_parallelism` tasks. A multi-device (DDP) run is always a task of its own."""
     units = groups(cfgs, pack, store)
     n = opts.get("runs_per_task", 1)
     if n == "auto":

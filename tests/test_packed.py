@@ -13,7 +13,7 @@ import yaml
 
 from bench import config as C
 from bench.cli import main as cli
-from bench.packed import groups, packable, run_group
+from bench.packed import auto_size, groups, packable, run_group
 from bench.store import Store
 from bench.train import run
 from models.cells import kernels, packed_kernels
@@ -216,6 +216,17 @@ def test_groups_pack_only_runs_that_differ_in_free_fields(tmp_path):
     assert [[c.hash for c in g] for g in groups(seeds + [wide] + peep, 2, store)] == \
         [[seeds[0].hash, seeds[1].hash], [seeds[2].hash, seeds[3].hash], [seeds[4].hash], [wide.hash],
          [peep[0].hash, peep[1].hash]]
+
+
+def test_pack_auto_follows_the_packed_kernel_registry(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    runs = [C.load(None, ["task=copy", f"model.cell={c}", f"seed={s}"]) for c in ("lstm", "gru", "irnn") for s in (0, 1)]
+    lstm, gru, irnn = runs[:2], runs[2:4], runs[4:]
+    assert [[c.hash for c in g] for g in groups(runs, auto_size(False), store)] == \
+        [[lstm[0].hash], [lstm[1].hash], [c.hash for c in gru], [c.hash for c in irnn]]
+    assert [len(g) for g in groups(runs, auto_size(True), store)] == [2, 2, 2]   # GPU: every cell packs
+    monkeypatch.setattr(packed_kernels, "KINDS", (*packed_kernels.KINDS, "lstm"))  # a new packed kernel
+    assert [len(g) for g in groups(runs, auto_size(False), store)] == [2, 2, 2]
 
 
 @pytest.mark.parametrize("value", ["0", "x", "-2"])

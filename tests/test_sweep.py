@@ -153,3 +153,15 @@ def test_cli_sweep_rejects_negative_counts_in_one_line(tmp_path, flag):
     assert p.stderr.strip().splitlines()[-1].endswith(
         f"argument {flag}: invalid value '-1'; allowed: an integer >= 0 (0 = automatic)")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("pack,line", [
+    ("auto", "--pack auto: 3 runs in 1 packed group(s), 3 runs alone"),   # CPU: the LSTM seeds alone
+    ("4", "--pack 4: 6 runs in 2 packed group(s), 0 runs alone")])        # asked for: the LSTM packs too
+def test_cli_sweep_dry_run_pack_auto_on_cpu_packs_only_cells_with_a_packed_kernel(tmp_path, capsys, pack, line):
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n  model.cell: {values: [lstm, gru]}\n"
+                                "  seed: {values: [0, 1, 2]}\n")
+    assert main(["sweep", path, "--dry-run", "--pack", pack, "--store", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line
