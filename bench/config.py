@@ -16,6 +16,7 @@ from typing import Any, Optional
 import yaml
 
 from bench.schema import ConfigError, build, config_hash, describe, fmt_value, hash_view, opt, parse_value
+from bench.divergence import EXPLODED
 from models.config import ModelConfig
 from tasks.base import OPTIMIZERS, TaskConfig
 from tasks.registry import TASKS, task_class
@@ -73,6 +74,10 @@ class TrainerConfig:
     deterministic: bool = opt(True, help="torch deterministic algorithms")
     num_workers: int = opt(0, ge=0, help="data loader workers")
     stop_on_divergence: bool = opt(True, help="end the run as 'diverged' on a NaN/inf loss")
+    divergence_factor: Optional[float] = opt(EXPLODED, gt=1, new=True,
+                                             help="with stop_on_divergence: also end the run as 'diverged' at a "
+                                             "validation whose loss (a primary loss metric's val/ twin) is finite "
+                                             "but above this multiple of the task's baseline; null = NaN/inf only")
     test_on: str = opt("last", choices=("last", "best"),
                        help="test the last weights, or the checkpoint with the best validation score")
     monitor: Optional[str] = opt(None, none_is_null=True, help="validation metric for test_on=best; null = the val/ "

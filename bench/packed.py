@@ -8,15 +8,15 @@ process (one bmm per step over the K members, models/packed.py).
 Each member is built as its unpacked run builds it (its seed, its init), fed its own data stream,
 clipped by its own gradient norm and stepped by its own optimizer (the losses are summed, so no
 gradients mix); it writes its own run directory, result.json, metrics CSV, checkpoint and W&B run,
-under its own config hash. A member whose loss turns NaN/inf is recorded diverged at that step and
-leaves the pack; the others go on. A group killed at any point resumes from its members'
+under its own config hash. A member whose loss turns NaN/inf, or whose validation loss explodes
+(bench/divergence.py), is recorded diverged at that step and leaves the pack; the others go on. A group killed at any point resumes from its members'
 checkpoints (written at every validation) to the same numbers.
 
 Packable (`packable`): the synthetic tasks (copy, adding) with fresh training data, the variants of
 models.packed.packable_model, one device, precision 32-true or 64-true, no lr schedule,
 trainer.test_on=last. Members may differ in `seed`, `task.data_seed`, the whole `optim` section
 and the init switches (`recurrent_init`, `input_init`, `forget_bias`, `init_range`, `impl`), and
-`trainer.stop_on_divergence` and `trainer.stop_when_solved`; everything else must be equal. A
+`trainer.stop_on_divergence`, `divergence_factor` and `stop_when_solved`; everything else must be equal. A
 member that solves its task (`trainer.stop_when_solved`) is tested and recorded at that
 validation, as its unpacked run stops there, and leaves the pack like a diverged one.
 """
@@ -53,7 +53,7 @@ from tasks.synthetic import SyntheticTask
 # fields members may differ in: none of them changes a shape or the training loop
 FREE = {"": ("seed",), "task": ("data_seed",), "model": ("recurrent_init", "input_init", "forget_bias",
                                                          "init_range", "impl"),
-        "trainer": ("stop_on_divergence", "stop_when_solved")}
+        "trainer": ("stop_on_divergence", "divergence_factor", "stop_when_solved")}
 AUTO_CPU, AUTO_GPU = 8, 64   # --pack auto: runs a group on CPU (cells with a C++ packed scan), per GPU
 
 
@@ -306,6 +306,7 @@ def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
             step += 1
         if step % E == 0 and alive:
             packed_step.evaluate(alive, "val", epoch, step - 1, device, dtype)
+            packed_step.drop_exploded(alive, opt, results, step, wall)
             for m in alive:
                 m.stopped = m.stopped or packed_step.solved(m)
                 m.checkpoint(step, epoch, group, wall(m))

@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import torch
 
+from bench.divergence import at_validation
 from models.packed import packed_linear, packed_recurrent_tm, recurrence
 
 
@@ -136,6 +137,18 @@ def drop_diverged(alive, loss, opt, results, step, wall) -> list[int]:
         opt.drop(m)
         results[m.h] = m.finish("diverged", step, wall(m), f"loss became {float(loss[k])} at step {step}")
     return kept
+
+
+def drop_exploded(alive, opt, results, step, wall) -> None:
+    """Members whose validation loss explodes (bench.divergence.at_validation) are recorded diverged
+    at this step and leave the pack, before this validation's checkpoint, as bench.train's
+    StopWhenExploded ends their unpacked runs."""
+    for m in list(alive):
+        why = at_validation(m.cfg, m.result, m.val)
+        if why:
+            alive.remove(m)
+            opt.drop(m)
+            results[m.h] = m.finish("diverged", step, wall(m), f"{why} at step {step}")
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
                                finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
+from bench.divergence import StopWhenExploded
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
@@ -131,8 +132,10 @@ def last_validation(store: Store, h: str) -> dict:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v not in (None, "")} if rows else {}
 
 
-def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Trainer:
+def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Optional[dict] = None) -> L.Trainer:
+    """`result`: the run's record so far (primary, mode, baseline), for trainer.divergence_factor."""
     t = cfg.trainer
+    exploded = [StopWhenExploded(cfg, result)] if result is not None else []
     best = []
     if t.test_on == "best":
         key, mode = monitor(cfg, task)
@@ -154,7 +157,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task) -> L.Traine
         # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False, save_on_train_epoch_end=False),
-                   Timer(), EvalState(), *stop_when_solved(cfg, task)],
+                   Timer(), EvalState(), *stop_when_solved(cfg, task), *exploded],
         plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
@@ -335,7 +338,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
     if wb and agent_run():  # started by `wandb agent`: its run and sweep (the store and hash stay ours)
         result["wandb_sweep_id"] = agent_run()[1]
     live["wb"] = wb
-    trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task)
+    trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task, result)
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
     result["implementation"] = implementation(module, trainer)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later

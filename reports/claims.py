@@ -30,7 +30,8 @@ LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the bas
 
 def run_dict(run: Run) -> dict:
     """The plain dict the checker reads: result.json (or an empty one) + hash, status, config."""
-    return {**(run.result or {"metrics": {}}), "hash": run.hash, "status": run.status, "config": run.config}
+    return {**(run.result or {"metrics": {}}), "hash": run.hash, "status": run.status, "config": run.config,
+            **({"error": run.note} if run.note else {})}
 
 
 def _same(a, b) -> bool:
@@ -95,16 +96,20 @@ def _beats(claim, runs, margin, reduced) -> dict:
     for T, expected in sorted(((int(t), bool(e)) for t, e in claim["expect"].items())):
         at = [r for r in mine if _same(flatten(r.get("config") or {}).get("task.T"), T)]
         xs, base = values(at), baseline(at)
+        div = sum(1 for r in at if r.get("status") == "diverged")   # counted as not beating, never averaged
         paper = "beats" if expected else "does not beat"
-        if not xs or base is None:
+        if not (xs or div) or base is None:
             why = "not run" if not at else f"no finished run ({', '.join(sorted({str(r.get('status')) for r in at}))})"
             rows.append({"T": T, "paper": paper, "ours": DASH, "verdict": INCONCLUSIVE, "why": why})
             verdicts.append(None)
             continue
-        m = stats.mean(xs)
-        low = lower_is_better(at)
-        beats = m < base * (1 - margin) if low else m > base * (1 + margin)
-        ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)})"
+        if xs:
+            m = stats.mean(xs)
+            beats = m < base * (1 - margin) if lower_is_better(at) else m > base * (1 + margin)
+            ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)}" \
+                   + (f"; {div} diverged)" if div else ")")
+        else:
+            beats, ours = False, f"does not beat ({div} of {div} finished runs diverged)"
         if beats == expected:
             v, why = AGREES, ""
             if not expected and reduced:

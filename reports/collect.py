@@ -7,6 +7,9 @@
   (e.g. `input_gate` for `lstm_nig`) are left out of the label unless that makes labels clash.
 * Statistics use only runs with status `done` and a finite primary metric. Every other run
   (diverged, failed, interrupted, running, pending) is kept and listed, never averaged in.
+* A run the runner recorded `done` whose primary metric is a loss (mode min) that is finite but
+  beyond trainer.divergence_factor (bench.divergence.EXPLODED) x its task's baseline of that
+  metric is reported `diverged` (`exploded`): its loss blew up without turning NaN.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from bench.config import resolve
+from bench.divergence import EXPLODED, exploded as exploded_loss
 from bench.schema import ConfigError, config_hash, fmt_value, parse_value
 from bench.store import Damaged, Store
 from models.registry import CELLS
@@ -27,6 +31,18 @@ from reports import stats
 from tasks.registry import task_class
 
 SECTION_ORDER = ("model", "optim", "trainer", "seed")
+
+
+def exploded(result: Optional[dict], config: Optional[dict] = None) -> Optional[str]:
+    """Why a run recorded `done` diverged all the same (one line), else None: its primary metric,
+    a loss (mode min), is finite but beyond trainer.divergence_factor (default EXPLODED, also for
+    runs stored before the field) x the task's baseline of that metric (bench.divergence)."""
+    r = result or {}
+    key = r.get("primary") or "test/loss"
+    factor = ((config or {}).get("trainer") or {}).get("divergence_factor") or EXPLODED
+    why = exploded_loss(key, (r.get("metrics") or {}).get(key), (r.get("baseline") or {}).get(key), factor) \
+        if r.get("mode", "min") == "min" else None
+    return f"{why}: finite but exploded (the runner recorded it done)" if why else None
 
 
 # ---------------------------------------------------------------- records
@@ -40,6 +56,12 @@ class Run:
     status: str                     # done | failed | diverged | running | interrupted | pending
     source: str = "store"           # "store" or "wandb"
     rows: Optional[Callable[[], list]] = None   # step-metric rows (loaded lazily)
+    note: str = ""                  # why a run recorded done is reported diverged (`exploded`)
+
+    def __post_init__(self):
+        why = exploded(self.result, self.config) if self.status == "done" else None
+        if why:
+            self.status, self.note = "diverged", why
 
     @property
     def seed(self):
@@ -51,7 +73,7 @@ class Run:
 
     @property
     def error(self) -> str:
-        return (self.result or {}).get("error") or ""
+        return self.note or (self.result or {}).get("error") or ""
 
     def metric(self, key: str) -> Optional[float]:
         v = ((self.result or {}).get("metrics") or {}).get(key)

@@ -27,7 +27,7 @@ from bench.sweep import expand
 from reports import stats
 from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
                             lower_is_better, matches, primary_of, run_dict, value, values)
-from reports.collect import flatten, machine_s, store_runs
+from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
 from reports.paper_figures import groups, measure_gradflow, plot_bars, plot_vs_T
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
@@ -118,6 +118,12 @@ def solved_stops(rs: list[dict]) -> str:
 
 def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
     doc.h(2, "Results")
+    if any(r.get("status") == "diverged" for r in runs):
+        doc.p(f"A run counts as diverged when its loss turned NaN/inf or, finite, exceeds "
+              f"`trainer.divergence_factor` (default {EXPLODED:g}) × the task's baseline: at a validation the "
+              "runner stops it there (`bench/divergence.py`); a run recorded done before that check is "
+              "classified by its final metric (`reports.collect.exploded`). Diverged runs are counted in 'not "
+              "in statistics' and as not beating the baseline, never averaged into a mean.")
     ref_sel = claims.get("reference")
     for task, variants in sorted(groups(runs).items()):
         allr = [r for v in variants.values() for r in v]

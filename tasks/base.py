@@ -13,10 +13,11 @@ from models.tree.rows import RowAdagrad
 
 
 class Diverged(RuntimeError):
-    """Raised when the training loss becomes NaN/inf; the run is recorded as 'diverged'."""
+    """Raised when the training loss becomes NaN/inf (or a validation loss explodes, bench/divergence.py);
+    the run is recorded as 'diverged'."""
 
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss became {loss} at step {step}")
+    def __init__(self, step: int, loss: float, why: Optional[str] = None):
+        super().__init__(why or f"loss became {loss} at step {step}")
         self.step = step
 
 

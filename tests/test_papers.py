@@ -136,10 +136,33 @@ def test_beats_baseline_missed_success_full_vs_reduced():
 
 
 def test_beats_baseline_ignores_unfinished_and_reports_missing():
-    runs = [run("lstm", 0.05, 100), run("lstm", float("nan"), 200, status="diverged")]
+    runs = [run("lstm", 0.05, 100), run("lstm", float("nan"), 200, status="failed")]
     r = check_claim(BEATS, runs)
     assert r["verdict"] == AGREES and "200" in r["why"]
     assert check_claim(BEATS, [])["verdict"] == INCONCLUSIVE
+
+
+def test_diverged_runs_count_as_not_beating_and_never_enter_the_mean():
+    at200 = [run("lstm", float("nan"), 200, status="diverged"), run("lstm", 1e27, 200, status="diverged", seed=1)]
+    r = check_claim(BEATS, [run("lstm", 0.05, 100)] + at200)
+    assert r["verdict"] == AGREES and r["rows"][1]["ours"] == "does not beat (2 of 2 finished runs diverged)"
+    r = check_claim(BEATS, [run("lstm", 0.05, 100), run("lstm", 0.05, 100, status="diverged", seed=1)] + at200)
+    assert r["rows"][0]["ours"] == "beats (0.05 vs 0.17, n=1; 1 diverged)"
+
+
+def test_a_finite_exploded_loss_is_reported_diverged():
+    from reports.claims import run_dict
+    from reports.collect import EXPLODED, Run
+
+    def as_run(loss, mode="min", base=0.04):
+        result = {**run("irnn", loss, 500, base=base), "mode": mode}
+        return Run("h", result.pop("config"), result, "done")
+    blown, spiky, fine = as_run(5.06e16), as_run(EXPLODED * 0.04 * 1.01), as_run(EXPLODED * 0.04 * 0.99)
+    assert (blown.status, spiky.status, fine.status) == ("diverged", "diverged", "done")
+    assert blown.error == "test/loss 5.06e+16 > 1000 x baseline 0.04: finite but exploded (the runner recorded it done)"
+    assert run_dict(blown)["status"] == "diverged" and run_dict(blown)["error"] == blown.error
+    assert as_run(5e16, mode="max").status == "done"           # only a loss (mode min) explodes
+    assert as_run(float("inf")).status == "done"               # not finite: the runner's own rule (diverged there)
 
 
 def _welch_claim(kind):
