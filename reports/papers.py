@@ -24,7 +24,7 @@ from typing import Optional
 
 from bench.store import FINISHED, Store
 from bench.sweep import expand
-from reports import stats
+from reports import recall, stats
 from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
                             lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import EXPLODED, flatten, machine_s, store_runs
@@ -37,6 +37,7 @@ from reports.published_table import published_section
 from reports.report import DASH, num, pval
 
 ROOT = Path(__file__).resolve().parents[1]
+RECALL = "recall.json"          # per-position recall of copy runs (reports/recall.py), kept beside the report
 EARLIER = "earlier_report.md"   # a report kept from before the raw results were committed (not regenerated)
 
 
@@ -287,6 +288,9 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
     if done:
         results_section(doc, claims, runs)
         figures_section(doc, claims, runs, out, sweep, gf_pngs)
+        if (out / RECALL).is_file():   # measured from checkpoints by reports/recall.py, committed
+            recall.render(doc, json.loads((out / RECALL).read_text()),
+                          {r["hash"] for r in runs if r.get("status") == "done"}, claims.get("recall", []))
     reduction_section(doc, claims, reduced)
     cost_section(doc, claims, runs, store, sweep, prog)
     if (out / EARLIER).is_file():
