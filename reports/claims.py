@@ -141,6 +141,10 @@ def _beats(claim, runs, margin, reduced) -> dict:
 
 
 def _versus(claim, runs, alpha) -> dict:
+    bases = {round(b, 12) for r in runs if isinstance(b := (r.get("baseline") or {}).get(primary_of(r)), (int, float))}
+    if len(bases) > 1:  # pooling e.g. several T would mix tasks of different difficulty
+        raise ValueError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
+                         f"({', '.join(num(b) for b in sorted(bases))}); narrow its task selector (e.g. task.T)")
     a = values([r for r in runs if matches(r, claim["select"])])
     b = values([r for r in runs if matches(r, claim["ref"])])
     low = lower_is_better(runs)

@@ -193,6 +193,17 @@ def test_welch_claims():
     assert check_claim(_welch_claim("worse_than_ref"), ref + other)["verdict"] == INCONCLUSIVE
 
 
+def test_welch_claim_over_two_baselines_is_an_error():
+    # a selector too wide (no task.T) would pool T=100 and T=200 and quote one of their baselines
+    ref = [run("lstm_vanilla", 0.10 + i / 100, T=100, seed=i) for i in range(3)]
+    other_T = [run("lstm_nfg", 0.05 + i / 100, T=200, seed=i, base=0.09) for i in range(3)]
+    claim = {**_welch_claim("better_than_ref"), "id": "nfg_copy"}
+    with pytest.raises(ValueError, match=r"^claim nfg_copy: its runs span 2 task baselines \(0\.09, 0\.17\); "
+                                         r"narrow its task selector \(e\.g\. task\.T\)$"):
+        check_claim(claim, ref + other_T)
+    assert check_claim({**claim, "task": {"task.name": "copy", "task.T": 100}}, ref + other_T)["verdict"] == INCONCLUSIVE
+
+
 def test_gradflow_claim():
     c = {"kind": "gradflow_ratio", "select": {"model.recurrent_init": "orthogonal"},
          "ref": {"model.recurrent_init": "default"}, "min_ratio": 10}
