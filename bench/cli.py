@@ -78,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
                         "(bench/packed.py); auto = 64 per GPU, on CPU 8 for cells with a C++ packed scan (GRU, "
                         "tanh/ReLU RNN) and none for the others (LSTMs: slower packed) (default: 1, no packing)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="train only the runs whose resolved config has KEY=VALUE (repeatable, e.g. "
+                        "task.name=adding); the sweep still lists all its runs, the rest stay pending")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
     p.add_argument("--runs-per-task", type=_count_or_auto, default=None, metavar="N",
@@ -192,9 +195,10 @@ def cmd_train(a) -> int:
 def cmd_sweep(a) -> int:
     from bench.packed import auto_size, groups
     from bench.store import Store
-    from bench.sweep import LocalExecutor, expand
+    from bench.sweep import LocalExecutor, expand, only, register
 
-    name, cfgs = expand(a.file, a.overrides)
+    name, every = expand(a.file, a.overrides)
+    cfgs = only(name, every, a.only)
     store = Store(a.store)
     if not a.dry_run:
         check_store(a.store)
@@ -210,13 +214,15 @@ def cmd_sweep(a) -> int:
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
-        print(f"{len(cfgs)} runs in sweep {name}")
+        print(f"{len(cfgs)} runs in sweep {name}" + (f" (--only; {len(every)} in all)" if a.only else ""))
         if a.pack != 1:   # the groups of the runs left to train, as the local executor forms them
             todo = LocalExecutor(store, name, retry_failed=a.retry_failed, progress=False).todo(cfgs)
             sizes = [len(u) for u in groups(todo, pack, store)]
             print(f"--pack {a.pack}: {sum(n for n in sizes if n > 1)} runs in {sum(n > 1 for n in sizes)} "
                   f"packed group(s), {sizes.count(1)} runs alone")
         return 0
+    if a.only:   # the sweep lists all its runs; those not picked stay pending
+        register(store, name, every)
     if a.executor == "slurm":
         from slurm.executor import resubmit_failed, submit
 

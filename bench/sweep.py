@@ -166,6 +166,37 @@ def expand(path, overrides: list[str] = ()) -> tuple[str, list[RunConfig]]:
     return name, cfgs
 
 
+def register(store: Store, sweep: str, cfgs: list[RunConfig]) -> None:
+    """Config files first, then the sweep's list: the store knows every run of the sweep."""
+    for cfg in cfgs:
+        path = store.run_dir(cfg.hash) / "config.yaml"
+        if not path.is_file():
+            write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    store.record_sweep(sweep, [c.hash for c in cfgs])
+
+
+def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:
+    """The runs of a sweep whose resolved config has every `--only KEY=VALUE` (e.g. task.name=adding)."""
+    if not items:
+        return cfgs
+    picked = cfgs
+    for key, want in parse_overrides(list(items)):
+        seen = []
+        for c in cfgs:
+            node = c.to_dict()
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ConfigError(f"--only: unknown field {key!r}; give a resolved config key, e.g. task.name")
+                node = node[part]
+            seen.append(node)
+        keep = {c.hash for c, v in zip(cfgs, seen) if v == want or str(v) == str(want)}
+        picked = [c for c in picked if c.hash in keep]
+        if not keep:
+            vals = sorted({str(v) for v in seen})
+            raise ConfigError(f"--only: no run of sweep {name} has {key}={want}; its values: {', '.join(vals)}")
+    return picked
+
+
 # ---------------------------------------------------------------- local executor
 
 
@@ -241,11 +272,7 @@ class LocalExecutor:
                 or (self.store.result(c.hash) or {}).get("failed_on") == "data"]
 
     def run(self, cfgs: list[RunConfig]) -> dict:
-        for cfg in cfgs:  # config files first, so the store knows every run of the sweep
-            path = self.store.run_dir(cfg.hash) / "config.yaml"
-            if not path.is_file():
-                write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.store.record_sweep(self.sweep, [c.hash for c in cfgs])
+        register(self.store, self.sweep, cfgs)
         queue = groups(self.todo(cfgs), self.pack, self.store)   # units: a packed group, or one run
         queue.sort(key=lambda unit: -sum(map(run_cost, unit)))  # longest first: no worker waits alone at the end
         bar = self._bar(len(cfgs), len(cfgs) - sum(map(len, queue)))

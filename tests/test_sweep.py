@@ -165,3 +165,38 @@ def test_cli_sweep_dry_run_pack_auto_on_cpu_packs_only_cells_with_a_packed_kerne
                                 "  seed: {values: [0, 1, 2]}\n")
     assert main(["sweep", path, "--dry-run", "--pack", pack, "--store", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == line
+
+
+def test_cli_sweep_only_trains_the_picked_runs_and_lists_all(tmp_path, capsys):
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, """
+        name: part
+        parameters:
+          task: {values: [adding, copy]}
+          model.cell: {value: gru}
+          seed: {values: [0, 1]}
+        """, tiny=True)
+    store = tmp_path / "r"
+    args = ["sweep", path, "--store", str(store), "--workers", "1", "--wandb", "disabled", "--no-report"]
+    assert main(args + ["--only", "task.name=adding"]) == 0
+    _, cfgs = expand(path)
+    s = Store(store)
+    assert {c.task.name: s.status(c.hash) for c in cfgs if c.seed == 0} == {"adding": "done", "copy": "pending"}
+    assert [s.status(c.hash) for c in cfgs].count("done") == 2
+    assert set(s.sweep_hashes("part")) == {c.hash for c in cfgs}   # the rest listed, pending
+    capsys.readouterr()
+    assert main(args + ["--dry-run", "--only", "task.name=copy", "--only", "seed=1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "1 runs in sweep part (--only; 4 in all)" and "seed=1" in out[0] and "copy" in out[0]
+
+
+@pytest.mark.parametrize("item,message", [
+    ("task.name=lm", "--only: no run of sweep part has task.name=lm; its values: adding, copy"),
+    ("task.nme=adding", "--only: unknown field 'task.nme'; give a resolved config key, e.g. task.name")])
+def test_cli_sweep_only_bad_values_give_one_line(tmp_path, item, message):
+    path = sweep_file(tmp_path, "name: part\nparameters:\n  task: {values: [adding, copy]}\n")
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", path, "--only", item, "--store",
+                        str(tmp_path / "r")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == f"rnnbench sweep: error: {message}"
+    assert not (tmp_path / "r").exists()
