@@ -19,6 +19,7 @@ from typing import Optional
 
 import yaml
 
+from bench.store import FINISHED
 from reports import stats
 from reports.collect import Run, flatten
 from reports.report import DASH, num, pval
@@ -109,7 +110,8 @@ def _beats(claim, runs, margin, reduced) -> dict:
             ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)}" \
                    + (f"; {div} diverged)" if div else ")")
         else:
-            beats, ours = False, f"does not beat ({div} of {div} finished runs diverged)"
+            fin = sum(1 for r in at if r.get("status") in FINISHED)   # failed runs finished too
+            beats, ours = False, f"does not beat ({div} of {fin} finished runs diverged)"
         if beats == expected:
             v, why = AGREES, ""
             if not expected and reduced:

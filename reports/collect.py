@@ -36,10 +36,11 @@ SECTION_ORDER = ("model", "optim", "trainer", "seed")
 def exploded(result: Optional[dict], config: Optional[dict] = None) -> Optional[str]:
     """Why a run recorded `done` diverged all the same (one line), else None: its primary metric,
     a loss (mode min), is finite but beyond trainer.divergence_factor (default EXPLODED, also for
-    runs stored before the field) x the task's baseline of that metric (bench.divergence)."""
+    runs stored before the field; null = off, as for the runner) x the task's baseline of that
+    metric (bench.divergence)."""
     r = result or {}
     key = r.get("primary") or "test/loss"
-    factor = ((config or {}).get("trainer") or {}).get("divergence_factor") or EXPLODED
+    factor = ((config or {}).get("trainer") or {}).get("divergence_factor", EXPLODED)
     why = exploded_loss(key, (r.get("metrics") or {}).get(key), (r.get("baseline") or {}).get(key), factor) \
         if r.get("mode", "min") == "min" else None
     return f"{why}: finite but exploded (the runner recorded it done)" if why else None

@@ -34,7 +34,7 @@ FORMAT = 1
 
 
 def load_run(path):
-    """(module in eval mode, resolved config) from a run's checkpoint (weights_only=True)."""
+    """(module in eval mode, resolved config, task) from a run's checkpoint (weights_only=True)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = resolve(ckpt["hyper_parameters"]["config"])
     if cfg.task.name != "copy":

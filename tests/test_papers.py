@@ -148,6 +148,8 @@ def test_diverged_runs_count_as_not_beating_and_never_enter_the_mean():
     assert r["verdict"] == AGREES and r["rows"][1]["ours"] == "does not beat (2 of 2 finished runs diverged)"
     r = check_claim(BEATS, [run("lstm", 0.05, 100), run("lstm", 0.05, 100, status="diverged", seed=1)] + at200)
     assert r["rows"][0]["ours"] == "beats (0.05 vs 0.17, n=1; 1 diverged)"
+    r = check_claim(BEATS, [run("lstm", 0.05, 100)] + at200 + [run("lstm", 0.05, 200, status="failed", seed=2)])
+    assert r["rows"][1]["ours"] == "does not beat (2 of 3 finished runs diverged)"   # the failed one finished too
 
 
 def test_a_finite_exploded_loss_is_reported_diverged():
@@ -163,6 +165,18 @@ def test_a_finite_exploded_loss_is_reported_diverged():
     assert run_dict(blown)["status"] == "diverged" and run_dict(blown)["error"] == blown.error
     assert as_run(5e16, mode="max").status == "done"           # only a loss (mode min) explodes
     assert as_run(float("inf")).status == "done"               # not finite: the runner's own rule (diverged there)
+
+
+def test_a_run_with_divergence_factor_null_is_never_reported_exploded():
+    # null turns the bound off (NaN/inf only), in the runner and so in the reports; a stored config
+    # without the field (runs from before it) gets the default bound; an explicit factor is honoured
+    from reports.collect import Run
+
+    def as_run(trainer):
+        result = run("irnn", 5.06e16, 500, base=0.04)
+        return Run("h", {**result.pop("config"), "trainer": trainer}, result, "done")
+    assert [as_run(t).status for t in ({"divergence_factor": None}, {}, {"divergence_factor": 1e20})] == \
+        ["done", "diverged", "done"]
 
 
 def _welch_claim(kind):
