@@ -19,6 +19,7 @@ from typing import Optional
 
 import yaml
 
+from bench.schema import ConfigError
 from bench.store import FINISHED
 from reports import stats
 from reports.collect import Run, flatten
@@ -107,6 +108,7 @@ def _beats(claim, runs, margin, reduced) -> dict:
         if xs:
             m = stats.mean(xs)
             beats = m < base * (1 - margin) if lower_is_better(at) else m > base * (1 + margin)
+            beats = beats and div < len(xs)   # diverged runs count as not beating: a majority must beat
             ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)}" \
                    + (f"; {div} diverged)" if div else ")")
         else:
@@ -145,7 +147,7 @@ def _beats(claim, runs, margin, reduced) -> dict:
 def _versus(claim, runs, alpha) -> dict:
     bases = {round(b, 12) for r in runs if isinstance(b := (r.get("baseline") or {}).get(primary_of(r)), (int, float))}
     if len(bases) > 1:  # pooling e.g. several T would mix tasks of different difficulty
-        raise ValueError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
+        raise ConfigError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
                          f"({', '.join(num(b) for b in sorted(bases))}); narrow its task selector (e.g. task.T)")
     a = values([r for r in runs if matches(r, claim["select"])])
     b = values([r for r in runs if matches(r, claim["ref"])])

@@ -24,6 +24,7 @@ from typing import Optional
 
 from bench.store import FINISHED, Store
 from bench.sweep import expand
+from bench.schema import ConfigError
 from reports import recall, stats
 from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
                             lower_is_better, matches, primary_of, run_dict, value, values)
@@ -351,4 +352,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ConfigError as e:   # a claims file that does not fit its runs: one line, exit 2
+        sys.exit(f"python -m reports.papers: error: {e}")

@@ -146,8 +146,12 @@ def test_diverged_runs_count_as_not_beating_and_never_enter_the_mean():
     at200 = [run("lstm", float("nan"), 200, status="diverged"), run("lstm", 1e27, 200, status="diverged", seed=1)]
     r = check_claim(BEATS, [run("lstm", 0.05, 100)] + at200)
     assert r["verdict"] == AGREES and r["rows"][1]["ours"] == "does not beat (2 of 2 finished runs diverged)"
+    # a majority of the runs must beat: 1 beating against 1 diverged does not, 2 against 1 does
     r = check_claim(BEATS, [run("lstm", 0.05, 100), run("lstm", 0.05, 100, status="diverged", seed=1)] + at200)
-    assert r["rows"][0]["ours"] == "beats (0.05 vs 0.17, n=1; 1 diverged)"
+    assert r["rows"][0]["ours"] == "does not beat (0.05 vs 0.17, n=1; 1 diverged)" and r["verdict"] == DISAGREES
+    r = check_claim(BEATS, [run("lstm", 0.05, 100), run("lstm", 0.06, 100, seed=2),
+                            run("lstm", 0.05, 100, status="diverged", seed=1)] + at200)
+    assert r["rows"][0]["ours"] == "beats (0.055 vs 0.17, n=2; 1 diverged)" and r["verdict"] == AGREES
     r = check_claim(BEATS, [run("lstm", 0.05, 100)] + at200 + [run("lstm", 0.05, 200, status="failed", seed=2)])
     assert r["rows"][1]["ours"] == "does not beat (2 of 3 finished runs diverged)"   # the failed one finished too
 
