@@ -285,7 +285,7 @@ def test_build_writes_report_and_verdicts(tmp_path, name):
     assert "## Published comparisons" in readme and f"[report]({name}/report.md)" in readme
     assert f"| {n} / {n} |" in readme
     assert "### Full sweeps: estimated cost on this machine, and how to start them" in readme
-    assert f"rnnbench sweep bench/sweeps/paper_{name}.yaml --workers 2 --pack 8 --store results_published" in readme
+    assert f"rnnbench sweep bench/sweeps/paper_{name}.yaml --workers 2 --pack auto --store results_published" in readme
 
 
 def test_reduced_runs_leave_every_claim_pending(tmp_path):
