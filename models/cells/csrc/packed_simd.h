@@ -12,11 +12,9 @@
 #include <cstring>
 #include <vector>
 
+#include "simd.h"
+
 extern "C" {
-__m256 Sleef_expf8_u10avx2(__m256);
-__m256 Sleef_tanhf8_u10avx2(__m256);
-__m256d Sleef_expd4_u10avx2(__m256d);
-__m256d Sleef_tanhd4_u10avx2(__m256d);
 __m512 Sleef_expf16_u10avx512f(__m512);
 __m512 Sleef_tanhf16_u10avx512f(__m512);
 }
@@ -132,22 +130,6 @@ template <typename T> std::vector<T> pack_n(const T* w, int64_t R, int64_t C) {
 }
 
 // ------------------------------------------------------------------ sigmoid / tanh in place (Sleef)
-template <typename V, int W, typename T, typename F>
-inline void vmap(T* p, int64_t n, F f, V (*load)(const T*), void (*store)(T*, V)) {
-  int64_t i = 0;
-  for (; i + W <= n; i += W) store(p + i, f(load(p + i)));
-  if (i < n) {
-    T buf[W] = {};
-    std::memcpy(buf, p + i, (n - i) * sizeof(T));
-    store(buf, f(load(buf)));
-    std::memcpy(p + i, buf, (n - i) * sizeof(T));
-  }
-}
-inline __m256 ldf(const float* p) { return _mm256_loadu_ps(p); }
-inline void stf(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline __m256d ldd(const double* p) { return _mm256_loadu_pd(p); }
-inline void std_(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-
 T512 void vsig512(float* p, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.f), zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
@@ -163,24 +145,11 @@ T512 void vtanh512(float* p, int64_t n) {
   }
 }
 
-inline void vsig(float* p, int64_t n) {
-  if (k512) return vsig512(p, n);
-  const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
-  vmap<__m256, 8>(p, n, [&](__m256 x) {
-    return _mm256_div_ps(one, _mm256_add_ps(one, Sleef_expf8_u10avx2(_mm256_sub_ps(zero, x))));
-  }, ldf, stf);
-}
-inline void vsig(double* p, int64_t n) {
-  const __m256d one = _mm256_set1_pd(1.), zero = _mm256_setzero_pd();
-  vmap<__m256d, 4>(p, n, [&](__m256d x) {
-    return _mm256_div_pd(one, _mm256_add_pd(one, Sleef_expd4_u10avx2(_mm256_sub_pd(zero, x))));
-  }, ldd, std_);
-}
-inline void vtanh(float* p, int64_t n) {
-  if (k512) return vtanh512(p, n);
-  vmap<__m256, 8>(p, n, [](__m256 x) { return Sleef_tanhf8_u10avx2(x); }, ldf, stf);
-}
-inline void vtanh(double* p, int64_t n) { vmap<__m256d, 4>(p, n, [](__m256d x) { return Sleef_tanhd4_u10avx2(x); }, ldd, std_); }
+// the AVX2 forms of simd.h, AVX-512 (float) where the CPU has it
+inline void vsig(float* p, int64_t n) { k512 ? vsig512(p, n) : rnnbench_simd::vsig(p, n); }
+inline void vsig(double* p, int64_t n) { rnnbench_simd::vsig(p, n); }
+inline void vtanh(float* p, int64_t n) { k512 ? vtanh512(p, n) : rnnbench_simd::vtanh(p, n); }
+inline void vtanh(double* p, int64_t n) { rnnbench_simd::vtanh(p, n); }
 
 template <typename F> void each_member(int64_t K, F f) {
   at::parallel_for(0, K, 1, [&](int64_t a, int64_t b) { for (int64_t k = a; k < b; ++k) f(k); });

@@ -12,16 +12,9 @@
 #include <cstring>
 #include <vector>
 
-using at::Tensor;
+#include "simd.h"
 
-// Sleef (linked into libtorch_cpu, the same functions torch's own vectorised sigmoid/tanh use);
-// this file is compiled with -mavx2 -mfma and only loaded where torch reports AVX2 or better.
-extern "C" {
-__m256 Sleef_expf8_u10avx2(__m256);
-__m256 Sleef_tanhf8_u10avx2(__m256);
-__m256d Sleef_expd4_u10avx2(__m256d);
-__m256d Sleef_tanhd4_u10avx2(__m256d);
-}
+using at::Tensor;
 
 // Fortran BLAS of torch's own build (MKL on x86 wheels); weak, so a build without it falls back
 // to ATen matmuls. Row-major helpers below; every matrix is contiguous.
@@ -67,45 +60,9 @@ template <typename T> void mm_dw(T* out, const T* d, const T* w, int64_t r, int6
   else o.addmm_(wrap(d, r, k), wrap(w, k, n));
 }
 
-// in place over n contiguous values: p = sigmoid(p) = 1 / (1 + exp(-p)), or p = tanh(p)
-template <typename T> void vsig(T* p, int64_t n);
-template <typename T> void vtanh(T* p, int64_t n);
-
-template <typename V, int W, typename T, typename F>
-inline void vmap(T* p, int64_t n, F f, V (*load)(const T*), void (*store)(T*, V)) {
-  int64_t i = 0;
-  for (; i + W <= n; i += W) store(p + i, f(load(p + i)));
-  if (i < n) {
-    T buf[W] = {};
-    std::memcpy(buf, p + i, (n - i) * sizeof(T));
-    store(buf, f(load(buf)));
-    std::memcpy(p + i, buf, (n - i) * sizeof(T));
-  }
-}
-
-inline __m256 ldf(const float* p) { return _mm256_loadu_ps(p); }
-inline void stf(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline __m256d ldd(const double* p) { return _mm256_loadu_pd(p); }
-inline void std_(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-
-template <> void vsig<float>(float* p, int64_t n) {
-  const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
-  vmap<__m256, 8>(p, n, [&](__m256 x) {
-    return _mm256_div_ps(one, _mm256_add_ps(one, Sleef_expf8_u10avx2(_mm256_sub_ps(zero, x))));
-  }, ldf, stf);
-}
-template <> void vsig<double>(double* p, int64_t n) {
-  const __m256d one = _mm256_set1_pd(1.), zero = _mm256_setzero_pd();
-  vmap<__m256d, 4>(p, n, [&](__m256d x) {
-    return _mm256_div_pd(one, _mm256_add_pd(one, Sleef_expd4_u10avx2(_mm256_sub_pd(zero, x))));
-  }, ldd, std_);
-}
-template <> void vtanh<float>(float* p, int64_t n) {
-  vmap<__m256, 8>(p, n, [](__m256 x) { return Sleef_tanhf8_u10avx2(x); }, ldf, stf);
-}
-template <> void vtanh<double>(double* p, int64_t n) {
-  vmap<__m256d, 4>(p, n, [](__m256d x) { return Sleef_tanhd4_u10avx2(x); }, ldd, std_);
-}
+// in place over n contiguous values: p = sigmoid(p), or p = tanh(p) (AVX2, simd.h)
+using rnnbench_simd::vsig;
+using rnnbench_simd::vtanh;
 
 inline const bool* mask_ptr(const Tensor& mask) {
   return mask.numel() ? mask.data_ptr<bool>() : nullptr;
