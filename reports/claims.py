@@ -83,13 +83,15 @@ def check_claim(claim: dict, runs: list[dict], *, margin: float = 0.0, alpha: fl
     raise ValueError(f"claim {claim.get('id')}: unknown kind {kind!r}")
 
 
+def baselines(runs: list[dict]) -> list[float]:
+    """The task baseline of each run's primary metric, for the runs that record one."""
+    bs = ((r.get("baseline") or {}).get(primary_of(r)) for r in runs)
+    return [float(b) for b in bs if isinstance(b, (int, float))]
+
+
 def baseline(runs: list[dict]) -> Optional[float]:
     """The task baseline of the runs' primary metric (from the first run that records one)."""
-    for r in runs:
-        b = (r.get("baseline") or {}).get(primary_of(r))
-        if isinstance(b, (int, float)):
-            return float(b)
-    return None
+    return next(iter(baselines(runs)), None)
 
 
 def _beats(claim, runs, margin, reduced) -> dict:
@@ -145,7 +147,7 @@ def _beats(claim, runs, margin, reduced) -> dict:
 
 
 def _versus(claim, runs, alpha) -> dict:
-    bases = {round(b, 12) for r in runs if isinstance(b := (r.get("baseline") or {}).get(primary_of(r)), (int, float))}
+    bases = {round(b, 12) for b in baselines(runs)}
     if len(bases) > 1:  # pooling e.g. several T would mix tasks of different difficulty
         raise ConfigError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
                          f"({', '.join(num(b) for b in sorted(bases))}); narrow its task selector (e.g. task.T)")

@@ -355,4 +355,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except ConfigError as e:   # a claims file that does not fit its runs: one line, exit 2
-        sys.exit(f"python -m reports.papers: error: {e}")
+        print(f"python -m reports.papers: error: {e}", file=sys.stderr)
+        sys.exit(2)
