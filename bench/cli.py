@@ -80,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                    help="train only the runs whose resolved config has KEY=VALUE (repeatable, e.g. "
-                        "task.name=adding); the sweep still lists all its runs, the rest stay pending")
+                        "task.name=adding; KEY=[a,b]: any of them); the sweep still lists all its runs, the "
+                        "rest stay pending")
     p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="SLURM option over slurm/defaults.yaml (e.g. partition=gpu)")
     p.add_argument("--runs-per-task", type=_count_or_auto, default=None, metavar="N",

@@ -176,7 +176,8 @@ def register(store: Store, sweep: str, cfgs: list[RunConfig]) -> None:
 
 
 def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:
-    """The runs of a sweep whose resolved config has every `--only KEY=VALUE` (e.g. task.name=adding)."""
+    """The runs of a sweep whose resolved config has every `--only KEY=VALUE` (e.g. task.name=adding);
+    a list VALUE, KEY=[a,b], keeps the runs that have any of its values."""
     if not items:
         return cfgs
     picked = cfgs
@@ -189,11 +190,13 @@ def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:
                     raise ConfigError(f"--only: unknown field {key!r}; give a resolved config key, e.g. task.name")
                 node = node[part]
             seen.append(node)
-        keep = {c.hash for c, v in zip(cfgs, seen) if v == want or str(v) == str(want)}
+        wants = want if isinstance(want, list) and not any(isinstance(v, list) for v in seen) else [want]
+        vals = sorted({str(v) for v in seen})
+        for w in wants:
+            if not any(v == w or str(v) == str(w) for v in seen):
+                raise ConfigError(f"--only: no run of sweep {name} has {key}={w}; its values: {', '.join(vals)}")
+        keep = {c.hash for c, v in zip(cfgs, seen) if any(v == w or str(v) == str(w) for w in wants)}
         picked = [c for c in picked if c.hash in keep]
-        if not keep:
-            vals = sorted({str(v) for v in seen})
-            raise ConfigError(f"--only: no run of sweep {name} has {key}={want}; its values: {', '.join(vals)}")
     return picked
 
 

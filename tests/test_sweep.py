@@ -189,11 +189,14 @@ def test_cli_sweep_only_trains_the_picked_runs_and_lists_all(tmp_path, capsys):
     assert main(args + ["--dry-run", "--only", "task.name=copy", "--only", "seed=1"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == "1 runs in sweep part (--only; 4 in all)" and "seed=1" in out[0] and "copy" in out[0]
+    assert main(args + ["--dry-run", "--only", "seed=[0,1]", "--only", "task.name=copy"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "2 runs in sweep part (--only; 4 in all)"
 
 
 @pytest.mark.parametrize("item,message", [
     ("task.name=lm", "--only: no run of sweep part has task.name=lm; its values: adding, copy"),
-    ("task.nme=adding", "--only: unknown field 'task.nme'; give a resolved config key, e.g. task.name")])
+    ("task.nme=adding", "--only: unknown field 'task.nme'; give a resolved config key, e.g. task.name"),
+    ("task.name=[adding,lm]", "--only: no run of sweep part has task.name=lm; its values: adding, copy")])
 def test_cli_sweep_only_bad_values_give_one_line(tmp_path, item, message):
     path = sweep_file(tmp_path, "name: part\nparameters:\n  task: {values: [adding, copy]}\n")
     p = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", path, "--only", item, "--store",
