@@ -274,7 +274,8 @@ class Store:
                 old = self.sweep_hashes(name) if path.is_file() else []
             except Damaged:  # warned; the sweep file being run rebuilds the list
                 old = []
-            merged = old + [h for h in hashes if h not in old]
+            seen = set(old)
+            merged = old + [h for h in dict.fromkeys(hashes) if h not in seen]   # sets: O(n), not O(n^2)
             if merged != old or not path.is_file():
                 write_json(path, {"name": name, "source": source, "hashes": merged})
         finally:

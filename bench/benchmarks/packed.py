@@ -12,6 +12,11 @@ Shapes (bench/sweeps/paper_*.yaml; K = --k for paper_copy, else the sweep's seed
               lstm_vanilla (peepholes) and lstm_cifg (K=10; packed: each member's own recurrence)
   ladder      paper_ladder: copy T=100, batch 20, 128 units, RMSProp; ladder_forget, ladder_output (K=5)
 
+Kernel ceiling (`cpp` rows): the packed recurrence alone, forward + backward of the K members'
+C++ scan on one batch, timed by itself; K x (a run's step alone) / (that time) is the throughput a
+packed group would reach if everything else in its step (head, loss, optimizer, clipping, data,
+bookkeeping) cost nothing: the most packing can give at that shape with these kernels.
+
 A step's cost is a difference, so that set-up, validation, test and file writes cancel: every run
 (and every group) trains `--steps` and 2 x `--steps` steps (validating once, on one batch), and
 cost = (time of the long one - time of the short one) / steps. Two clocks: wall time and this
@@ -33,7 +38,7 @@ from bench import config as C
 from bench.benchmarks.common import parser
 from bench.packed import packable, run_group
 from bench.train import run
-from models.packed import recurrence
+from models.packed import packed_recurrent_tm, recurrence
 from tasks.registry import task_class
 
 COPY = ["task=copy", "task.T=100", "task.batch_size=20", "optim.name=rmsprop", "optim.lr=0.001",
@@ -86,6 +91,22 @@ def per_step(overrides: list, k: int, steps: int, root: str) -> dict:
     return out
 
 
+def kernel_step(overrides: list, k: int, repeats: int = 20) -> tuple[float, float]:
+    """Seconds (wall, cpu) of one forward + backward of the K members' packed C++ recurrence alone,
+    on one batch of the shape's task (its tokens), median of `repeats` after a warm-up."""
+    cfgs = configs(overrides, k, 1)
+    task = task_class(cfgs[0].task.name)(cfgs[0])
+    rnns = [_rnn(c) for c in cfgs]
+    x, _ = task.make(cfgs[0].task.batch_size, torch.Generator().manual_seed(0))
+    ids = x.t().unsqueeze(0).expand(k, -1, -1).contiguous()          # (K, T, B) time-major tokens
+    times = []
+    for i in range(repeats + 3):
+        t = _timed(lambda: packed_recurrent_tm(rnns, lambda: None, "cpp", ids=ids).sum().backward())
+        if i >= 3:
+            times.append(t)
+    return tuple(statistics.median(t[j] for t in times) for j in range(2))
+
+
 def main(argv=None):
     ap = parser("packed", __doc__)
     ap.add_argument("--shapes", default="paper_copy,orthinit,greff,ladder")
@@ -100,8 +121,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:   # warm-up: first-use builds (C++ scans) out of the timings
         per_step(COPY + ["model.cell=gru", "model.hidden_size=8"], 2, 2, d)
     print("| shape | cell | K | recurrence | step alone (ms, wall / cpu) | packed step (ms, wall / cpu) | "
-          "throughput × (wall) | throughput × (cpu) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "throughput × (wall) | throughput × (cpu) | packed kernel alone (ms, cpu) | ceiling × (cpu) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for shape in a.shapes.split(","):
         for label, ov, k in SHAPES[shape]:
             if a.cells and shape == "paper_copy" and label not in a.cells.split(","):
@@ -118,9 +139,13 @@ def main(argv=None):
             med = {s: [statistics.median(g[s][i] for g in got) for i in range(2)] for s in ("alone", "packed")}
             al, pk = med["alone"], med["packed"]
             rec = recurrence("cpu", _rnn(cfg))
+            ceil = ""
+            if rec == "cpp" and task_class(cfg.task.name).one_hot:
+                kc = kernel_step(ov, k)[1]
+                ceil = f" {kc * 1e3:.1f} | {k * al[1] / kc:.2f} |"
             print(f"| {shape} | {label} | {k} | {rec} | {al[0] * 1e3:.1f} / {al[1] * 1e3:.1f} | "
-                  f"{pk[0] * 1e3:.1f} / {pk[1] * 1e3:.1f} | {k * al[0] / pk[0]:.2f} | {k * al[1] / pk[1]:.2f} |",
-                  flush=True)
+                  f"{pk[0] * 1e3:.1f} / {pk[1] * 1e3:.1f} | {k * al[0] / pk[0]:.2f} | {k * al[1] / pk[1]:.2f} |"
+                  + (ceil or " | |"), flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end; target at paper_copy: >= 4x for gru and rnn_tanh, "
           "lstm as measured")
 
