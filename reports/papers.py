@@ -193,12 +193,18 @@ def cost_section(doc: Doc, claims: dict, runs: list[dict], store, sweep: str, pr
     e = estimate(claims)
     if prog["finished"] < prog["total"]:
         items.append(f"estimated cost of the whole full sweep (reports/published/full_sweeps.yaml): "
-                     f"{e['hours_alone'] + ' h with --pack 1' if e else 'not estimated'}")
+                     f"{hours_text(e, '--pack 1')}")
     doc.h(2, "Cost on this machine")
     doc.ul(items)
     doc.p(f"Resume the full sweep (a fresh checkout trains only the runs not committed here): "
           f"`python -m reports.papers --store results_published --import`, then `{start_command(claims)}`, then "
           f"`python -m reports.papers --store results_published --export --only {claims['name']}`.")
+
+
+def hours_text(e: Optional[dict], how: str) -> str:
+    """'≈ 5.2 h with <how>' from a full_sweeps.yaml entry; 'not estimated' where it has no figure."""
+    hours = str((e or {}).get("hours_alone", "not estimated"))
+    return f"{hours} h with {how}" if any(ch.isdigit() for ch in hours) else "not estimated"
 
 
 def _statuses(runs: list[dict]) -> dict:
@@ -224,7 +230,7 @@ def source_text(claims: dict, store_label: str, sweep: str, reduced: bool, prog:
     if prog["finished"] == 0:
         e = estimate(claims)
         out.append("**The full sweep has not run yet.** Estimated cost on this machine: "
-                   + (f"{e['hours_alone']} h with `--pack 1` (reports/published/full_sweeps.yaml)" if e else "not estimated")
+                   + hours_text(e, "`--pack 1` (reports/published/full_sweeps.yaml)")
                    + f". Start (or resume): `{start_command(claims)}`.")
     if prog["outside"]:
         out.append(f"{len(prog['outside'])} more run(s) in the store's index of `{full}` are not in the sweep files "
