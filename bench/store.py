@@ -104,7 +104,7 @@ class Store:
         runs = self.root / "runs"
         return sorted(p.name for p in runs.iterdir() if (p / "config.yaml").is_file()) if runs.is_dir() else []
 
-    def config(self, h: str, quiet: bool = False) -> Optional[dict]:
+    def config(self, h: str, quiet: bool = False, warn: bool = True) -> Optional[dict]:
         """The run's resolved config; Damaged if unreadable (None instead with quiet, or missing)."""
         path = self.run_dir(h) / "config.yaml"
         try:
@@ -119,19 +119,25 @@ class Store:
         except Damaged as e:
             if quiet:
                 return None
-            warn_damaged(e)
+            if warn:
+                warn_damaged(e)
             raise
 
     def damage(self, h: str) -> Optional[str]:
         """Why the run's config or result file is damaged; None if neither is."""
         try:
-            self.config(h)
-            self._result(h)
-        except FileNotFoundError:
-            return None
+            self.check(h, warn=True)
         except Damaged as e:
             return str(e)
         return None
+
+    def check(self, h: str, warn: bool = False) -> None:
+        """Damaged if the run's config or result file is damaged (a missing one is not)."""
+        try:
+            self.config(h, warn=warn)
+        except FileNotFoundError:
+            return
+        self._result(h)
 
     def _result(self, h: str) -> Optional[dict]:
         path = self.run_dir(h) / "result.json"
@@ -284,7 +290,7 @@ class Store:
         d = self.root / "sweeps"
         return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
-    def sweep_hashes(self, name: str) -> list[str]:
+    def sweep_hashes(self, name: str, warn: bool = True) -> list[str]:
         path = self.root / "sweeps" / f"{check_sweep_name(name)}.json"
         if not path.is_file():
             raise FileNotFoundError(f"sweep {name!r}: not in store {self.root}; known: {', '.join(self.sweeps()) or 'none'}")
@@ -293,7 +299,8 @@ class Store:
             if not isinstance(hashes, list) or not all(isinstance(x, str) for x in hashes):
                 raise Damaged(path, "no list of hashes")
         except Damaged as e:
-            warn_damaged(e)
+            if warn:
+                warn_damaged(e)
             raise
         return hashes
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from bench.store import FINISHED, Store
+from bench.store import FINISHED, Damaged, Store
 from bench.sweep import expand
 from bench.schema import ConfigError
 from reports import recall, stats
@@ -335,7 +335,12 @@ def main(argv=None) -> int:
         ap.error("--export and --import need --store")
     cl = [c for c in all_claims() if not a.only or c["name"] in a.only]
     if a.import_:
-        for name, counts in seed(cl, a.out, a.store).items():
+        try:
+            seeded = seed(cl, a.out, a.store)
+        except Damaged as e:   # nothing of that comparison written; one line, exit 2
+            print(f"python -m reports.papers: error: {e}", file=sys.stderr)
+            return 2
+        for name, counts in seeded.items():
             print(f"{name}: {counts['imported']} run(s) imported into {a.store}, {counts['kept']} already there"
                   + (f", {len(counts['skipped'])} left alone (unfinished there)" if counts["skipped"] else ""))
         return 0
