@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import yaml
 
@@ -71,13 +71,28 @@ def _read(path: Path, parse, kind: type, what: str):
     return data
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file by rename so readers never see it half-written."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()   # read once, at import (os.umask sets it too, so not from threads later)
+
+
+def write_atomic(path: Path, text: Union[str, bytes]) -> None:
+    """Write a file by rename so readers never see it half-written (a kill or a full disk
+    mid-write leaves the old file). Mode: the replaced file's, else open()'s default."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

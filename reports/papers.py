@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from bench.store import FINISHED, Damaged, Store
+from bench.store import FINISHED, Damaged, Store, write_atomic
 from bench.sweep import expand
 from bench.schema import ConfigError
 from reports import recall, stats
@@ -300,13 +300,13 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
               "in the repository (its first lines say from which sweep and store). Its raw results are lost, so it "
               "cannot be regenerated, and none of its figures enters a verdict above.")
     path = out / "report.md"
-    path.write_text(doc.markdown())
+    write_atomic(path, doc.markdown())
     write_claims_json(out, sweep, reduced, prog, sweep_times(store).get(sweep), results)
     return path
 
 
 def write_claims_json(out: Path, sweep: str, reduced: bool, prog: dict, wall: Optional[int], results: list) -> None:
-    (out / "claims.json").write_text(json.dumps(
+    write_atomic(out / "claims.json", json.dumps(
         {"sweep": sweep, "reduced": reduced, "full_sweep": prog["name"], "finished": prog["finished"],
          "total": prog["total"], "seeds": prog["seeds"], "train_s": round(prog["train_s"], 1),
          "solved_stops": prog["solved_stops"], "sweep_wall_s": wall,
