@@ -187,6 +187,9 @@ class _Member:
             uniform_all_(self.module, cfg.model.init_range)
         self.result.update(primary=self.task.primary, mode=self.task.mode, baseline=self.task.baseline(),
                            params=sum(p.numel() for p in self.module.parameters()))
+        val_baseline = self.task.val_baseline()   # the divergence bound's (bench/divergence.py)
+        if val_baseline:
+            self.result["val_baseline"] = val_baseline
         self.module.to(device=device, dtype=dtype)
         self.result["implementation"]["recurrence"] = f"packed-{recurrence(device, self.module.rnn)}"
         self.opt = self.module.configure_optimizers()
