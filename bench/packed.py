@@ -42,7 +42,8 @@ from bench.schema import ConfigError, config_hash
 from bench import packed_step
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
-__all__ = ["PackSize", "auto_size", "groups", "trains_on_gpu", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
+__all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
+           "trains_on_gpu"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.train import git_commit, last_validation, variant_tags
 from models.init import uniform_all_

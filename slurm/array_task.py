@@ -201,7 +201,7 @@ class TaskJob:
                 return statuses, ("stopped" if pre.terminated or any(s in STOPPED for s in statuses) else None)
             if code is not None:
                 worker.unit = None
-                if pre.terminated or code in (STOPPED_CODE, -signal.SIGTERM):   # stopped (-15: before its handler): resumable
+                if pre.terminated or code in (STOPPED_CODE, -signal.SIGTERM):   # -15: before its handler; resumable
                     return [store.status(c.hash) for c in unit], "stopped"
                 return [record_exit(store, c, code, self.sweep) for c in unit], None
             pre.forward()

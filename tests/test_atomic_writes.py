@@ -30,7 +30,8 @@ def in_place_writes(path: Path) -> list[str]:
         f = node.func
         name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
         mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
-        opens_to_write = name in ("open", "fdopen") and isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax")
+        writes = isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax")
+        opens_to_write = name in ("open", "fdopen") and writes
         if name in IN_PLACE or opens_to_write:
             out.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     return out
