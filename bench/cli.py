@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("local", "slurm"), default="local")
     p.add_argument("--workers", type=_count, default=0, help="parallel runs (default: GPUs, else CPU cores)")
     p.add_argument("--threads", type=_count, default=0, help="torch threads per run (default: cores / workers)")
-    p.add_argument("--gpus-per-run", choices=("1", "all"), default="1", help="'all': one run at a time on every GPU")
+    p.add_argument("--gpus-per-run", choices=("1", "all"), default=None,
+                   help="local executor: GPUs a run gets (default 1); 'all': one run at a time on every GPU")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs (resuming their checkpoints)")
     p.add_argument("--pack", type=_count_or_auto, default=1, metavar="K",
                    help="train up to K runs that differ only in seed (optim, init) as one batched model "
@@ -194,7 +195,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from bench.packed import auto_size, groups
+    from bench.packed import AUTO_CPU, AUTO_GPU, auto_size, groups, trains_on_gpu
     from bench.store import Store
     from bench.sweep import LocalExecutor, expand, only, register
 
@@ -206,12 +207,12 @@ def cmd_sweep(a) -> int:
     if a.runs_per_task is not None and a.executor != "slurm":
         raise ConfigError("--runs-per-task: only with --executor slurm (local workers already run config "
                           "after config); allowed: --executor slurm")
-    if a.pack != "auto":
-        pack = a.pack
-    elif a.executor == "slurm":  # the nodes' devices, as the runs ask for them
-        pack = auto_size(any(c.trainer.accelerator == "gpu" for c in cfgs))
-    else:
-        pack = auto_size(_gpus() > 0)
+    if a.gpus_per_run is not None and a.executor == "slurm":
+        raise ConfigError("--gpus-per-run: only with --executor local (on SLURM a run gets --slurm gpus_per_run=N "
+                          "GPUs a node, trainer.devices when 0); allowed: --executor local")
+    gpus_per_run = a.gpus_per_run or "1"
+    gpu, where = _gpu_there(a, gpus_per_run) if a.pack == "auto" else (False, "")
+    pack = auto_size(gpu) if a.pack == "auto" else a.pack
     if a.dry_run:
         for c in cfgs:
             print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
@@ -219,6 +220,10 @@ def cmd_sweep(a) -> int:
         if a.pack != 1:   # the groups of the runs left to train, as the local executor forms them
             todo = LocalExecutor(store, name, retry_failed=a.retry_failed, progress=False).todo(cfgs)
             sizes = [len(u) for u in groups(todo, pack, store)]
+            if where:
+                print(f"--pack auto: {where}: {sum(trains_on_gpu(c, gpu) for c in todo)} "
+                      f"runs train on GPU ({AUTO_GPU} a group), the others on CPU ({AUTO_CPU} a group for "
+                      "cells with a C++ packed scan, else alone)")
             print(f"--pack {a.pack}: {sum(n for n in sizes if n > 1)} runs in {sum(n > 1 for n in sizes)} "
                   f"packed group(s), {sizes.count(1)} runs alone")
         return 0
@@ -239,7 +244,7 @@ def cmd_sweep(a) -> int:
 
     for c in cfgs:  # before any run is stored
         check_host(c)
-    states = LocalExecutor(store, name, a.workers, a.threads, a.gpus_per_run, a.wandb, a.project,
+    states = LocalExecutor(store, name, a.workers, a.threads, gpus_per_run, a.wandb, a.project,
                            a.retry_failed, pack=pack).run(cfgs)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
@@ -249,6 +254,18 @@ def cmd_sweep(a) -> int:
         out = build_report(store, [name], os.path.join(a.store, "reports", name))
         print(f"report: {out}")
     return 0
+
+
+def _gpu_there(a, gpus_per_run: str) -> tuple[bool, str]:
+    """For --pack auto: whether the runs see a GPU, and why."""
+    if a.executor == "slurm":   # a run sees the GPUs SLURM gives it; with 0, trainer.devices of accelerator=gpu
+        from slurm.executor import load_options
+
+        n = load_options(a.slurm)["gpus_per_run"]
+        return n > 0, f"SLURM gpus_per_run={n}"
+    n = _gpus()
+    every = ", --gpus-per-run all (one unit at a time on every GPU)" if n and gpus_per_run == "all" else ""
+    return n > 0, f"{n} GPU(s) here{every}"
 
 
 def _gpus() -> int:

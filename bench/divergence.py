@@ -7,7 +7,9 @@
 
 `trainer.divergence_factor` (default EXPLODED; null = off; only with `stop_on_divergence`) ends a
 run as `diverged` at the first validation whose loss, the val/ twin of a primary loss metric (mode
-min), is finite but beyond that multiple of the task's baseline of the metric; a packed member is
+min), is finite but beyond that multiple of the task's baseline of the metric on the validation
+split (`Task.val_baseline`, recorded as the result's `val_baseline`), else on the test split
+(synthetic tasks: the same distribution, one baseline); a packed member is
 dropped there the same way (bench/packed.py). Checked at validations only: training-loss spikes
 that recovered reached 1658x in the published copy runs. reports.collect applies the same bound
 to the final metric of runs recorded `done` before the check existed.
@@ -27,13 +29,13 @@ from tasks.base import Diverged
 EXPLODED = 1000.0
 
 
-def exploded(key: str, value, baseline, factor: Optional[float] = EXPLODED) -> Optional[str]:
+def exploded(key: str, value, baseline, factor: Optional[float] = EXPLODED, what: str = "baseline") -> Optional[str]:
     """'KEY VALUE > FACTOR x baseline B' when a loss is finite but beyond `factor` x its task's
     baseline, else None (also for factor None or a missing number)."""
     if factor is None or not all(isinstance(x, (int, float)) for x in (value, baseline)):
         return None
     if baseline > 0 and math.isfinite(value) and value > factor * baseline:
-        return f"{key} {value:.3g} > {factor:g} x baseline {baseline:.4g}"
+        return f"{key} {value:.3g} > {factor:g} x {what} {baseline:.4g}"
     return None
 
 
@@ -45,9 +47,11 @@ def at_validation(cfg, result: dict, val: dict) -> Optional[str]:
     if not t.stop_on_divergence or result.get("mode") != "min" or "/" not in primary:
         return None
     key = "val/" + primary.split("/", 1)[1]
-    v = val.get(key)
-    return exploded(key, float(v) if v is not None else None, (result.get("baseline") or {}).get(primary),
-                    t.divergence_factor)
+    v = None if val.get(key) is None else float(val[key])
+    own = (result.get("val_baseline") or {}).get(key)
+    if own is not None:
+        return exploded(key, v, own, t.divergence_factor, "validation baseline")
+    return exploded(key, v, (result.get("baseline") or {}).get(primary), t.divergence_factor)
 
 
 class StopWhenExploded(L.Callback):

@@ -42,7 +42,8 @@ from bench.schema import ConfigError, config_hash
 from bench import packed_step
 from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
 
-__all__ = ["auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group"]
+__all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
+           "trains_on_gpu"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.train import git_commit, last_validation, variant_tags
 from models.init import uniform_all_
@@ -55,6 +56,7 @@ FREE = {"": ("seed",), "task": ("data_seed",), "model": ("recurrent_init", "inpu
                                                          "init_range", "impl"),
         "trainer": ("stop_on_divergence", "divergence_factor", "stop_when_solved")}
 AUTO_CPU, AUTO_GPU = 8, 64   # --pack auto: runs a group on CPU (cells with a C++ packed scan), per GPU
+PackSize = Union[int, Callable[[RunConfig], int]]   # --pack K, or auto_size's rule per run
 
 
 def packable(cfg: RunConfig) -> Optional[str]:
@@ -87,13 +89,17 @@ def pack_key(cfg: RunConfig) -> str:
     return config_hash(d)
 
 
-def auto_size(gpu: bool) -> Union[int, Callable[[RunConfig], int]]:
-    """`--pack auto`: 64 runs a group on GPU; on CPU 8 for a cell with a C++ packed scan
-    (models.packed.has_packed_kernel) and 1 (alone) for the others, whose members each run their
-    own kernel: bench/benchmarks/packed.py measured LSTM packs at 0.92x the runs alone."""
-    if gpu:
-        return AUTO_GPU
-    return lambda cfg: AUTO_CPU if has_packed_kernel(cfg.model) else 1
+def trains_on_gpu(cfg: RunConfig, gpu: bool) -> bool:
+    """Whether the run trains on a GPU where one is visible to it (`gpu`), as `_device` decides."""
+    return cfg.trainer.accelerator == "gpu" or (cfg.trainer.accelerator == "auto" and gpu)
+
+
+def auto_size(gpu: bool) -> Callable[[RunConfig], int]:
+    """`--pack auto`, per run, where a GPU is visible to it (`gpu`) or not: 64 runs a group for a
+    run that trains on GPU; on CPU 8 for a cell with a C++ packed scan (has_packed_kernel) and 1
+    (alone) for the others, whose members each run their own kernel: bench/benchmarks/packed.py
+    measured LSTM packs at 0.92x the runs alone."""
+    return lambda cfg: AUTO_GPU if trains_on_gpu(cfg, gpu) else AUTO_CPU if has_packed_kernel(cfg.model) else 1
 
 
 def groups(cfgs: list[RunConfig], k: Union[int, Callable[[RunConfig], int]],
@@ -182,6 +188,9 @@ class _Member:
             uniform_all_(self.module, cfg.model.init_range)
         self.result.update(primary=self.task.primary, mode=self.task.mode, baseline=self.task.baseline(),
                            params=sum(p.numel() for p in self.module.parameters()))
+        val_baseline = self.task.val_baseline()   # the divergence bound's (bench/divergence.py)
+        if val_baseline:
+            self.result["val_baseline"] = val_baseline
         self.module.to(device=device, dtype=dtype)
         self.result["implementation"]["recurrence"] = f"packed-{recurrence(device, self.module.rnn)}"
         self.opt = self.module.configure_optimizers()

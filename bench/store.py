@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import yaml
 
@@ -71,13 +71,28 @@ def _read(path: Path, parse, kind: type, what: str):
     return data
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file by rename so readers never see it half-written."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()   # read once, at import (os.umask sets it too, so not from threads later)
+
+
+def write_atomic(path: Path, text: Union[str, bytes]) -> None:
+    """Write a file by rename so readers never see it half-written (a kill or a full disk
+    mid-write leaves the old file). Mode: the replaced file's, else open()'s default."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -104,7 +119,7 @@ class Store:
         runs = self.root / "runs"
         return sorted(p.name for p in runs.iterdir() if (p / "config.yaml").is_file()) if runs.is_dir() else []
 
-    def config(self, h: str, quiet: bool = False) -> Optional[dict]:
+    def config(self, h: str, quiet: bool = False, warn: bool = True) -> Optional[dict]:
         """The run's resolved config; Damaged if unreadable (None instead with quiet, or missing)."""
         path = self.run_dir(h) / "config.yaml"
         try:
@@ -119,19 +134,25 @@ class Store:
         except Damaged as e:
             if quiet:
                 return None
-            warn_damaged(e)
+            if warn:
+                warn_damaged(e)
             raise
 
     def damage(self, h: str) -> Optional[str]:
         """Why the run's config or result file is damaged; None if neither is."""
         try:
-            self.config(h)
-            self._result(h)
-        except FileNotFoundError:
-            return None
+            self.check(h, warn=True)
         except Damaged as e:
             return str(e)
         return None
+
+    def check(self, h: str, warn: bool = False) -> None:
+        """Damaged if the run's config or result file is damaged (a missing one is not)."""
+        try:
+            self.config(h, warn=warn)
+        except FileNotFoundError:
+            return
+        self._result(h)
 
     def _result(self, h: str) -> Optional[dict]:
         path = self.run_dir(h) / "result.json"
@@ -285,7 +306,7 @@ class Store:
         d = self.root / "sweeps"
         return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
-    def sweep_hashes(self, name: str) -> list[str]:
+    def sweep_hashes(self, name: str, warn: bool = True) -> list[str]:
         path = self.root / "sweeps" / f"{check_sweep_name(name)}.json"
         if not path.is_file():
             raise FileNotFoundError(f"sweep {name!r}: not in store {self.root}; known: {', '.join(self.sweeps()) or 'none'}")
@@ -294,7 +315,8 @@ class Store:
             if not isinstance(hashes, list) or not all(isinstance(x, str) for x in hashes):
                 raise Damaged(path, "no list of hashes")
         except Damaged as e:
-            warn_damaged(e)
+            if warn:
+                warn_damaged(e)
             raise
         return hashes
 

@@ -100,11 +100,12 @@ def export_runs(src, dst, sweeps: list[str]) -> dict:
 def seed_store(copy, store) -> dict:
     """Copy the finished runs of a compact copy into a working store, with their sweep indexes.
     A run the store already has in any state but pending (a result, a checkpoint, metrics, or a
-    live lock) is left alone. -> {"imported": n, "kept": n (already there), "skipped": [hash, ...]}."""
+    live lock) is left alone. A damaged sweep index or run file on either side raises Damaged
+    (one line naming it) before anything is written. -> {"imported": n, "kept": n (already
+    there), "skipped": [hash, ...]}."""
     copy, store = _as_store(copy), _as_store(store)
     counts = {"imported": 0, "kept": 0, "skipped": []}
-    for name in copy.sweeps():
-        hashes = [h for h in copy.sweep_hashes(name) if finished(copy, h)]
+    for name, hashes in _seed_plan(copy, store).items():
         for h in hashes:
             d = store.run_dir(h)
             if (d / "result.json").is_file():
@@ -116,3 +117,18 @@ def seed_store(copy, store) -> dict:
                 counts["imported"] += 1
         store.record_sweep(name, hashes, source=f"seeded from {copy.root}")
     return counts
+
+
+def _seed_plan(copy: Store, store: Store) -> dict:
+    """{sweep: the copy's finished runs}, having read every file seeding would trust; Damaged
+    (not warned) for a damaged one (`record_sweep` would overwrite a damaged index)."""
+    plan = {}
+    for name in copy.sweeps():
+        if (store.root / "sweeps" / f"{name}.json").is_file():
+            store.sweep_hashes(name, warn=False)
+        hashes = copy.sweep_hashes(name, warn=False)
+        for h in hashes:
+            copy.check(h)
+            store.check(h)
+        plan[name] = [h for h in hashes if finished(copy, h)]
+    return plan

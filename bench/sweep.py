@@ -30,7 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
-from bench.packed import groups, is_packed_checkpoint
+from bench.packed import PackSize, groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic
 from bench.worker import Worker, record_exit, wait_any
@@ -235,7 +235,7 @@ class LocalExecutor:
 
     def __init__(self, store: Store, sweep: str, workers: int = 0, threads: int = 0,
                  gpus_per_run: str = "1", wandb_mode: Optional[str] = None, project: str = "rnnbench",
-                 retry_failed: bool = False, progress: bool = True, pack: int = 1):
+                 retry_failed: bool = False, progress: bool = True, pack: PackSize = 1):
         self.store, self.sweep, self.pack = store, sweep, pack
         self.gpus = _gpu_count()
         cores = os.cpu_count() or 1

@@ -331,6 +331,8 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
         result["pretrained"] = pretrained
     result.update(primary=task.primary, mode=task.mode, baseline=task.baseline(),
                   params=sum(p.numel() for p in module.parameters()))
+    if val_baseline := task.val_baseline():   # the divergence bound's; synthetic tasks: none (the test one)
+        result["val_baseline"] = val_baseline
     csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
     wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                       name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))

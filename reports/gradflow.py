@@ -29,7 +29,8 @@ from bench.schema import ConfigError, build
 from models.config import ModelConfig
 from models.recurrent import Recurrent
 from reports.collect import as_store
-from reports.plots import plt  # matplotlib with the Agg backend set
+from bench.store import write_atomic
+from reports.plots import plt, save  # matplotlib with the Agg backend set
 from tasks.registry import task_class
 
 
@@ -176,7 +177,7 @@ def plot(init: dict[str, dict], trained: dict[str, dict], path: Path, title: str
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})   # no matplotlib version: same bytes across versions
+    save(fig, path, dpi=110, metadata={"Software": None})   # no matplotlib version: same bytes across versions
     plt.close(fig)
     return path
 
@@ -219,11 +220,8 @@ def run_diagnostic(out_dir, cells: list[str] = (), task: Optional[str] = None, i
     rows = [{"label": k, "phase": phase, **m} for phase, curves in (("init", init), ("trained", trained))
             for k, m in curves.items()]
     paths["json"] = out / "gradflow.json"
-    paths["json"].write_text(json.dumps(rows, indent=1) + "\n")
+    write_atomic(paths["json"], json.dumps(rows, indent=1) + "\n")
     paths["csv"] = out / "gradflow.csv"
-    with open(paths["csv"], "w") as f:
-        f.write("label,phase,lag,norm\n")
-        for r in rows:
-            for k, v in zip(r["lags"], r["norm"]):
-                f.write(f"\"{r['label']}\",{r['phase']},{k},{v!r}\n")
+    write_atomic(paths["csv"], "label,phase,lag,norm\n" + "".join(
+        f"\"{r['label']}\",{r['phase']},{k},{v!r}\n" for r in rows for k, v in zip(r["lags"], r["norm"])))
     return paths

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from bench.store import Store
+from bench.store import Store, write_atomic
 from models.registry import CELLS
 from reports import stats
 from reports.claims import baseline, primary_of, values
@@ -117,5 +117,5 @@ def measure_gradflow(runs: list[dict], store, out: Path, weights=None) -> tuple[
         pngs.append(plot(panels["init"], panels["trained"], out / f"gradflow_{task}.png",
                          f"gradient flow, {task} T={T}, seed 0, batch 16 (rnnbench gradflow --run ...)"))
     if entries:
-        (out / "gradflow.json").write_text(json.dumps(entries) + "\n")
+        write_atomic(out / "gradflow.json", json.dumps(entries) + "\n")
     return curves, pngs

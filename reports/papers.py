@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from bench.store import FINISHED, Store
+from bench.store import FINISHED, Damaged, Store, write_atomic
 from bench.sweep import expand
 from bench.schema import ConfigError
 from reports import recall, stats
@@ -306,13 +306,13 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
               "in the repository (its first lines say from which sweep and store). Its raw results are lost, so it "
               "cannot be regenerated, and none of its figures enters a verdict above.")
     path = out / "report.md"
-    path.write_text(doc.markdown())
+    write_atomic(path, doc.markdown())
     write_claims_json(out, sweep, reduced, prog, sweep_times(store).get(sweep), results)
     return path
 
 
 def write_claims_json(out: Path, sweep: str, reduced: bool, prog: dict, wall: Optional[int], results: list) -> None:
-    (out / "claims.json").write_text(json.dumps(
+    write_atomic(out / "claims.json", json.dumps(
         {"sweep": sweep, "reduced": reduced, "full_sweep": prog["name"], "finished": prog["finished"],
          "total": prog["total"], "seeds": prog["seeds"], "train_s": round(prog["train_s"], 1),
          "solved_stops": prog["solved_stops"], "sweep_wall_s": wall,
@@ -341,7 +341,12 @@ def main(argv=None) -> int:
         ap.error("--export and --import need --store")
     cl = [c for c in all_claims() if not a.only or c["name"] in a.only]
     if a.import_:
-        for name, counts in seed(cl, a.out, a.store).items():
+        try:
+            seeded = seed(cl, a.out, a.store)
+        except Damaged as e:   # nothing of that comparison written; one line, exit 2
+            print(f"python -m reports.papers: error: {e}", file=sys.stderr)
+            return 2
+        for name, counts in seeded.items():
             print(f"{name}: {counts['imported']} run(s) imported into {a.store}, {counts['kept']} already there"
                   + (f", {len(counts['skipped'])} left alone (unfinished there)" if counts["skipped"] else ""))
         return 0

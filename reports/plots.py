@@ -1,6 +1,7 @@
 """Figures of a report (matplotlib, Agg backend): learning curves, bar chart, solved vs T."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Optional
@@ -10,11 +11,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.store import write_atomic  # noqa: E402
 from reports import stats  # noqa: E402
 from reports.collect import TaskGroup, Variant  # noqa: E402
 
 DPI = 110
 PNG_METADATA = {"Software": None}   # published PNGs: no matplotlib version, so regenerated files are the same bytes
+
+
+def save(fig, path, **kw) -> None:
+    """fig.savefig into memory, then the file by rename: a crash never leaves a truncated image."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kw)
+    write_atomic(path, buf.getvalue())
 
 
 def _colors(n: int):
@@ -94,7 +103,7 @@ def learning_curves(g: TaskGroup, path: Path, metric: str = "val/loss") -> Optio
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -130,7 +139,7 @@ def bar_chart(g: TaskGroup, path: Path) -> Optional[Path]:
     ax.set_title(f"{g.title}: mean, 95% CI (t), seeds as dots", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -153,7 +162,7 @@ def solved_vs_T(family: str, points: dict[str, dict[int, tuple[int, int]]], path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -173,7 +182,7 @@ def mean_vs_T(series: dict[str, list[tuple]], baseline: list[tuple], ylabel: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    save(fig, path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
     return path
 
@@ -204,6 +213,6 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
         ax.set_ylabel(ylabel, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    save(fig, path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.store import write_atomic
 from reports.claims import AGREES, DISAGREES, INCONCLUSIVE
 from reports.doc import Doc
 from reports.published_runs import PENDING, estimate, expected, full_sweeps, start_command, sweep_names
@@ -80,7 +81,7 @@ def write_readme(all_c: list[dict], out_root) -> Path:
           "command below then trains only the runs still missing.")
     full_sweeps_doc(doc, all_c)
     path = Path(out_root) / "README.md"
-    path.write_text(doc.markdown())
+    write_atomic(path, doc.markdown())
     return path
 
 
@@ -113,6 +114,6 @@ def update_root_readme(path, all_c: list[dict], out_root) -> bool:
     doc = Doc()
     table_doc(doc, all_c, out_root, "reports/published/")
     head, rest = text.split(BEGIN, 1)
-    path.write_text(head + BEGIN + "\n" + doc.markdown() + END + rest.split(END, 1)[1])
+    write_atomic(path, head + BEGIN + "\n" + doc.markdown() + END + rest.split(END, 1)[1])
     return True
 

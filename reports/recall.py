@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import resolve
-from bench.store import Store
+from bench.store import Store, write_atomic
 from reports.collect import flatten
 from reports.doc import Doc
 from tasks.registry import task_class
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     text = json.dumps({**data, "runs": []}, indent=1).replace('"runs": []', '"runs": [\n' + ",\n".join(
         "  " + json.dumps(r) for r in data["runs"]) + "\n ]") + "\n"      # one line a run
     if a.out:
-        Path(a.out).write_text(text)
+        write_atomic(Path(a.out), text)
         print(f"{len(data['runs'])} runs: {a.out}")
     else:
         sys.stdout.write(text)

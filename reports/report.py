@@ -350,5 +350,5 @@ def build_report(store: Union[Store, str, Path], sweeps: list[str], out_dir, *, 
                  g.primary) for g, d in sections]
         secs.insert(0, ("Summary", head.markdown(), [], ""))
         url = wandb_io.publish(publish or from_wandb, title, secs)
-        (out / "wandb_report_url.txt").write_text(url + "\n")
+        write_atomic(out / "wandb_report_url.txt", url + "\n")
     return md

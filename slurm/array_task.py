@@ -18,7 +18,9 @@ task (slurm/job.py) or a local sweep.
   worker included. The worker stops on SIGTERM as a single-run task does: inside `trainer.fit` at
   the next batch boundary, elsewhere at once with exit code STOPPED_CODE; it leaves SIGUSR1/USR2 to
   the task process. The task process forwards SIGTERM to the worker (so a signal sent to it alone
-  stops the run too), waits for the worker to stop, starts nothing more, and exits with code 1;
+  stops the run too; also one that came while the worker was starting, which then gets no unit),
+  waits for the worker to stop, starts nothing more, and exits with code 1 (a worker killed by
+  SIGTERM before its handler was installed is stopped too, never recorded failed);
   after a warning signal (at most `max_requeues` times) it first requeues itself with
   `scontrol requeue`, as a single-run task does.
 """
@@ -75,13 +77,20 @@ class TaskPreemption(Preemption):
     def __init__(self, max_requeues: int = 0):
         super().__init__(max_requeues)
         self.worker: Optional[Worker] = None
+        self._told: Optional[Worker] = None   # the worker the stop was passed to
 
     def _on_term(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         log.warning("rnnbench: %s received; stopping the task after its current run", name)
         self.terminated = self.terminated or name
+        self.forward()
+
+    def forward(self) -> None:
+        """Pass a stop to the current worker, once; the loop calls it too, for a signal that came
+        while a worker was being started (not yet known here)."""
         w = self.worker
-        if w is not None and w.dead() is None:
+        if self.terminated and w is not None and w is not self._told and w.dead() is None:
+            self._told = w
             with contextlib.suppress(OSError):
                 w.proc.send_signal(signal.SIGTERM)
 
@@ -153,6 +162,7 @@ class TaskJob:
                     continue
                 if worker is None or worker.dead() is not None:
                     worker = pre.worker = self._worker()
+                    pre.forward()
                 last = [c.hash for c in unit if store.status(c.hash) not in skip]   # what runs now
                 statuses, stop = self._run(worker, unit, store, retry, pre)
                 out.update(zip((c.hash for c in unit), statuses))
@@ -172,9 +182,12 @@ class TaskJob:
 
     def _run(self, worker: Worker, unit: list, store: Store, retry: bool, pre: TaskPreemption):
         """Run one unit in `worker`: (its statuses, None or why the task must stop now)."""
+        if pre.terminated:   # came while the worker started: send nothing
+            return [store.status(c.hash) for c in unit], "stopped"
         packed = len(unit) > 1 or is_packed_checkpoint(store.checkpoint(unit[0].hash))
-        worker.send(unit, {"id": unit[0].hash, "retry_failed": retry, "packed": packed,
-                           "configs": [str(store.run_dir(c.hash) / "config.yaml") for c in unit]})
+        with contextlib.suppress(BrokenPipeError):   # died before reading it: its exit code says why
+            worker.send(unit, {"id": unit[0].hash, "retry_failed": retry, "packed": packed,
+                               "configs": [str(store.run_dir(c.hash) / "config.yaml") for c in unit]})
         while True:
             answer, code = worker.answer(), None
             if answer is None and (code := worker.dead()) is not None:
@@ -188,9 +201,10 @@ class TaskJob:
                 return statuses, ("stopped" if pre.terminated or any(s in STOPPED for s in statuses) else None)
             if code is not None:
                 worker.unit = None
-                if pre.terminated or code == STOPPED_CODE:   # stopped by a signal: resumable, no failure
+                if pre.terminated or code in (STOPPED_CODE, -signal.SIGTERM):   # -15: before its handler; resumable
                     return [store.status(c.hash) for c in unit], "stopped"
                 return [record_exit(store, c, code, self.sweep) for c in unit], None
+            pre.forward()
             wait_any([worker], 1.0)
 
     def _stopped(self, store: Store, pre: TaskPreemption, ran: list, out: dict) -> None:

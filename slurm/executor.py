@@ -32,7 +32,7 @@ from typing import Any, Optional
 import yaml
 
 from bench.config import from_resolved, parse_overrides
-from bench.packed import groups, is_packed_checkpoint
+from bench.packed import PackSize, groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 from slurm.array_task import TaskJob, failure_stamp  # TaskJob pickled by submitit by reference, as RunJob
@@ -195,7 +195,7 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
     return ex
 
 
-def array_tasks(cfgs: list, store: Store, opts: dict, pack: int = 1) -> list[list[list]]:
+def array_tasks(cfgs: list, store: Store, opts: dict, pack: PackSize = 1) -> list[list[list]]:
     """`cfgs` (of one resource group) as array tasks, each a list of units: one run, or a packed
     group of up to `pack` runs (bench.packed.groups; `pack` may be bench.packed.auto_size's rule).
     A task takes up to `runs_per_task` runs, a packed group counting as its members and never
@@ -233,7 +233,7 @@ def task_job(task: list[list], store: Store, name: str, wandb_mode, retry_failed
 
 
 def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[str], retry_failed: bool,
-            project: str, pack: int = 1) -> list[str]:
+            project: str, pack: PackSize = 1) -> list[str]:
     """Submit `cfgs` (already filtered) as arrays grouped by resources; write the store records."""
     import submitit  # optional dependency: only --executor slurm needs it (checked in preflight)
 
@@ -293,7 +293,7 @@ def _record(store: Store, name: str, submitted: list) -> None:
 
 
 def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
-           retry_failed: bool = False, project: str = "rnnbench", pack: int = 1) -> list[str]:
+           retry_failed: bool = False, project: str = "rnnbench", pack: PackSize = 1) -> list[str]:
     """Submit the runs of sweep `name` that are not finished, not running and not already queued.
     Returns the SLURM job ids (`<array>_<task>`, or `<job>` for a single run)."""
     opts = load_options(slurm_overrides)
@@ -325,7 +325,7 @@ def failed_runs(store: Store, hashes: list[str]) -> list[str]:
 
 
 def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,
-                    project: str = "rnnbench", pack: int = 1) -> list[str]:
+                    project: str = "rnnbench", pack: PackSize = 1) -> list[str]:
     """Submit again (alone, or `runs_per_task` a task) the runs of sweep `name` that failed (their SLURM job timed out, was
     cancelled or crashed, or their result says failed). They resume from their checkpoints."""
     opts = load_options(slurm_overrides)

@@ -92,6 +92,11 @@ class Task:
         """Scores of the trivial predictor, reported beside the model's (e.g. {'loss': ...})."""
         return {}
 
+    def val_baseline(self) -> dict[str, float]:
+        """The trivial predictor's scores on the validation split ({'val/...'}), for the divergence
+        bound (bench/divergence.py); {} where they are the test ones (synthetic tasks)."""
+        return {}
+
     def solved(self, metrics: dict) -> Optional[bool]:
         """Whether a finished run solved the task (long-dependency tasks); None = not defined."""
         return None

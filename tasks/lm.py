@@ -380,7 +380,13 @@ class LMTask(Task):
         return LMModule(self.run, dm.vocab.itos)
 
     def baseline(self) -> dict:
+        return self._unigram("test", "test")
+
+    def val_baseline(self) -> dict:
+        return self._unigram("validation", "val")
+
+    def _unigram(self, split: str, prefix: str) -> dict:
         dm = self.datamodule()
         dm.setup()
-        s = unigram_scores(dm.ids["train"], dm.ids["test"], dm.vocab.itos, self.cfg.level)
-        return {f"test/{k}": v for k, v in s.items()}
+        s = unigram_scores(dm.ids["train"], dm.ids[split], dm.vocab.itos, self.cfg.level)
+        return {f"{prefix}/{k}": v for k, v in s.items()}

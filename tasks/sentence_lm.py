@@ -165,8 +165,14 @@ class SentenceLMTask(Task):
 
     def baseline(self) -> dict:
         """The unigram model of the training tokens (<eos> included) on the test sentences."""
+        return self._unigram("test", "test")
+
+    def val_baseline(self) -> dict:
+        return self._unigram("validation", "val")
+
+    def _unigram(self, split: str, prefix: str) -> dict:
         dm = self.datamodule()
         dm.setup()
-        ids = {s: torch.tensor([i for e in dm.examples[s] for i in e["ids"]]) for s in ("train", "test")}
-        s = unigram_scores(ids["train"], ids["test"], dm.vocabs["word"].itos, "word")
-        return {"test/loss": s["loss"], "test/ppl": s["ppl"]}
+        ids = {s: torch.tensor([i for e in dm.examples[s] for i in e["ids"]]) for s in ("train", split)}
+        s = unigram_scores(ids["train"], ids[split], dm.vocabs["word"].itos, "word")
+        return {f"{prefix}/loss": s["loss"], f"{prefix}/ppl": s["ppl"]}

@@ -279,13 +279,19 @@ class TimeSeriesTask(Task):
 
     def baseline(self) -> dict[str, float]:
         """MSE and MAE of every naive forecast on the test span; test/mse = the best of them."""
+        return self._naive("test", "test")
+
+    def val_baseline(self) -> dict[str, float]:
+        return self._naive("validation", "val")
+
+    def _naive(self, split: str, prefix: str) -> dict[str, float]:
         dm = self.datamodule()
         dm.setup()
-        y = dm.targets("test")
+        y = dm.targets(split)
         out = {}
-        for name, pred in dm.baselines("test").items():
-            out[f"test/mse_{name}"] = float(np.mean((pred - y) ** 2))
-            out[f"test/mae_{name}"] = float(np.mean(np.abs(pred - y)))
-        best = min((k for k in out if k.startswith("test/mse_")), key=out.get)
-        out["test/mse"], out["test/mae"] = out[best], out[best.replace("mse", "mae")]
+        for name, pred in dm.baselines(split).items():
+            out[f"{prefix}/mse_{name}"] = float(np.mean((pred - y) ** 2))
+            out[f"{prefix}/mae_{name}"] = float(np.mean(np.abs(pred - y)))
+        best = min((k for k in out if k.startswith(f"{prefix}/mse_")), key=out.get)
+        out[f"{prefix}/mse"], out[f"{prefix}/mae"] = out[best], out[best.replace("mse", "mae")]
         return out

@@ -203,3 +203,36 @@ def test_cli_sweep_only_bad_values_give_one_line(tmp_path, item, message):
                         str(tmp_path / "r")], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == f"rnnbench sweep: error: {message}"
     assert not (tmp_path / "r").exists()
+
+
+SIX = "parameters:\n  task: {value: copy}\n  model.cell: {values: [lstm, gru]}\n  seed: {values: [0, 1, 2]}\n"
+
+
+@pytest.mark.parametrize("args,gpus,where,line", [
+    # SLURM gives each run a GPU: trainer.accelerator=auto runs train there, every cell packs
+    (["--executor", "slurm", "--slurm", "gpus_per_run=1"], 0, "SLURM gpus_per_run=1: 6 runs train on GPU",
+     "--pack auto: 6 runs in 2 packed group(s), 0 runs alone"),
+    (["--executor", "slurm"], 4, "SLURM gpus_per_run=0: 0 runs train on GPU",       # no GPU asked for: CPU rule
+     "--pack auto: 3 runs in 1 packed group(s), 3 runs alone"),
+    (["--gpus-per-run", "all"], 2, "2 GPU(s) here, --gpus-per-run all (one unit at a time on every GPU): 6 runs",
+     "--pack auto: 6 runs in 2 packed group(s), 0 runs alone"),                      # a run takes every GPU: GPU rule
+    (["trainer.accelerator=cpu"], 2, "2 GPU(s) here: 0 runs train on GPU",             # runs pinned to CPU: CPU rule
+     "--pack auto: 3 runs in 1 packed group(s), 3 runs alone")])
+def test_cli_sweep_dry_run_pack_auto_follows_where_the_runs_train(tmp_path, capsys, monkeypatch, args, gpus, where, line):
+    from bench import cli
+
+    monkeypatch.setattr(cli, "_gpus", lambda: gpus)
+    path = sweep_file(tmp_path, SIX)
+    assert cli.main(["sweep", path, *args, "--dry-run", "--pack", "auto", "--store", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == line and out[-2].startswith("--pack auto: " + where), out[-2:]
+
+
+def test_cli_sweep_gpus_per_run_on_slurm_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, SIX)
+    assert main(["sweep", path, "--executor", "slurm", "--gpus-per-run", "all", "--dry-run", "--store", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "rnnbench sweep: error: --gpus-per-run: only with --executor local (on SLURM a run gets --slurm "
+        "gpus_per_run=N GPUs a node, trainer.devices when 0); allowed: --executor local")

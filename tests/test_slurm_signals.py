@@ -1,0 +1,69 @@
+"""Preemption races of a multi-run array task (slurm/array_task.py), with real signals and a real
+worker process, no cluster needed: a SIGTERM that reaches the worker before its handler is installed
+is a stop (the run resumes), not a failure; one that reaches the task process while it starts a
+worker stops the task before the run trains, and the requeue it asked for still happens."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from bench.store import Store
+from slurm import array_task
+from slurm.array_task import TaskJob
+from test_slurm_tasks import _cfgs
+
+
+@pytest.fixture
+def own_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def _job(store: Store, units: list, **kw) -> TaskJob:
+    return TaskJob([[c.to_dict() for c in u] for u in units], str(store.root), "t", "disabled",
+                   hashes=[[c.hash for c in u] for u in units], **kw)
+
+
+def test_sigterm_before_the_worker_handler_is_a_stop(tmp_path, monkeypatch, own_handlers):
+    """SLURM signals every process of the job: the worker may get SIGTERM while it still imports
+    torch (default action: killed by signal 15). Its run is left resumable, the task stops."""
+    a, b = _cfgs(0, 1)
+    store = Store(tmp_path / "results")
+    real = TaskJob._worker
+
+    def killed_at_start(self):
+        w = real(self)
+        w.proc.send_signal(signal.SIGTERM)   # before the interpreter even runs its first line
+        return w
+
+    monkeypatch.setattr(TaskJob, "_worker", killed_at_start)
+    with pytest.raises(SystemExit) as e:
+        _job(store, [[a], [b]])()
+    assert e.value.code == 1
+    assert store.result(a.hash) is None and store.status(a.hash) == "pending"   # not recorded failed
+    assert store.result(b.hash) is None                                         # nothing more started
+
+
+def test_sigusr1_while_the_worker_starts_requeues_before_the_run(tmp_path, monkeypatch, own_handlers):
+    """The warning signal reaching the task process after its between-units check, while it
+    starts the worker (before the worker is known to its handler): no run trains, and the task
+    requeues itself at once rather than after the run (or never, killed at the time limit)."""
+    a, = _cfgs(0)
+    store = Store(tmp_path / "results")
+    real, requeued = TaskJob._worker, []
+
+    def signalled_while_starting(self):
+        os.kill(os.getpid(), signal.SIGUSR1)   # handled here, before the worker exists
+        return real(self)
+
+    monkeypatch.setattr(TaskJob, "_worker", signalled_while_starting)
+    monkeypatch.setattr(array_task.TaskPreemption, "requeue_self", lambda self: requeued.append(1) or True)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(SystemExit):
+        _job(store, [[a]], max_requeues=1, step_delay_s=0.5)()
+    assert requeued == [1]
+    assert store.result(a.hash) is None and store.checkpoint_step(a.hash) is None   # the run never trained
