@@ -79,7 +79,7 @@ class Preemption:
         self.terminated = self.terminated or name
         if self.stopping:
             return
-        if signal.getsignal(signal.SIGTERM) is self._on_term:
+        if signal.getsignal(signal.SIGTERM) == self._on_term:   # ==: a bound method is new at each access
             # no Trainer is running (Lightning's handler, which chains to this one, would be
             # installed): nothing half-written can be lost, result and checkpoints are atomic
             raise SystemExit(f"stopped by {name}")
