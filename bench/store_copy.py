@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from bench.store import FINISHED, Damaged, Store, write_atomic, write_json
 
@@ -55,10 +55,15 @@ def copy_run(src: Store, dst: Store, h: str) -> None:
         tmp.parent.rmdir()
 
 
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    except UnicodeDecodeError as e:
+        raise Damaged(path, f"not UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+
+
 def _sweep_times(root: Path, names: set) -> list[str]:
-    path = root / "sweep_times.txt"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return [ln for ln in lines if len(ln.split()) == 4 and ln.split()[0] in names]
+    return [ln for ln in _lines(root / "sweep_times.txt") if len(ln.split()) == 4 and ln.split()[0] in names]
 
 
 def _write_index(dst: Store, name: str, hashes: list[str], source: str) -> None:
@@ -70,31 +75,44 @@ def _write_index(dst: Store, name: str, hashes: list[str], source: str) -> None:
     (dst.root / "sweeps" / f".{name}.lock").unlink(missing_ok=True)
 
 
-def export_runs(src, dst, sweeps: list[str]) -> dict:
+def export_runs(src, dst, sweeps: list[str], plan: Optional[dict] = None) -> dict:
     """Copy the finished runs of `sweeps` (those `src` knows) from `src` into the compact copy
     `dst`. Runs `dst` already holds and `src` lacks are kept; a run `src` has finished replaces
-    its old copy. -> {sweep: number of runs exported}."""
+    its old copy. A damaged file it relies on raises Damaged before anything is written (see
+    `export_plan`, which `plan` comes from if given). -> {sweep: number of runs exported}."""
     src, dst = _as_store(src), _as_store(dst)
-    out = {}
-    for name in sweeps:
-        if name not in src.sweeps():
-            continue
-        try:
-            hashes = [h for h in src.sweep_hashes(name) if finished(src, h)]
-        except Damaged:
-            continue
+    plan = export_plan(src, dst, sweeps) if plan is None else plan
+    for name, hashes in plan.items():
         for h in hashes:
             copy_run(src, dst, h)
         if hashes:
             _write_index(dst, name, hashes, f"exported from {src.root.name}")
-        out[name] = len(hashes)
-    lines = _sweep_times(src.root, set(out))
+    lines = _sweep_times(src.root, set(plan))
     if lines:  # the source's lines for these sweeps replace the copy's
         names = {ln.split()[0] for ln in lines}
         path = dst.root / "sweep_times.txt"
-        old = [ln for ln in (path.read_text().splitlines() if path.is_file() else []) if ln.split() and ln.split()[0] not in names]
+        old = [ln for ln in _lines(path) if ln.split() and ln.split()[0] not in names]
         write_atomic(path, "".join(f"{ln}\n" for ln in old + lines))
-    return out
+    return {name: len(hashes) for name, hashes in plan.items()}
+
+
+def export_plan(src, dst, sweeps: list[str]) -> dict:
+    """{sweep: the finished runs `src` has of it}, having read every file the export trusts (the
+    sweep indexes on both sides, the source's run files, both sweep_times.txt): Damaged (one line
+    naming the file, not warned) for a damaged one."""
+    src, dst = _as_store(src), _as_store(dst)
+    plan = {}
+    for name in sweeps:
+        if name not in src.sweeps():
+            continue
+        hashes = src.sweep_hashes(name, warn=False)
+        for h in hashes:
+            src.check(h)
+        if (dst.root / "sweeps" / f"{name}.json").is_file():
+            dst.sweep_hashes(name, warn=False)
+        plan[name] = [h for h in hashes if finished(src, h)]
+    _lines(src.root / "sweep_times.txt"), _lines(dst.root / "sweep_times.txt")
+    return plan
 
 
 def seed_store(copy, store) -> dict:

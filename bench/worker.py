@@ -168,9 +168,12 @@ class Worker:
         self.cfgs: list = []               # that unit's configs
 
     def send(self, cfgs: list, unit: dict) -> None:
+        """A worker that died before reading it (killed, or crashed on import) runs it no further:
+        its parent sees the death (`dead()`) and records the unit as for a death mid-run."""
         self.cfgs, self.unit = cfgs, unit
-        self.proc.stdin.write(json.dumps(unit) + "\n")
-        self.proc.stdin.flush()
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write(json.dumps(unit) + "\n")
+            self.proc.stdin.flush()
 
     def answer(self) -> Optional[dict]:
         """The answer to the unit it runs, once it came; None while it runs."""

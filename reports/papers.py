@@ -351,7 +351,12 @@ def main(argv=None) -> int:
                   + (f", {len(counts['skipped'])} left alone (unfinished there)" if counts["skipped"] else ""))
         return 0
     if a.export:
-        for name, got in export(cl, a.store, a.out).items():
+        try:
+            exported = export(cl, a.store, a.out)
+        except Damaged as e:   # checked before any copy: nothing written; one line, exit 2
+            print(f"python -m reports.papers: error: {e}", file=sys.stderr)
+            return 2
+        for name, got in exported.items():
             print(f"{name}: exported " + (", ".join(f"{n} finished run(s) of {s}" for s, n in got.items()) or "nothing"))
     for c in cl:
         store = None if a.export else a.store

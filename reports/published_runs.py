@@ -16,7 +16,7 @@ from typing import Optional
 import yaml
 
 from bench.store import FINISHED, Store
-from bench.store_copy import export_runs, seed_store
+from bench.store_copy import export_plan, export_runs, seed_store
 from bench.sweep import expand
 from reports.claims import SWEEPS, matches
 from reports.collect import flatten, machine_s
@@ -135,9 +135,12 @@ def start_command(claims: dict) -> str:
 
 def export(all_claims: list[dict], store, out_root) -> dict:
     """Copy the finished runs of every comparison's full and reduced sweeps from the working
-    store into `<out_root>/<name>/` (runs/, sweeps/). -> {name: {sweep: runs exported}}."""
-    return {c["name"]: export_runs(Store(store), Store(Path(out_root) / c["name"]), list(dict.fromkeys(sweep_names(c))))
-            for c in all_claims}
+    store into `<out_root>/<name>/` (runs/, sweeps/); every comparison's files are checked first
+    (Damaged: nothing written). -> {name: {sweep: runs exported}}."""
+    dst = {c["name"]: Store(Path(out_root) / c["name"]) for c in all_claims}
+    plans = {c["name"]: export_plan(Store(store), dst[c["name"]], list(dict.fromkeys(sweep_names(c))))
+             for c in all_claims}
+    return {name: export_runs(Store(store), dst[name], [], plan) for name, plan in plans.items()}
 
 
 def seed(all_claims: list[dict], out_root, store) -> dict:

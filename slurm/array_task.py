@@ -64,7 +64,7 @@ class WorkerSignals:
 
     def _on_term(self, signum, frame) -> None:
         first, self.terminated = not self.terminated, True
-        if first and signal.getsignal(signal.SIGTERM) is self._on_term:   # no Trainer is running
+        if first and signal.getsignal(signal.SIGTERM) == self._on_term:   # no Trainer is running (==, not is)
             raise SystemExit(STOPPED_CODE)
 
     def _on_warning(self, signum, frame) -> None:

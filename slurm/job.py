@@ -79,9 +79,10 @@ class Preemption:
         self.terminated = self.terminated or name
         if self.stopping:
             return
-        if signal.getsignal(signal.SIGTERM) is self._on_term:
+        if signal.getsignal(signal.SIGTERM) == self._on_term:   # ==: a bound method is new at each access
             # no Trainer is running (Lightning's handler, which chains to this one, would be
             # installed): nothing half-written can be lost, result and checkpoints are atomic
+            self.stopping = True   # raised once: never again while the job handles this one
             raise SystemExit(f"stopped by {name}")
         # inside trainer.fit: Lightning's handler (which called us) has set its flag and raises
         # SIGTERMException at the next batch boundary
@@ -129,9 +130,10 @@ class RunJob:
 
     def __call__(self) -> dict:
         pre = Preemption(self.max_requeues)
-        pre.install()
-        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+        h = before = None
         try:
+            pre.install()   # in the try: a stop raised by the handler is always caught below
+            threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
             if threads:
                 torch.set_num_threads(threads)
             cfg = resolve(self.cfg)
@@ -144,13 +146,17 @@ class RunJob:
             kwargs = dict(sweep=self.sweep, wandb_mode=self.wandb_mode, project=self.project)
             if self.retry_failed and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
                 kwargs["retry_failed"] = True   # a requeue of a retry must not drop a new result
+            h, before = cfg.hash, result_stamp(self.store_root, cfg.hash)   # both set, or neither
             result = run(cfg, self.store_root, **kwargs)
+            pre.stopping = True   # still in the try: a signal before this line raises in here
         except SystemExit:
             pre.stopping = True
             if pre.terminated is None:
                 raise
-            result = {"hash": None, "status": "stopped", "signal": pre.terminated}
-        pre.stopping = True
+            result = {"hash": h, "status": "stopped", "signal": pre.terminated}
+            if h and result_stamp(self.store_root, h) != before:   # run() wrote its result, then the signal
+                result = Store(self.store_root).result(h) or result
+        # from here on, with pre.stopping set, a signal only sets pre.terminated (_on_term)
         if pre.terminated is not None and result.get("status") == "failed":
             # the shutdown itself broke the run: SLURM signals every process of the job, so the
             # W&B service process may be gone before training stops ("Connection lost"). That is
@@ -165,6 +171,15 @@ class RunJob:
                   f"{' and requeued' if pre.requeue else ''}", file=sys.stderr, flush=True)
             sys.exit(1)
         return result
+
+
+def result_stamp(store_root: str, h: str) -> Optional[tuple]:
+    """(inode, mtime) of the run's result.json, None without one: a new result (written by rename) changes it."""
+    try:
+        st = os.stat(Store(store_root).run_dir(h) / "result.json")
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def forget_result(store: Store, h: Optional[str]) -> None:

@@ -9,9 +9,10 @@ import signal
 
 import pytest
 
-from bench.store import Store
-from slurm import array_task
+from bench.store import Store, write_json
+from slurm import array_task, job
 from slurm.array_task import TaskJob
+from slurm.job import RunJob
 from test_slurm_tasks import _cfgs
 
 
@@ -67,3 +68,57 @@ def test_sigusr1_while_the_worker_starts_requeues_before_the_run(tmp_path, monke
         _job(store, [[a]], max_requeues=1, step_delay_s=0.5)()
     assert requeued == [1]
     assert store.result(a.hash) is None and store.checkpoint_step(a.hash) is None   # the run never trained
+
+
+def _signalled_run(status: str, calls: list):
+    """bench.train.run stand-in: records `status` for the run as run() does, then SIGTERM reaches the
+    job as run() returns (e.g. while W&B finishes), where no Trainer handler defers it."""
+    def run(cfg, store_root, **kw):
+        calls.append(cfg.hash)
+        write_json(Store(store_root).run_dir(cfg.hash) / "result.json", {"hash": cfg.hash, "status": status})
+        os.kill(os.getpid(), signal.SIGTERM)
+        return {"hash": cfg.hash, "status": status}
+    return run
+
+
+def test_sigterm_as_the_run_returns_failed_drops_the_result(tmp_path, monkeypatch, own_handlers):
+    """The run failed only because the job was being shut down: its result is dropped (the
+    requeued job resumes it), though the signal cut run() short before the job saw its result."""
+    a, = _cfgs(0)
+    store, calls = Store(tmp_path / "results"), []
+    monkeypatch.setattr(job, "run", _signalled_run("failed", calls))
+    with pytest.raises(SystemExit) as e:
+        RunJob(a.to_dict(), str(store.root), "t", "disabled", hash=a.hash)()
+    assert e.value.code == 1 and calls == [a.hash]
+    assert store.result(a.hash) is None and store.status(a.hash) == "pending"
+
+
+def test_sigterm_as_the_run_returns_done_keeps_the_result(tmp_path, monkeypatch, own_handlers):
+    a, = _cfgs(0)
+    store, calls = Store(tmp_path / "results"), []
+    monkeypatch.setattr(job, "run", _signalled_run("done", calls))
+    got = RunJob(a.to_dict(), str(store.root), "t", "disabled", hash=a.hash)()
+    assert got["status"] == "done" and store.status(a.hash) == "done"
+
+
+def test_sigterm_outside_fit_stops_the_job_at_once(tmp_path, monkeypatch, own_handlers):
+    """No Trainer running (data loading, test, W&B finishing): the job stops at once, exit 1."""
+    a, = _cfgs(0)
+    after = []
+
+    def run(cfg, store_root, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        after.append(cfg.hash)
+        return {"hash": cfg.hash, "status": "done"}
+
+    monkeypatch.setattr(job, "run", run)
+    with pytest.raises(SystemExit) as e:
+        RunJob(a.to_dict(), str(tmp_path / "results"), "t", "disabled", hash=a.hash)()
+    assert e.value.code == 1 and after == []
+
+
+def test_worker_sigterm_outside_fit_exits_at_once(own_handlers):
+    array_task.WorkerSignals().install()
+    with pytest.raises(SystemExit) as e:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert e.value.code == array_task.STOPPED_CODE

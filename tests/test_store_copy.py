@@ -100,3 +100,73 @@ def test_import_names_the_damaged_file(stores, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"python -m reports.papers: error: damaged store file {out / 'copy' / 'sweeps' / 's2.json'}: not valid JSON"
     assert tree(work.root) == before
+
+
+# ---- export_runs: the same checks, from the working store into the copy
+
+
+def exporting_fails(work, copy, sweeps, path, capsys):
+    before = tree(copy.root)
+    with pytest.raises(Damaged) as e:
+        store_copy.export_runs(work, copy, sweeps)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert tree(copy.root) == before                  # no run copied, no index rewritten
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def exports(stores):
+    copy, work = stores
+    for h in ("a1", "b2"):
+        run(work, h)
+    index(work, "s1", ["w9", "a1", "b2"])
+    return work, copy
+
+
+def test_exporting_works(exports):
+    work, copy = exports
+    assert store_copy.export_runs(work, copy, ["s1", "s9"]) == {"s1": 3}
+    assert copy.sweep_hashes("s1") == ["a1", "b2", "w9"]
+
+
+@pytest.mark.parametrize("text", ["", '{"name": "s1", "hash', '{"hashes": [1]}'])
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_exporting_with_a_damaged_index(exports, text, side, capsys):
+    work, copy = exports
+    path = (work if side == "source" else copy).root / "sweeps" / "s1.json"
+    path.write_text(text)
+    exporting_fails(work, copy, ["s1"], path, capsys)
+
+
+@pytest.mark.parametrize("name", ["result.json", "config.yaml"])
+def test_exporting_a_damaged_run_file(exports, name, capsys):
+    work, copy = exports
+    path = work.run_dir("b2") / name
+    path.write_text('{"status": "do')
+    exporting_fails(work, copy, ["s1"], path, capsys)
+
+
+def test_export_names_the_damaged_file(exports, capsys):
+    """python -m reports.papers --export: the one line, exit 2, the copy as it was."""
+    from reports import papers
+
+    work, copy = exports
+    out = copy.root.parent / "published"
+    out.mkdir()
+    copy.root.rename(out / "copy")
+    index(work, "paper_copy", ["a1", "b2"])
+    damaged = out / "copy" / "sweeps" / "paper_copy.json"
+    damaged.write_text("{")
+    before = tree(out)
+    assert papers.main(["--store", str(work.root), "--export", "--out", str(out), "--only", "copy", "--readme", ""]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m reports.papers: error: damaged store file {damaged}: not valid JSON"
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_exporting_with_damaged_sweep_times(exports, side, capsys):
+    work, copy = exports
+    (work.root / "sweep_times.txt").write_text("s1 1 2 1\n")
+    path = (work if side == "source" else copy).root / "sweep_times.txt"
+    path.write_bytes(b"s1 1 2 1\n\xff\n")
+    exporting_fails(work, copy, ["s1"], path, capsys)

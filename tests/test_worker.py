@@ -65,3 +65,27 @@ def test_worker_killed_mid_run_is_recorded_failed_and_replaced(tmp_path):
     assert out[long.hash] == "failed" and failed["error"] == "process killed by signal 9"
     assert failed["step"] >= 50
     assert out[short.hash] == "done" and _pid(store, short.hash) not in (victim, os.getpid())
+
+
+def test_worker_dead_before_its_first_unit_is_recorded_failed_and_replaced(tmp_path, monkeypatch):
+    """A fresh worker killed at once (before reading its unit): sending it the unit hits a closed
+    pipe; the run is recorded failed as for any worker death, and the sweep goes on in a new one."""
+    import bench.sweep
+    a, b = (C.load(None, ["task=adding", "model.cell=gru", f"seed={s}"] + TINY) for s in (0, 1))
+    made = []
+
+    class DiesAtOnce(bench.sweep.Worker):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+            if len(made) == 1:
+                self.proc.kill()
+                self.proc.wait()
+
+    monkeypatch.setattr(bench.sweep, "Worker", DiesAtOnce)
+    store = Store(tmp_path / "results")
+    ex = LocalExecutor(store, "dies", workers=1, progress=False, wandb_mode="disabled")
+    states = ex.run([a, b])
+    first, second = (a, b) if store.result(a.hash)["status"] == "failed" else (b, a)
+    assert store.result(first.hash)["error"] == "process killed by signal 9"
+    assert states == {first.hash: "failed", second.hash: "done"} and len(made) == 2
