@@ -18,6 +18,7 @@ import yaml
 from bench.schema import ConfigError, build, config_hash, describe, fmt_value, hash_view, opt, parse_value
 from bench.divergence import EXPLODED
 from models.config import ModelConfig
+from models.registry import TREE_CELLS
 from tasks.base import OPTIMIZERS, TaskConfig
 from tasks.registry import TASKS, task_class
 
@@ -47,12 +48,26 @@ class OptimConfig:
     tensor_lr: Optional[float] = opt(None, gt=0, new=True, help="cell rntn: the learning rate of the tensor V "
                                      "(a step of V moves a pre-activation ~ sum|c| times more than one of W); "
                                      "null = optim.lr")
+    # Socher et al.'s per-matrix L2 (CoreNLP SentimentCostAndGradient: W and V 1e-3, the classifier and the words
+    # 1e-4, added to a loss summed over a tree's nodes and averaged over trees: with task.node_loss=mean, the mean
+    # over nodes, the same balance takes these divided by the nodes a tree (~37 on SST train))
+    decay_words: Optional[float] = opt(None, ge=0, new=True, help="tree cells: L2 (weight decay) of the word vectors, "
+                                       "the rows of the batch's words only (CoreNLP), with AdaGrad on one device; "
+                                       "null = optim.weight_decay")
+    decay_composition: Optional[float] = opt(None, ge=0, new=True, help="tree cells: L2 of the composition (every "
+                                             "weight and bias of the cell but the tensor V); null = optim.weight_decay")
+    decay_tensor: Optional[float] = opt(None, ge=0, new=True, help="cell rntn: L2 of the tensor V; "
+                                        "null = optim.weight_decay")
+    decay_classifier: Optional[float] = opt(None, ge=0, new=True, help="tree cells: L2 of the softmax weights (not "
+                                            "its bias, as CoreNLP); null = optim.weight_decay")
+    adagrad_reset: bool = opt(False, new=True, help="AdaGrad: reset the sums to adagrad_init at the start of every "
+                              "epoch (Socher et al.'s code)")
 
     def check(self, path: str) -> None:
         if self.lr_decay is not None and self.plateau_factor is not None:
             raise ConfigError(f"{path}lr_decay: conflicts with plateau_factor; allowed: one of them")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for key in ("adagrad_init", "adagrad_eps"):
+        for key in ("adagrad_init", "adagrad_eps", "adagrad_reset"):
             if self.name != "adagrad" and getattr(self, key) != defaults[key]:
                 raise ConfigError(f"{path}{key}: only for AdaGrad; got name={self.name!r}; allowed: name adagrad")
 
@@ -227,8 +242,30 @@ def resolve(tree: dict) -> RunConfig:
     if cfg.optim.tensor_lr is not None and model_cfg.cell != "rntn":
         raise ConfigError(f"optim.tensor_lr: only for cell 'rntn' (its tensor V); got cell {model_cfg.cell!r}; "
                           f"allowed: null")
+    check_decay_groups(cfg.optim, model_cfg, cfg.trainer)
     cfg.task, cfg.model = task_cfg, model_cfg
     return cfg
+
+
+DECAY_GROUPS = ("words", "composition", "tensor", "classifier")
+
+
+def check_decay_groups(o: OptimConfig, model_cfg: ModelConfig, t: TrainerConfig) -> None:
+    """optim.decay_<group>: only for the tree cells (tensor: rntn); words: row-sparse, so AdaGrad on one device."""
+    for group in DECAY_GROUPS:
+        key = f"decay_{group}"
+        if getattr(o, key) is None:
+            continue
+        if model_cfg.cell not in TREE_CELLS:
+            raise ConfigError(f"optim.{key}: only for the tree cells ({', '.join(TREE_CELLS)}); "
+                              f"got cell {model_cfg.cell!r}; allowed: null")
+        if group == "tensor" and model_cfg.cell != "rntn":
+            raise ConfigError(f"optim.{key}: only for cell 'rntn' (its tensor V); got cell {model_cfg.cell!r}; "
+                              f"allowed: null")
+        if group == "words" and (o.name != "adagrad" or t.devices != 1 or t.num_nodes != 1):
+            raise ConfigError(f"optim.{key}: decays the rows of a batch's words (row-sparse gradients), with AdaGrad "
+                              f"on one device; got name={o.name!r}, devices={t.devices}, num_nodes={t.num_nodes}; "
+                              f"allowed: null")
 
 
 def load(path=None, overrides: list[str] | list[tuple] = ()) -> RunConfig:

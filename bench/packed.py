@@ -76,6 +76,8 @@ def packable(cfg: RunConfig) -> Optional[str]:
             return f"trainer.{key}={getattr(t, key)}"
     if o.lr_decay is not None or o.plateau_factor is not None:
         return "an lr schedule"
+    if o.adagrad_reset:
+        return "optim.adagrad_reset"
     return None
 
 

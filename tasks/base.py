@@ -123,6 +123,14 @@ OPTIMIZERS: dict[str, Callable] = {
 }
 
 
+@torch.no_grad()
+def reset_adagrad(opt: torch.optim.Optimizer, init: float) -> None:
+    """Every AdaGrad sum back to `init` (Socher et al.'s code resets them every epoch)."""
+    for state in opt.state.values():
+        if "sum" in state:
+            state["sum"].fill_(init)
+
+
 class TaskModule(L.LightningModule):
     """Optimizer from the `optim` section, divergence check, and RNG state in checkpoints
     (so a resumed run continues with the same dropout masks as an uninterrupted one).
@@ -153,6 +161,14 @@ class TaskModule(L.LightningModule):
             opt, factor=o.plateau_factor, patience=o.plateau_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss",
                                                    "interval": "epoch", "frequency": 1}}
+
+    def on_train_batch_start(self, batch, batch_idx):
+        """optim.adagrad_reset: AdaGrad's sums back to adagrad_init at the first step of every epoch
+        but the first (from global_step, so a run resumed mid-epoch resets where an uninterrupted one does)."""
+        o, t = self.run_cfg.optim, self._trainer
+        if o.adagrad_reset and t is not None and t.global_step > 0 and t.global_step % t.num_training_batches == 0:
+            for opt in t.optimizers:
+                reset_adagrad(opt, o.adagrad_init)
 
     def logs_this_step(self) -> bool:
         """Whether Lightning writes step metrics after this training step (every

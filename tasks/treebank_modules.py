@@ -25,9 +25,24 @@ METRICS = ("fine_root", "fine_all", "binary_root", "binary_all")
 
 def row_grads(run_cfg) -> bool:
     """Whether a tree model's word vectors get row-sparse gradients (models/tree/rows.py): with
-    AdaGrad without weight decay (RowAdagrad then updates as dense AdaGrad does) on one device."""
+    AdaGrad on one device, without weight decay (RowAdagrad then updates as dense AdaGrad does) or
+    with optim.decay_words (the L2 of the batch's rows, as Socher et al.'s code)."""
     o, t = run_cfg.optim, run_cfg.trainer
-    return o.name == "adagrad" and o.weight_decay == 0 and t.devices == 1 and t.num_nodes == 1
+    words_decay = o.weight_decay == 0 or getattr(o, "decay_words", None) is not None
+    return o.name == "adagrad" and words_decay and t.devices == 1 and t.num_nodes == 1
+
+
+def tree_group(name: str) -> str:
+    """The optim.decay_<group> of a tree model's parameter (its name in the TreeNet): words,
+    classifier (the softmax weights), tensor (the RNTN's V), composition (the rest of the cell);
+    '' for the softmax bias, which CoreNLP does not regularise."""
+    if name == "embed.weight":
+        return "words"
+    if name == "head.weight":
+        return "classifier"
+    if name == "head.bias":
+        return ""
+    return "tensor" if name == "V" else "composition"
 
 
 def majority_scores(train_y, train_root, test_y, test_root, to_binary: Optional[list], fine: bool = True) -> dict:
@@ -140,12 +155,31 @@ class TreeModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
         return self.net.embed
 
     def optim_params(self) -> list:
-        """optim.tensor_lr: the RNTN's tensor V in a group of its own at that lr."""
-        lr, params = self.run_cfg.optim.tensor_lr, super().optim_params()
-        if lr is None:
+        """optim.tensor_lr: the RNTN's tensor V in a group of its own at that lr; optim.decay_<group>
+        (tree_group): the parameters of each group at their own weight decay. One param group per
+        (lr, weight decay), in the order of their first parameter (V last); the words' group with its own
+        decay updates the batch's rows only (RowAdagrad, row_decay)."""
+        o, params = self.run_cfg.optim, super().optim_params()
+        decay = {g: getattr(o, f"decay_{g}") for g in ("words", "composition", "tensor", "classifier")}
+        if o.tensor_lr is None and all(v is None for v in decay.values()):
             return params
-        V = self.net.V
-        return [{"params": [p for p in params if p is not V]}] + ([{"params": [V], "lr": lr}] if V.requires_grad else [])
+        groups: dict = {}
+        named = sorted(self.net.named_parameters(), key=lambda np: np[0] == "V")   # V last, as tensor_lr had it
+        for name, p in named:
+            if not p.requires_grad:
+                continue
+            group = tree_group(name)
+            lr = o.tensor_lr if group == "tensor" and o.tensor_lr is not None else o.lr
+            wd = decay[group] if decay.get(group) is not None else o.weight_decay
+            row_decay = group == "words" and decay["words"] is not None and self.row_grad
+            key = (lr, wd, row_decay)
+            if key not in groups:
+                groups[key] = {"params": [], **({"lr": lr} if lr != o.lr else {}),
+                               **({"weight_decay": wd} if wd != o.weight_decay else {}),
+                               **({"row_decay": True} if row_decay else {})}
+            groups[key]["params"].append(p)
+        assert sum(len(g["params"]) for g in groups.values()) == len(params)
+        return list(groups.values())
 
     def forward(self, batch):
         return self.net(batch)

@@ -14,7 +14,9 @@ is the whole (V, E) table: zero-filled, clipped and updated by AdaGrad over ever
   dense formula (sum += g*g; p -= lr * g / (sqrt(sum) + eps)) to the rows of a sparse gradient
   only. The rows a dense gradient leaves at zero would not move (sum + 0, p - 0), so the result is
   the dense update bit for bit (torch's own sparse AdaGrad rounds differently: lr * (g / std)).
-  Weight decay moves every row, so `RowAdagrad` refuses a sparse gradient with weight_decay != 0.
+  Weight decay moves every row, so `RowAdagrad` refuses a sparse gradient with weight_decay != 0,
+  unless its param group sets `row_decay`: then the decay is the L2 of the gradient's rows only
+  (g + weight_decay * p on those rows; Socher et al.'s code regularises the words of a batch so).
 * `clip_grad_norm(params, max_norm)`: torch.nn.utils.clip_grad_norm_ for dense and sparse
   gradients alike (the norm of a sparse gradient from its values). The total norm sums the same
   squares in another order than over the dense table, so a step that is clipped may differ from a
@@ -61,7 +63,7 @@ class RowAdagrad(torch.optim.Adagrad):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
-                    if group["weight_decay"] != 0 or group["maximize"]:
+                    if (group["weight_decay"] != 0 and not group.get("row_decay")) or group["maximize"]:
                         raise ValueError("optim.weight_decay: row-sparse word-vector gradients need 0 "
                                          "(decay moves every row); allowed: 0")
                     held.append((p, p.grad, group))
@@ -77,10 +79,12 @@ class RowAdagrad(torch.optim.Adagrad):
         state["step"] += 1
         clr = group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
         rows, g = grad._indices()[0], grad._values()
+        new = p.index_select(0, rows)
+        if group["weight_decay"] != 0:   # row_decay (checked in step): the L2 of these rows only
+            g = g.add(new, alpha=group["weight_decay"])
         s = state["sum"].index_select(0, rows)
         s.addcmul_(g, g, value=1)
         std = s.sqrt().add_(group["eps"])
-        new = p.index_select(0, rows)
         new.addcdiv_(g, std, value=-clr)
         state["sum"].index_copy_(0, rows, s)
         p.index_copy_(0, rows, new)
