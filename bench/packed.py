@@ -45,7 +45,8 @@ from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_
 __all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
            "trains_on_gpu"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
-from bench.train import git_commit, last_validation, variant_tags
+from bench.provenance import environment, git_commit
+from bench.train import last_validation, variant_tags
 from models.init import uniform_all_
 from models.packed import has_packed_kernel, packable_model, recurrence
 from tasks.registry import task_class
@@ -178,7 +179,8 @@ class _Member:
         if ckpt is not None:
             store.truncate_metrics(self.h, self.step0)
         self.result = {"hash": self.h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
-                       "seed": cfg.seed, "git_commit": git_commit(), "command": reproduce_command(cfg),
+                       "seed": cfg.seed, "git_commit": git_commit(), "environment": environment(),
+                       "command": reproduce_command(cfg),
                        "resumed_from_step": self.step0, "error": None, "metrics": {}, "wandb_id": None,
                        "implementation": {"recurrence": None, "device": str(device),
                                           "threads": torch.get_num_threads(), "packed": k}}

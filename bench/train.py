@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import math
 import os
-import subprocess
 import time
 import traceback
 import warnings
@@ -30,6 +28,7 @@ from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, Run
                                finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
 from bench.divergence import StopWhenExploded
+from bench.provenance import environment, git_commit
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
@@ -42,20 +41,6 @@ from tasks.registry import task_class
 log = logging.getLogger("rnnbench")
 # training loaders skip the batches a resumed epoch already did (tasks.base.SkipDone)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.lru_cache(None)
-def git_commit() -> str:
-    """HEAD of the checkout this code runs from, with '+dirty' if it has local changes."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def variant_tags(cfg: RunConfig) -> list[str]:
@@ -261,8 +246,8 @@ def _rank() -> int:
 
 def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
-              "git_commit": git_commit(), "command": reproduce_command(cfg), "resumed_from_step": None,
-              "error": None, "metrics": {}, "wandb_id": None}
+              "git_commit": git_commit(), "environment": environment(), "command": reproduce_command(cfg),
+              "resumed_from_step": None, "error": None, "metrics": {}, "wandb_id": None}
     ckpt = store.checkpoint(h)
     try:
         step0 = read_step(ckpt) if ckpt is not None else None

@@ -50,6 +50,7 @@ def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypat
         assert p["status"] == a["status"] == "done" and p["step"] == a["step"] == 45
         assert _close(a["metrics"], p["metrics"], 1e-6), (a["metrics"], p["metrics"])
         assert p["implementation"]["packed"] == 3 and p["params"] == a["params"]
+        assert p["environment"] == a["environment"] and p["environment"]["cpu"]
         assert p["implementation"]["recurrence"] == f"packed-{recurrence}"
         rows_a, rows_p = Store(tmp_path / "alone").metrics(cfg.hash), Store(tmp_path / "packed").metrics(cfg.hash)
         assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_p]

@@ -3,6 +3,7 @@ import glob
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -71,6 +72,10 @@ def test_same_config_and_seed_give_the_same_numbers(tmp_path):
     a = run(C.load(None, ov), tmp_path / "a", wandb_mode="disabled")
     b = run(C.load(None, ov), tmp_path / "b", wandb_mode="disabled")
     assert a["metrics"] == b["metrics"]
+    # what "the same environment" means, recorded with the numbers
+    env = a["environment"]
+    assert env == b["environment"] and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["packages"]["torch"] == torch.__version__ and env["python"] == platform.python_version()
 
 
 def test_finished_run_is_returned_not_rerun(store):
