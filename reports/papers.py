@@ -204,7 +204,10 @@ def cost_section(doc: Doc, claims: dict, runs: list[dict], store, sweep: str, pr
 def hours_text(e: Optional[dict], how: str) -> str:
     """'≈ 5.2 h with <how>' from a full_sweeps.yaml entry; 'not estimated' where it has no figure."""
     hours = str((e or {}).get("hours_alone", "not estimated"))
-    return f"{hours} h with {how}" if any(ch.isdigit() for ch in hours) else "not estimated"
+    if not any(ch.isdigit() for ch in hours):
+        return "not estimated"
+    head, paren, rest = hours.partition(" (")   # '≈ 2.4 (how measured)' -> '≈ 2.4 h with <how> (how measured)'
+    return f"{head} h with {how}" + (f" ({rest}" if paren else "")
 
 
 def _statuses(runs: list[dict]) -> dict:
