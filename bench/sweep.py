@@ -191,6 +191,8 @@ def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:
                 node = node[part]
             seen.append(node)
         wants = want if isinstance(want, list) and not any(isinstance(v, list) for v in seen) else [want]
+        if not wants:
+            raise ConfigError(f"--only: {key}=[] picks no run; give a value or a list of values, e.g. {key}=[a,b]")
         vals = sorted({str(v) for v in seen})
         for w in wants:
             if not any(v == w or str(v) == str(w) for v in seen):

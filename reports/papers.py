@@ -87,7 +87,7 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
     if claims.get("published"):
         published_section(doc, claims["published"], runs)
     if claims.get("notes"):
-        doc.p("Notes (context from the literature, not measured here):")
+        doc.p("Notes (the claims file's: context from the literature, and what the runs above show):")
         doc.ul(claims["notes"])
 
 

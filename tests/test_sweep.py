@@ -196,7 +196,8 @@ def test_cli_sweep_only_trains_the_picked_runs_and_lists_all(tmp_path, capsys):
 @pytest.mark.parametrize("item,message", [
     ("task.name=lm", "--only: no run of sweep part has task.name=lm; its values: adding, copy"),
     ("task.nme=adding", "--only: unknown field 'task.nme'; give a resolved config key, e.g. task.name"),
-    ("task.name=[adding,lm]", "--only: no run of sweep part has task.name=lm; its values: adding, copy")])
+    ("task.name=[adding,lm]", "--only: no run of sweep part has task.name=lm; its values: adding, copy"),
+    ("task.name=[]", "--only: task.name=[] picks no run; give a value or a list of values, e.g. task.name=[a,b]")])
 def test_cli_sweep_only_bad_values_give_one_line(tmp_path, item, message):
     path = sweep_file(tmp_path, "name: part\nparameters:\n  task: {values: [adding, copy]}\n")
     p = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", path, "--only", item, "--store",
