@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from models.cells import packed_kernels
+from models.cells import kernels, packed_kernels
 from models.registry import TREE_CELLS, cell_class
 
 BATCHED_CELLS = ("rnn_tanh", "rnn_relu", "irnn", "gru", "lstm")
@@ -62,8 +62,10 @@ def config_kind(model_cfg) -> Optional[str]:
 
 def has_packed_kernel(model_cfg) -> bool:
     """Whether the C++ packed scans (models/cells/packed_kernels.py `KINDS`) cover this config's
-    cell: the CPU packs that beat their runs alone (`--pack auto` packs only these on CPU)."""
-    return config_kind(model_cfg) in packed_kernels.KINDS
+    cell and can be built here (a compiler and ninja: models.cells.kernels.buildable): the CPU
+    packs that beat their runs alone (`--pack auto` packs only these on CPU; without a compiler a
+    pack would run member after member, about 1x)."""
+    return config_kind(model_cfg) in packed_kernels.KINDS and kernels.buildable()
 
 
 def _kind(rnn) -> Optional[str]:

@@ -167,6 +167,17 @@ def test_cli_sweep_dry_run_pack_auto_on_cpu_packs_only_cells_with_a_packed_kerne
     assert capsys.readouterr().out.strip().splitlines()[-1] == line
 
 
+def test_cli_sweep_pack_auto_without_a_compiler_packs_nothing_on_cpu(tmp_path, capsys, monkeypatch):
+    """No C++ compiler: the packed scans cannot be built, a pack would run member by member (~1x)."""
+    from bench.cli import main
+
+    monkeypatch.setenv("CXX", "no-such-compiler-rnnbench")
+    path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n  model.cell: {values: [lstm, gru]}\n"
+                                "  seed: {values: [0, 1, 2]}\n")
+    assert main(["sweep", path, "--dry-run", "--pack", "auto", "--store", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "--pack auto: 0 runs in 0 packed group(s), 6 runs alone"
+
+
 def test_cli_sweep_only_trains_the_picked_runs_and_lists_all(tmp_path, capsys):
     from bench.cli import main
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -70,6 +71,14 @@ def build_directory(name: str, src: Path) -> str:
 def set_enabled(on: bool) -> None:
     """Turn the kernels off (False) or back on for this process (tests, benchmarks)."""
     _state["off"] = not on
+
+
+def buildable() -> bool:
+    """Whether the C++ extensions can be (or are) built here, without building them: kernels on,
+    a CPU with AVX2, ninja and a C++ compiler (CXX or c++) on the PATH. Cheap: what --pack auto asks."""
+    if not enabled() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False
+    return cpp_extension.is_ninja_available() and shutil.which(os.environ.get("CXX", "c++")) is not None
 
 
 def enabled() -> bool:
