@@ -193,11 +193,12 @@ def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:
         wants = want if isinstance(want, list) and not any(isinstance(v, list) for v in seen) else [want]
         if not wants:
             raise ConfigError(f"--only: {key}=[] picks no run; give a value or a list of values, e.g. {key}=[a,b]")
-        vals = sorted({str(v) for v in seen})
-        for w in wants:
-            if not any(v == w or str(v) == str(w) for v in seen):
+        hits = [[v == w or str(v) == str(w) for w in wants] for v in seen]   # run x wanted value
+        for i, w in enumerate(wants):
+            if not any(h[i] for h in hits):
+                vals = sorted({str(v) for v in seen})
                 raise ConfigError(f"--only: no run of sweep {name} has {key}={w}; its values: {', '.join(vals)}")
-        keep = {c.hash for c, v in zip(cfgs, seen) if any(v == w or str(v) == str(w) for w in wants)}
+        keep = {c.hash for c, h in zip(cfgs, hits) if any(h)}
         picked = [c for c in picked if c.hash in keep]
     return picked
 

@@ -12,6 +12,7 @@ A failed build is a warning, never an error: the Python scans are the same equat
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -78,7 +79,13 @@ def buildable() -> bool:
     a CPU with AVX2, ninja and a C++ compiler (CXX or c++) on the PATH. Cheap: what --pack auto asks."""
     if not enabled() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False
-    return cpp_extension.is_ninja_available() and shutil.which(os.environ.get("CXX", "c++")) is not None
+    return _toolchain(os.environ.get("CXX", "c++"))
+
+
+@functools.lru_cache(None)
+def _toolchain(cxx: str) -> bool:
+    """ninja (a `ninja --version` subprocess) and the compiler `cxx` found; once per process and compiler."""
+    return cpp_extension.is_ninja_available() and shutil.which(cxx) is not None
 
 
 def enabled() -> bool:
