@@ -187,10 +187,30 @@ def _scan(kind, xp, w_hh, b_rec, H) -> torch.Tensor:
     return torch.stack(outs)
 
 
+class PackedLinear(torch.autograd.Function):
+    """y = b + x W^T over K members, x (K, N, F), w (K, O, F), b (K, O) -> (K, N, O). Its backward
+    forms the weight gradient as g^T x (K, O, F), as nn.Linear does: autograd's bmm backward forms
+    it as x^T g (K, F, O), an output O wide, which MKL's batched gemm ran 4x slower at the heads'
+    shapes (O = 1-10 classes; bench/benchmarks/packed.py)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
 def packed_linear(linears: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:
     """K linear layers on h (K, ..., F) -> (K, ..., O), one bmm."""
     w = torch.stack([m.weight for m in linears])                          # (K, O, F)
-    b = torch.stack([m.bias for m in linears]).unsqueeze(1)               # (K, 1, O)
+    b = torch.stack([m.bias for m in linears])                            # (K, O)
     K, shape = h.shape[0], h.shape[1:-1]
-    out = torch.baddbmm(b, h.reshape(K, -1, h.shape[-1]), w.transpose(1, 2))
+    out = PackedLinear.apply(h.reshape(K, -1, h.shape[-1]), w, b)
     return out.view(K, *shape, -1)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from torch import nn
 import yaml
 
 from bench import config as C
@@ -18,7 +19,7 @@ from bench.store import Store
 from bench.train import run
 from models.cells import kernels, packed_kernels
 from models.config import ModelConfig
-from models.packed import RECURRENCES, packed_recurrent, packed_recurrent_tm
+from models.packed import RECURRENCES, packed_linear, packed_recurrent, packed_recurrent_tm
 from models.recurrent import Recurrent
 from tasks.synthetic import CopyTask
 from wandb_records import config_and_history
@@ -171,6 +172,20 @@ def test_bmm_and_cpp_recurrences_equal_the_members_own(cell, impl):
     (a, ga), *others = grads
     for b, gb in others:
         assert torch.allclose(a, b, atol=1e-12) and all(torch.allclose(p, q, atol=1e-12) for p, q in zip(ga, gb))
+
+
+def test_packed_linear_equals_the_members_own_linears_values_and_gradients():
+    torch.manual_seed(0)
+    heads = [nn.Linear(6, 3).double() for _ in range(4)]
+    h = torch.randn(4, 5, 7, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 5, 7, 3, dtype=torch.float64)
+    out = packed_linear(heads, h)
+    ref = torch.stack([m(h[k]) for k, m in enumerate(heads)])
+    assert torch.allclose(out, ref, atol=1e-12)
+    got = torch.autograd.grad(out, [h, *(p for m in heads for p in m.parameters())], g)
+    want = torch.autograd.grad(ref, [h, *(p for m in heads for p in m.parameters())], g)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell,hidden", [("rnn_tanh", 80), ("rnn_relu", 20), ("gru", 47), ("gru", 9)])

@@ -4,6 +4,7 @@ the sweeps that have several seeds a variant.
 
     python -m bench.benchmarks.packed [--shapes paper_copy,orthinit,greff,ladder] [--steps 30]
                                       [--k 8] [--repeats 1] [--cells gru,rnn_tanh,lstm]
+    python -m bench.benchmarks.packed --head [--k 8]   # the packed head + loss alone, two backwards
 
 Shapes (bench/sweeps/paper_*.yaml; K = --k for paper_copy, else the sweep's seeds a variant):
   paper_copy  copy T=100, batch 20, RMSProp lr 1e-3 alpha 0.9, clip 1; rnn_tanh 80, gru 47, lstm 40
@@ -16,6 +17,10 @@ Kernel ceiling (`cpp` rows): the packed recurrence alone, forward + backward of 
 C++ scan on one batch, timed by itself; K x (a run's step alone) / (that time) is the throughput a
 packed group would reach if everything else in its step (head, loss, optimizer, clipping, data,
 bookkeeping) cost nothing: the most packing can give at that shape with these kernels.
+
+Head (`--head`): the copy loss forward and the backward of it and of the packed linear head, at
+paper_copy's widths (T=120, batch 20, 9 classes), with autograd's bmm backward (weight gradient x^T g, an
+output 9 wide) against models.packed's PackedLinear (g^T x, as nn.Linear); interleaved, medians.
 
 A step's cost is a difference, so that set-up, validation, test and file writes cancel: every run
 (and every group) trains `--steps` and 2 x `--steps` steps (validating once, on one batch), and
@@ -38,7 +43,7 @@ from bench import config as C
 from bench.benchmarks.common import parser
 from bench.packed import packable, run_group
 from bench.train import run
-from models.packed import packed_recurrent_tm, recurrence
+from models.packed import PackedLinear, packed_recurrent_tm, recurrence
 from tasks.registry import task_class
 
 COPY = ["task=copy", "task.T=100", "task.batch_size=20", "optim.name=rmsprop", "optim.lr=0.001",
@@ -107,6 +112,27 @@ def kernel_step(overrides: list, k: int, repeats: int = 20) -> tuple[float, floa
     return tuple(statistics.median(t[j] for t in times) for j in range(2))
 
 
+def head_step(k: int, repeats: int = 30) -> None:
+    """Print ms (CPU) of the loss forward + the loss and head backward: autograd bmm against PackedLinear."""
+    T, B, O = 120, 20, 9
+    print("| width | autograd bmm (ms, cpu) | PackedLinear (ms, cpu) | ratio |\n|---|---|---|---|")
+    for H in (80, 47, 40, 128):
+        h = torch.randn(k, T, B, H, requires_grad=True)
+        w, b = torch.randn(k, O, H, requires_grad=True), torch.randn(k, O, requires_grad=True)
+        y = torch.randint(0, O, (k, B, T))
+        heads = {"bmm": lambda: torch.baddbmm(b.unsqueeze(1), h.reshape(k, -1, H), w.transpose(1, 2)),
+                 "fn": lambda: PackedLinear.apply(h.reshape(k, -1, H), w, b)}
+        times = {name: [] for name in heads}
+        for _ in range(repeats):
+            for name, f in heads.items():
+                logits = f().view(k, T, B, O).transpose(1, 2)
+                t = _timed(lambda: torch.nn.functional.cross_entropy(
+                    logits.permute(0, 3, 1, 2), y, reduction="none").flatten(1).mean(1).sum().backward())
+                times[name].append(t[1])
+        m = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+        print(f"| {H} | {m['bmm']:.2f} | {m['fn']:.2f} | {m['bmm'] / m['fn']:.2f} |")
+
+
 def main(argv=None):
     ap = parser("packed", __doc__)
     ap.add_argument("--shapes", default="paper_copy,orthinit,greff,ladder")
@@ -114,8 +140,11 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=8, help="runs per packed group at paper_copy's shape")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--head", action="store_true", help="only the packed head + loss, two backwards")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.head:
+        return head_step(a.k)
     print(f"# packed seeds: {a.steps} and {2 * a.steps} steps a side, {a.repeats} repeat(s), torch {torch.__version__}, "
           f"1 thread, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory() as d:   # warm-up: first-use builds (C++ scans) out of the timings
