@@ -5,7 +5,8 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
   beats the task baseline (by `margin`, relative). A paper success that a shortened run misses is
   inconclusive (training was cut), not a disagreement.
 * `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: Welch t-test of `select`'s seeds
-  against `ref`'s on the task `task`, at `alpha`.
+  against `ref`'s on the task `task`, at `alpha`; an inconclusive one states the (1 - alpha) Welch
+  interval of the difference (select - ref), which says how far from settled it is.
 * `gradflow_ratio`: ||dl_T/dh_t|| at the largest lag, at init: `select` over `ref` >= `min_ratio`.
 
 The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
@@ -186,8 +187,11 @@ def _versus(claim, runs, alpha) -> dict:
     if sig:
         return {**base, "verdict": DISAGREES, "ours": ours,
                 "why": f"significantly {'worse' if want_better else 'better'}, the opposite of the paper"}
+    lo, hi = stats.welch_ci(a, b, 1 - alpha)
+    ci = f"{1 - alpha:.0%} interval of the difference {num(lo)} to {num(hi)}" if lo is not None else "no interval"
     return {**base, "verdict": INCONCLUSIVE, "ours": ours,
-            "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} the paper's direction)"}
+            "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} "
+                   f"the paper's direction; {ci})"}
 
 
 def _gradflow_claim(claim, curves: list[dict]) -> dict:

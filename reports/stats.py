@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean, sample std, Student-t confidence interval, Welch's t-test, Holm.
+"""Statistics over seeds: mean, sample std, Student-t confidence interval, Welch's t-test and the
+Welch interval of a difference, Holm.
 
 Every function takes plain lists of finite floats; callers decide which runs are eligible
 (only finished runs with a finite metric: diverged and failed runs are never averaged in).
@@ -65,6 +66,15 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
 
     p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
     return None if math.isnan(p) else p
+
+
+def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[Optional[float], Optional[float]]:
+    """Confidence interval of mean(a) - mean(b) with Welch's degrees of freedom; (None, None)
+    where `welch` is undefined."""
+    if welch(a, b) is None:
+        return None, None
+    ci = stats.ttest_ind(list(a), list(b), equal_var=False).confidence_interval(level)
+    return float(ci.low), float(ci.high)
 
 
 def holm(pvalues: dict) -> dict:

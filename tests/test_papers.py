@@ -195,7 +195,9 @@ def test_welch_claims():
     same = [run("lstm_nfg", x, seed=i) for i, x in enumerate([0.105, 0.125, 0.10])]
     assert check_claim(_welch_claim("worse_than_ref"), ref + worse)["verdict"] == AGREES
     assert check_claim(_welch_claim("worse_than_ref"), ref + better)["verdict"] == DISAGREES
-    assert check_claim(_welch_claim("worse_than_ref"), ref + same)["verdict"] == INCONCLUSIVE
+    got = check_claim(_welch_claim("worse_than_ref"), ref + same)
+    assert got["verdict"] == INCONCLUSIVE
+    assert got["why"].endswith("the paper's direction; 95% interval of the difference -0.02738 to 0.02738)")
     assert check_claim(_welch_claim("not_worse_than_ref"), ref + same)["verdict"] == AGREES
     assert check_claim(_welch_claim("not_worse_than_ref"), ref + better)["verdict"] == AGREES
     assert check_claim(_welch_claim("not_worse_than_ref"), ref + worse)["verdict"] == DISAGREES

@@ -84,6 +84,10 @@ def test_welch_matches_the_formula():
     assert stats.welch(a, b) == pytest.approx(2 * sps.t.sf(abs(t), df), rel=1e-9)
     assert stats.welch([1.0], b) is None
     assert stats.holm({"x": 0.01, "y": 0.04, "z": None}) == {"x": 0.02, "y": 0.04, "z": None}
+    half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)         # the Welch interval of mean(a) - mean(b)
+    d = stats.mean(a) - stats.mean(b)
+    assert stats.welch_ci(a, b) == pytest.approx((d - half, d + half), rel=1e-9)
+    assert stats.welch_ci([1.0], b) == (None, None)
 
 
 # ---------------------------------------------------------------- report
