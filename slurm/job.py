@@ -67,6 +67,7 @@ class Preemption:
         self.terminated: Optional[str] = None   # name of the signal that asked us to stop
         self.requeue = False                     # whether we requeue ourselves after stopping
         self.stopping = False                    # the run has stopped; we are on our way out
+        self.cut_run = False                     # a stop signal came before the run had stopped
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -79,6 +80,7 @@ class Preemption:
         self.terminated = self.terminated or name
         if self.stopping:
             return
+        self.cut_run = True
         if signal.getsignal(signal.SIGTERM) == self._on_term:   # ==: a bound method is new at each access
             # no Trainer is running (Lightning's handler, which chains to this one, would be
             # installed): nothing half-written can be lost, result and checkpoints are atomic
@@ -157,10 +159,13 @@ class RunJob:
             if h and result_stamp(self.store_root, h) != before:   # run() wrote its result, then the signal
                 result = Store(self.store_root).result(h) or result
         # from here on, with pre.stopping set, a signal only sets pre.terminated (_on_term)
-        if pre.terminated is not None and result.get("status") == "failed":
+        if pre.cut_run and result.get("status") == "failed" and h and result_stamp(self.store_root, h) != before:
             # the shutdown itself broke the run: SLURM signals every process of the job, so the
             # W&B service process may be gone before training stops ("Connection lost"). That is
             # an interruption, not a failure of the config: forget the result, resume on requeue.
+            # Only a failure this attempt recorded (its result.json changed) while the signal was
+            # already here (cut_run; Python runs the handler before the main thread can raise what
+            # the stop caused); an old stored failure, or one reported before the signal, stands.
             forget_result(Store(self.store_root), result.get("hash"))
             result = {"hash": result.get("hash"), "status": "stopped", "signal": pre.terminated}
         if pre.terminated is not None and result.get("status") not in ("done", "failed", "diverged", "busy"):

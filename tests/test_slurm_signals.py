@@ -101,6 +101,42 @@ def test_sigterm_as_the_run_returns_done_keeps_the_result(tmp_path, monkeypatch,
     assert got["status"] == "done" and store.status(a.hash) == "done"
 
 
+class _LateSignal(job.Preemption):
+    """SIGTERM reaches the job just after the stop flag is set, i.e. after run() returned."""
+
+    @property
+    def stopping(self):
+        return self.__dict__.get("_stopping", False)
+
+    @stopping.setter
+    def stopping(self, value):
+        self.__dict__["_stopping"] = value
+        if value and self.terminated is None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["old", "new"])
+def test_sigterm_after_the_run_returned_keeps_its_failure(tmp_path, monkeypatch, own_handlers, stored):
+    """A failure run() reported before the signal came (an old stored one, or one this attempt
+    recorded) is the config's own: kept failed, returned, not retrained after a requeue."""
+    a, = _cfgs(0)
+    store = Store(tmp_path / "results")
+    failed = {"hash": a.hash, "status": "failed", "error": "RuntimeError: genuine"}
+    if stored:
+        write_json(store.run_dir(a.hash) / "result.json", failed)
+
+    def run(cfg, store_root, **kw):
+        if stored:
+            return {**Store(store_root).result(cfg.hash), "stored": True}
+        write_json(Store(store_root).run_dir(cfg.hash) / "result.json", failed)
+        return dict(failed)
+
+    monkeypatch.setattr(job, "run", run)
+    monkeypatch.setattr(job, "Preemption", _LateSignal)
+    got = RunJob(a.to_dict(), str(store.root), "t", "disabled", hash=a.hash)()
+    assert got["status"] == "failed" and store.result(a.hash)["error"] == "RuntimeError: genuine"
+
+
 def test_sigterm_outside_fit_stops_the_job_at_once(tmp_path, monkeypatch, own_handlers):
     """No Trainer running (data loading, test, W&B finishing): the job stops at once, exit 1."""
     a, = _cfgs(0)
