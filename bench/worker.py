@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from bench import config as C
 from bench.packed import run_group
@@ -126,7 +126,9 @@ def record_exit(store: Store, cfg, code: int, sweep: Optional[str]) -> str:
     return "failed"
 
 
-def main(argv=None) -> int:
+def main(argv=None, stopped: Optional[Callable[[], bool]] = None) -> int:
+    """The loop; `stopped()`: whether a stop signal came (slurm/array_task.py): the answer then
+    says `"stopped": true` and the worker exits, as after an interrupted run."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reply-fd", type=int, required=True)
     ap.add_argument("--store", required=True)
@@ -142,8 +144,11 @@ def main(argv=None) -> int:
         unit = json.loads(line)
         statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False),
                             unit.get("packed", False))
-        reply.write(json.dumps({"id": unit["id"], "status": statuses, "pid": os.getpid()}) + "\n")
-        if any(s in STOPPED for s in statuses):
+        answer = {"id": unit["id"], "status": statuses, "pid": os.getpid()}
+        if stopped is not None and stopped():   # came during the unit (outside one it exits at once)
+            answer["stopped"] = True
+        reply.write(json.dumps(answer) + "\n")
+        if answer.get("stopped") or any(s in STOPPED for s in statuses):
             break
     return 0
 

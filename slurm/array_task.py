@@ -20,7 +20,9 @@ task (slurm/job.py) or a local sweep.
   the task process. The task process forwards SIGTERM to the worker (so a signal sent to it alone
   stops the run too; also one that came while the worker was starting, which then gets no unit),
   waits for the worker to stop, starts nothing more, and exits with code 1 (a worker killed by
-  SIGTERM before its handler was installed is stopped too, never recorded failed);
+  SIGTERM before its handler was installed is stopped too, never recorded failed; a worker stopped
+  by its own SIGTERM, exit 143 or an answer saying `stopped`, stops the task as well, and a run it
+  recorded failed after the signal came is left resumable, as in slurm/job.py);
   after a warning signal (at most `max_requeues` times) it first requeues itself with
   `scontrol requeue`, as a single-run task does.
 """
@@ -40,7 +42,7 @@ from bench.config import resolve
 from bench.packed import is_packed_checkpoint
 from bench.store import FINISHED, Store, write_atomic
 from bench.worker import STOPPED, Worker, main as worker_loop, record_exit, wait_any
-from slurm.job import WARN_SIGNALS, Preemption, forget_result, slow_down
+from slurm.job import WARN_SIGNALS, Preemption, forget_result, result_stamp, slow_down
 
 log = logging.getLogger("rnnbench.slurm")
 
@@ -149,7 +151,7 @@ class TaskJob:
         pre.install()
         store = Store(self.store_root)
         out: dict[str, str] = {}
-        stop, last = None, []       # why the task stops early; the unit that ran last
+        stop, cut = None, []        # why the task stops early; see `cut` below
         worker: Optional[Worker] = None
         try:
             for unit in self._resolved(store):
@@ -163,8 +165,10 @@ class TaskJob:
                 if worker is None or worker.dead() is not None:
                     worker = pre.worker = self._worker()
                     pre.forward()
-                last = [c.hash for c in unit if store.status(c.hash) not in skip]   # what runs now
+                now = {c.hash: result_stamp(self.store_root, c.hash) for c in unit if store.status(c.hash) not in skip}
                 statuses, stop = self._run(worker, unit, store, retry, pre)
+                # the runs a stop cut short that recorded a result since (dropped if failed: _stopped)
+                cut = [h for h, st in now.items() if result_stamp(self.store_root, h) != st] if stop else []
                 out.update(zip((c.hash for c in unit), statuses))
                 if worker.dead() is not None or stop:
                     worker.close()
@@ -177,7 +181,7 @@ class TaskJob:
         if stop == "disk full":
             raise OSError(errno.ENOSPC, "No space left on device", self.store_root)
         if pre.terminated or stop:
-            self._stopped(store, pre, last, out)
+            self._stopped(store, pre, cut, out)
         return [{"hash": h, "status": s} for h, s in out.items()]
 
     def _run(self, worker: Worker, unit: list, store: Store, retry: bool, pre: TaskPreemption):
@@ -198,7 +202,8 @@ class TaskJob:
                     return statuses, "disk full"
                 statuses = [record_exit(store, c, int(s.split()[1]), self.sweep) if s.startswith("exit ") else s
                             for c, s in zip(unit, statuses)]
-                return statuses, ("stopped" if pre.terminated or any(s in STOPPED for s in statuses) else None)
+                stopped = pre.terminated or answer.get("stopped") or any(s in STOPPED for s in statuses)
+                return statuses, ("stopped" if stopped else None)
             if code is not None:
                 worker.unit = None
                 if pre.terminated or code in (STOPPED_CODE, -signal.SIGTERM):   # -15: before its handler; resumable
@@ -207,12 +212,14 @@ class TaskJob:
             pre.forward()
             wait_any([worker], 1.0)
 
-    def _stopped(self, store: Store, pre: TaskPreemption, ran: list, out: dict) -> None:
-        """The task stops before its end: leave what did not finish resumable, requeue if asked."""
-        if pre.terminated:
-            for h in ran:   # failed while being stopped (e.g. W&B's service killed first): resume it
-                if out.get(h) == "failed":
-                    forget_result(store, h)
+    def _stopped(self, store: Store, pre: TaskPreemption, cut: list, out: dict) -> None:
+        """The task stops before its end: leave what did not finish resumable, requeue if asked.
+        `cut`: the runs of the unit a stop (the task's signal or the worker's own) came during
+        that recorded a result since it started; one that failed, failed of the stop (e.g. W&B's
+        service killed first), as in slurm/job.py: resumed. A failure answered before, kept."""
+        for h in cut:
+            if out.get(h) == "failed":
+                forget_result(store, h)
         pre.stopping = True
         if pre.requeue:
             pre.requeue_self()
@@ -229,11 +236,12 @@ def failure_stamp(store: Store, h: str) -> Optional[list]:
 
 def main(argv=None) -> int:
     """The worker of a multi-run array task: bench.worker's loop with SLURM signal handling."""
-    WorkerSignals().install()
+    signals = WorkerSignals()
+    signals.install()
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     if delay:
         slow_down(delay)
-    return worker_loop(argv)
+    return worker_loop(argv, stopped=lambda: signals.terminated)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from bench.store import Store, write_json
+from bench.worker import Worker
 from slurm import array_task, job
 from slurm.array_task import TaskJob
 from slurm.job import RunJob
@@ -68,6 +70,49 @@ def test_sigusr1_while_the_worker_starts_requeues_before_the_run(tmp_path, monke
         _job(store, [[a]], max_requeues=1, step_delay_s=0.5)()
     assert requeued == [1]
     assert store.result(a.hash) is None and store.checkpoint_step(a.hash) is None   # the run never trained
+
+
+def _stub_workers(monkeypatch, how: str) -> None:
+    """The task's workers run tests/slurm_stub_worker.py: each run fails, stopped `how`."""
+    monkeypatch.setenv("RNNBENCH_STUB", how)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(TaskJob, "_worker", lambda self: Worker(self.store_root, self.sweep, self.wandb_mode,
+                                                                self.project, dict(os.environ), "slurm_stub_worker"))
+
+
+@pytest.mark.parametrize("how", ["exit", "fit"])
+def test_worker_stopped_alone_drops_the_failure_the_stop_caused(tmp_path, monkeypatch, own_handlers, how):
+    """SIGTERM reaching the worker only (not the task process), then its run fails of it: outside
+    fit the worker exits 143, inside fit it answers `failed`. Either way the run is left resumable
+    and the task stops (exit 1) before its next run, as when the task process gets the signal."""
+    a, b = _cfgs(0, 1)
+    store = Store(tmp_path / "results")
+    _stub_workers(monkeypatch, how)
+    with pytest.raises(SystemExit) as e:
+        _job(store, [[a], [b]])()
+    assert e.value.code == 1
+    assert store.result(a.hash) is None and store.status(a.hash) == "pending"
+    assert store.result(b.hash) is None
+
+
+def test_task_signal_after_a_unit_answered_keeps_its_failure(tmp_path, monkeypatch, own_handlers):
+    """The task process gets SIGTERM after its unit answered `failed` (no stop then): a genuine
+    failure, kept; the task stops before its next run."""
+    a, b = _cfgs(0, 1)
+    store = Store(tmp_path / "results")
+    _stub_workers(monkeypatch, "none")
+    real = TaskJob._run
+
+    def signalled_after(self, *args):
+        got = real(self, *args)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return got
+
+    monkeypatch.setattr(TaskJob, "_run", signalled_after)
+    with pytest.raises(SystemExit) as e:
+        _job(store, [[a], [b]])()
+    assert e.value.code == 1
+    assert store.result(a.hash)["error"] == "CommError: Connection lost" and store.result(b.hash) is None
 
 
 def _signalled_run(status: str, calls: list):
