@@ -8,6 +8,8 @@ a W&B run maps back to a store run one to one (a run in both is taken from the s
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 from typing import Optional
@@ -16,6 +18,7 @@ from bench.config import reproduce_command, resolve
 from bench.schema import ConfigError
 from bench.tracking import default_mode
 from reports.collect import Run
+from tasks.registry import task_class
 
 
 def _online(flag: str) -> None:
@@ -60,8 +63,30 @@ def fetch_runs(path: str, sweeps: list[str], known: set[str] = frozenset()) -> l
     return [_to_run(r) for r in remote if r.id not in known]
 
 
+# task section (JSON) -> primary, mode and baseline: one data load per task, not one per run
+_TASKS: dict[str, dict] = {}
+
+
+def task_fields(cfg) -> dict:
+    """What bench.train records from the task in result.json: primary, mode and baseline (the
+    trivial predictor's scores: no model needed). A data task loads its data for the baseline;
+    where that fails (no local copy, hub unreachable) the baseline is left absent, as for runs
+    stored before the field, and the report treats the run as such."""
+    key = json.dumps(cfg.to_dict()["task"], sort_keys=True, default=str)
+    if key not in _TASKS:
+        task = task_class(cfg.task.name)(cfg)
+        out = {"primary": task.primary, "mode": task.mode}
+        try:
+            out["baseline"] = task.baseline()
+        except Exception:
+            pass
+        _TASKS[key] = out
+    return _TASKS[key]
+
+
 def _to_run(r) -> Run:
-    config = {k: v for k, v in dict(r.config).items() if not k.startswith("_")}
+    # `config`: Lightning's copy of the same config (the task module's hyperparameters)
+    config = {k: v for k, v in dict(r.config).items() if not k.startswith("_") and k != "config"}
     summary = dict(r.summary)
     metrics = {k: float(v) for k, v in summary.items()
                if k.startswith(("test/", "val/")) and isinstance(v, (int, float))}
@@ -69,7 +94,7 @@ def _to_run(r) -> Run:
         cfg = resolve(config)
         command = reproduce_command(cfg)
     except Exception:  # a config this code no longer accepts: no reproduce command
-        command = None
+        cfg = command = None
     state = getattr(r, "state", "")
     if state == "finished":
         status = "done" if all(math.isfinite(v) for v in metrics.values()) else "diverged"
@@ -84,6 +109,9 @@ def _to_run(r) -> Run:
               "params": summary.get("params")}
     if status == "running":
         result = None
+    elif cfg is not None:
+        with contextlib.suppress(Exception):   # a task this code cannot build: as before, no fields
+            result.update(task_fields(cfg))
 
     def rows(r=r):
         out = []

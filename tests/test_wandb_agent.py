@@ -3,6 +3,7 @@ store and hash; offline runs are laid out as `wandb sync` expects. No server her
 played by hand, the way wandb/wandb_agent.py starts a sweep's command (its macros expanded by the
 wandb library's own functions, the environment it sets), and the offline run files are read."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from wandb.sdk.lib import config_util
 
 from bench import config as C
 from bench.store import Store
-from wandb_records import records
+from wandb_records import config_and_history, records
 
 ROOT = Path(__file__).resolve().parents[1]
 WANDB = Path(sys.executable).with_name("wandb")
@@ -98,3 +99,41 @@ def test_a_null_sweep_value_arrives_as_null_where_the_field_is_optional():
                          ("model.cell=None", "model.cell: invalid value 'None'; allowed: rnn_tanh")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(None, ["task=copy", bad])
+
+
+class _ApiRun:
+    """A finished run as `wandb.Api().runs` returns it, from an offline run file: its logged config
+    (Lightning's `config` hyperparameter included) and its summary (the last value of each key)."""
+
+    def __init__(self, path: Path, run_id: str):
+        config, history = config_and_history(path)
+        self.id, self.state, self.commit = run_id, "finished", None
+        self.config = {k: json.loads(v) for k, v in config.items()}
+        self.summary = {k: json.loads(v) for row in history for k, v in row.items()}
+
+
+def test_a_run_read_from_wandb_has_the_baseline_its_stored_result_records(tmp_path, monkeypatch):
+    """`--from-wandb`: primary, mode and baseline as bench.train records them (no model needed), so
+    a loss that blew up without NaN is reported diverged as for a stored run; without the data a
+    baseline needs, none."""
+    from bench.train import run
+    from reports import wandb_io
+    from tasks.registry import task_class
+
+    cfg = C.load(None, [f"{k}={v}" for k, v in PARAMS.items()])
+    stored = run(cfg, tmp_path / "results", wandb_mode="offline")
+    api_run = _ApiRun(_the_run_file(Store(tmp_path / "results").run_dir(cfg.hash), cfg.hash), cfg.hash)
+    got = wandb_io._to_run(api_run)
+    assert got.status == "done" and got.result["command"] == stored["command"]   # its config resolves
+    assert {k: got.result.get(k) for k in ("primary", "mode", "baseline")} == \
+        {k: stored[k] for k in ("primary", "mode", "baseline")} == \
+        {"primary": "test/loss", "mode": "min", "baseline": {"test/loss": pytest.approx(0.167, abs=1e-3)}}
+    api_run.summary["test/loss"] = 1e4 * stored["baseline"]["test/loss"]
+    assert wandb_io._to_run(api_run).status == "diverged"
+    monkeypatch.setattr(wandb_io, "_TASKS", {})
+
+    def no_data(self):
+        raise FileNotFoundError("no local copy")
+
+    monkeypatch.setattr(task_class("adding"), "baseline", no_data)
+    assert "baseline" not in wandb_io._to_run(api_run).result
