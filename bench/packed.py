@@ -45,7 +45,7 @@ from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_
 __all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
            "trains_on_gpu"]
 from bench.store import Store, beats_baseline, write_atomic, write_json
-from bench.provenance import environment, git_commit
+from bench.provenance import environment, git_commit, load_average, with_load
 from bench.train import last_validation, variant_tags
 from models.init import uniform_all_
 from models.packed import has_packed_kernel, packable_model, recurrence
@@ -199,7 +199,7 @@ class _Member:
         self.result["implementation"]["recurrence"] = f"packed-{recurrence(device, self.module.rnn)}"
         self.opt = self.module.configure_optimizers()
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
-        self.elapsed, self.stopped = 0.0, False
+        self.elapsed, self.stopped, self.load0 = 0.0, False, None   # load0: as the group's training starts
         if ckpt is not None:
             state = torch.load(ckpt, map_location=device, weights_only=True)
             self.module.load_state_dict(state["state_dict"])
@@ -238,6 +238,7 @@ class _Member:
         if error is not None:
             r["error"] = error
         r["beats_baseline"] = beats_baseline(r)
+        r["environment"] = with_load(r["environment"], self.load0)
         r["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.log.flush()
         self.wb.finish()
@@ -260,7 +261,9 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as Lightning's deterministic mode
     torch.use_deterministic_algorithms(c0.trainer.deterministic)
     members = [_Member(c, store, len(cfgs), device, dtype, sweep, wandb_mode, project) for c in cfgs]
-    results, t0 = {}, time.perf_counter()
+    results, t0, load0 = {}, time.perf_counter(), load_average()
+    for m in members:
+        m.load0 = load0
     alive = list(members)
     step = members[0].step0 or 0
     wall = lambda m: m.elapsed + time.perf_counter() - t0  # noqa: E731

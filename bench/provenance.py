@@ -1,14 +1,18 @@
 """Where a run's numbers come from, recorded in its result.json: the code (`git_commit`) and the
 machine and packages (`environment`). The same config and seed give the same numbers on CPU within
 one environment; across CPUs (another ISA for oneDNN / MKL) or package versions the float order
-can differ, so a run that does not repeat elsewhere can be told apart by this record."""
+can differ, so a run that does not repeat elsewhere can be told apart by this record. Its times
+depend on the machine's load too, recorded as `environment.load` (a time taken under load is not
+the code's alone)."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -52,3 +56,25 @@ def environment() -> dict:
             versions[name] = None
     return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "machine": platform.machine(), "python": platform.python_version(), "packages": versions}
+
+
+def load_average() -> Optional[float]:
+    """The machine's 1-minute load average now; None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def with_load(env: dict, start: Optional[float]) -> dict:
+    """`env` (not changed: environment() is cached) plus `load`: the CPU count and the 1-minute
+    load average at the start (`start`, taken as training began) and at the end (now) of training."""
+    return {**env, "load": {"cpus": os.cpu_count(), "start": start, "end": load_average()}}
+
+
+def under_load(result: Optional[dict]) -> bool:
+    """Whether a run trained on a loaded machine: the larger of its start and end load averages
+    above its CPU count. False for a run recorded without the field."""
+    load = ((result or {}).get("environment") or {}).get("load") or {}
+    seen = [x for x in (load.get("start"), load.get("end")) if isinstance(x, (int, float))]
+    return bool(seen and load.get("cpus") and max(seen) > load["cpus"])

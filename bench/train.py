@@ -28,7 +28,7 @@ from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, Run
                                finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
 from bench.divergence import StopWhenExploded
-from bench.provenance import environment, git_commit
+from bench.provenance import environment, git_commit, load_average, with_load
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
@@ -267,6 +267,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     torch.set_num_threads(threads)
     result["threads"] = threads
     live, t0 = {}, time.time()  # the trainer, W&B logger and training seconds, as soon as known
+    load0 = load_average()      # the machine's load as training starts (environment.load)
     try:
         _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, (ckpt, step0, prepared), result, live)
     except Diverged as e:
@@ -290,6 +291,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
         train_s = _train_time(trainer)
     result["wall_time_s"] = round(train_s or (time.time() - t0), 3)
     result["beats_baseline"] = beats_baseline(result)
+    result["environment"] = with_load(result["environment"], load0)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)

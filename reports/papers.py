@@ -35,7 +35,7 @@ from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
                                     sweep_files, sweep_names, with_pending)
 from reports.published_table import published_section
-from reports.report import DASH, num, pval
+from reports.report import DASH, LOADED, LOADED_NOTE, load_mark, num, pval
 
 ROOT = Path(__file__).resolve().parents[1]
 RECALL = "recall.json"          # per-position recall of copy runs (reports/recall.py), kept beside the report
@@ -94,11 +94,12 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
 def variant_row(lab: str, rs: list[dict], ref_sel: Optional[dict], pv: dict, holm: dict) -> list:
     s = stats.summarize(values(rs))
     params = sorted({r.get("params") for r in rs} - {None})
-    wall = [r["wall_time_s"] for r in rs if value(r) is not None and r.get("wall_time_s")]
+    timed = [r for r in rs if value(r) is not None and r.get("wall_time_s")]
+    wall = [r["wall_time_s"] for r in timed]
     fin = sum(1 for r in rs if r.get("status") in FINISHED)
     row = [lab, DASH if s.n == 0 else (num(s.mean) if s.std is None else f"{num(s.mean)} ± {num(s.std)}"),
            s.n, f"{fin} / {len(rs)}", params[0] if params else DASH, flatten(rs[0]["config"]).get("trainer.max_steps"),
-           solved_stops(rs), num(stats.mean(wall), 3) if wall else DASH]
+           solved_stops(rs), num(stats.mean(wall), 3) + load_mark(timed) if wall else DASH]
     if ref_sel:
         isref = all(matches(r, ref_sel) for r in rs)
         row += ["ref", DASH] if isref else [pval(pv.get(lab)), pval(holm.get(lab))]
@@ -138,8 +139,10 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
         headers = ["variant", "mean ± std", "n", "finished", "params", "max steps", "stopped when solved",
                    "train time/run (s)"]
         headers += ["Welch p vs ref", "Holm p"] if ref_sel else []
-        doc.table(headers + ["not in statistics"], [variant_row(lab, rs, ref_sel, pv, holm) for lab, rs in variants.items()],
-                  align="l" + "r" * (len(headers) - 1) + "l")
+        rows = [variant_row(lab, rs, ref_sel, pv, holm) for lab, rs in variants.items()]
+        doc.table(headers + ["not in statistics"], rows, align="l" + "r" * (len(headers) - 1) + "l")
+        if any(row[7].endswith(LOADED) for row in rows):
+            doc.p(LOADED_NOTE)
 
 
 def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: str, gf_pngs: list) -> None:

@@ -17,7 +17,7 @@ from typing import Optional
 from reports import stats
 from reports.claims import matches
 from reports.doc import Doc
-from reports.report import DASH
+from reports.report import DASH, LOADED, LOADED_NOTE, load_mark
 
 
 def one_decimal(x: Optional[float]) -> str:
@@ -60,11 +60,13 @@ def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches
             target = row.get("target", {}).get(m)
             met = "" if target is None or mean is None else (" ✓" if mean >= target else " ✗")
             cells.append(f"{one_decimal(row.get('paper', {}).get(m))} / {one_decimal(target)} / {text}{met}")
-        wall = [r["wall_time_s"] for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
-        cells.append(f"{stats.mean(wall):.0f}" if wall else DASH)
+        timed = [r for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
+        cells.append(f"{stats.mean([r['wall_time_s'] for r in timed]):.0f}{load_mark(timed)}" if timed else DASH)
         bad = [f"seed {r['config'].get('seed')}: {r.get('status')}" for r in mine if r.get("status") != "done"]
         cells.append("; ".join(bad) or "none")
         table.append(cells)
     doc.h(2, "Published figures beside ours")
     doc.p("Paper / target here / ours on the test set (mean ± std over the finished seeds; ✓ = mean meets the target).")
     doc.table(head, table, align="l" * len(head))
+    if any(row[-2].endswith(LOADED) for row in table):
+        doc.p(LOADED_NOTE)

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Union
 
+from bench.provenance import under_load
 from bench.schema import fmt_value
 from bench.store import Store, write_atomic
 from reports import plots, stats, wandb_io
@@ -27,6 +28,14 @@ from reports.collect import (TaskGroup, Variant, as_store, find_reference, flatt
 from reports.doc import Doc
 
 DASH = "—"
+LOADED = " ‡"   # a time cell whose runs include one trained on a loaded machine
+LOADED_NOTE = ("‡ the time was measured under load: a run of the row trained on a loaded machine (its 1-minute "
+               "load average at the start or end of training above its CPU count, `environment.load`).")
+
+
+def load_mark(results: list) -> str:
+    """LOADED if any of the run records (result dicts) trained under load, else ''."""
+    return LOADED if any(under_load(r) for r in results) else ""
 
 
 def num(x: Optional[float], digits: int = 4) -> str:
@@ -83,11 +92,12 @@ def time_cells(g: TaskGroup) -> tuple[dict[str, str], Optional[str]]:
     cells = {}
     for v in g.variants:
         mean = stats.mean(v.wall_times())
+        loaded = load_mark([r.result for r in v.usable() if r.result.get("wall_time_s") is not None])
         if mean is None or v.key not in impls:
-            cells[v.key] = num(mean, 3)
+            cells[v.key] = num(mean, 3) + loaded
             continue
         mark = " †" if differ and tuple(impls[v.key]) != common else ""
-        cells[v.key] = f"{num(mean, 3)} ({'; '.join(impls[v.key])}){mark}"
+        cells[v.key] = f"{num(mean, 3)} ({'; '.join(impls[v.key])}){mark}{loaded}"
     return cells, ("; ".join(common) if differ else None)
 
 
@@ -193,6 +203,8 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         row.append(excluded_text(v))
         rows.append(row)
     doc.table(headers, rows, "l" + "r" * (len(headers) - 2) + "l")
+    if any(c.endswith(LOADED) for c in times.values()):
+        doc.p(LOADED_NOTE)
     if odd:
         doc.p("**Warning:** the wall times marked † were measured with another implementation (recurrence "
               "path, device, threads or packing) than the table's most common one, "
@@ -305,11 +317,13 @@ def appendix_doc(groups: list[TaskGroup]) -> Doc:
                 res = r.result or {}
                 arows.append([g.title, v.label, r.seed, f"`{r.hash}`", r.status,
                               r.step if r.step is not None else DASH, num(r.metric(g.primary)),
-                              num(res.get("wall_time_s"), 3), implementation_label(res.get("implementation")),
+                              num(res.get("wall_time_s"), 3) + load_mark([res]), implementation_label(res.get("implementation")),
                               res.get("device") or (res.get("implementation") or {}).get("device") or DASH,
                               res.get("git_commit") or DASH, (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
                     "implementation", "device", "commit", "error"], arows, "llrllrrrllll")
+    if any(str(row[7]).endswith(LOADED) for row in arows):
+        appendix.p(LOADED_NOTE)
     return appendix
 
 

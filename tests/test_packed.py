@@ -51,7 +51,8 @@ def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypat
         assert p["status"] == a["status"] == "done" and p["step"] == a["step"] == 45
         assert _close(a["metrics"], p["metrics"], 1e-6), (a["metrics"], p["metrics"])
         assert p["implementation"]["packed"] == 3 and p["params"] == a["params"]
-        assert p["environment"] == a["environment"] and p["environment"]["cpu"]
+        same = lambda e: {k: v for k, v in e.items() if k != "load"}   # noqa: E731 (the load is the moment's)
+        assert same(p["environment"]) == same(a["environment"]) and p["environment"]["cpu"]
         assert p["implementation"]["recurrence"] == f"packed-{recurrence}"
         rows_a, rows_p = Store(tmp_path / "alone").metrics(cfg.hash), Store(tmp_path / "packed").metrics(cfg.hash)
         assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_p]
@@ -263,3 +264,14 @@ def test_packed_group_on_cuda_matches_cpu(tmp_path):
                     tmp_path / "gpu", wandb_mode="disabled")
     for a, b in zip(cpu, gpu):
         assert b["implementation"]["device"] == "cuda:0" and _close(a["metrics"], b["metrics"], 1e-6)
+
+
+def test_packed_members_record_the_machine_load(tmp_path, monkeypatch):
+    """As an unpacked run: the 1-minute load average as the group's training starts and ends, the CPUs."""
+    from bench import provenance
+
+    calls = []   # the first as training starts, then one as each member finishes
+    monkeypatch.setattr(provenance.os, "getloadavg", lambda: (0.75 if calls.append(1) or len(calls) > 1 else 2.5, 0.0, 0.0))
+    cfgs = [C.load(None, ["task=copy", *TINY, "trainer.max_steps=10", f"seed={s}"]) for s in (0, 1)]
+    for r in run_group(cfgs, tmp_path, wandb_mode="disabled"):
+        assert r["status"] == "done" and r["environment"]["load"] == {"cpus": os.cpu_count(), "start": 2.5, "end": 0.75}

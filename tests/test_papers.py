@@ -311,3 +311,25 @@ def test_a_packed_members_machine_time_is_its_share_of_the_group():
     member = {"wall_time_s": 300.0, "implementation": {"device": "cpu", "packed": 5}}
     assert machine_s(alone) == 120.0 and machine_s(member) == 60.0
     assert machine_s(flatten(member)) == 60.0 and machine_s({"wall_time_s": None}) == 0.0
+
+
+def test_published_time_columns_flag_rows_trained_under_load():
+    """papers' results table and the published-figures table: ‡ on a row with a run whose load
+    average exceeded its CPU count, and the footnote; rows of runs without the field unmarked."""
+    from reports.doc import Doc
+    from reports.papers import variant_row
+    from reports.published_table import published_section
+
+    def r(seed, load=None):
+        env = {"environment": {"cpu": "x", "load": load}} if load else {}
+        return {"config": {"seed": seed, "trainer": {"max_steps": 10}}, "status": "done", "primary": "test/acc",
+                "mode": "max", "metrics": {"test/acc": 0.5}, "wall_time_s": 2.0, **env}
+
+    busy, idle, old = [r(0, {"cpus": 2, "start": 0.5, "end": 4.0}), r(1)], [r(0, {"cpus": 2, "start": 2.0, "end": 1.0})], [r(0)]
+    assert [variant_row("v", rs, None, {}, {})[7] for rs in (busy, idle, old)] == ["2 ‡", "2", "2"]
+    doc = Doc()
+    published_section(doc, [{"label": "busy", "select": 0, "paper": {"test/acc": 50.0}},
+                            {"label": "old", "select": 1, "paper": {"test/acc": 50.0}}], busy + old,
+                      pick=lambda run, sel: (run in busy) == (sel == 0))
+    md = doc.markdown()
+    assert "| 2 ‡ |" in md and "| 2 |" in md and "‡ the time was measured under load" in md

@@ -163,9 +163,9 @@ def test_report_figures_html_and_solved_vs_T(report):
     assert _table(md, "### adding") == [{"variant": "lstm optim.grad_clip=null optim.lr=1e+25", "T=5": "0/1"}]
 
 
-def _fake_store(root: Path, specs: list[tuple[list[str], float]], impls: dict = None) -> Store:
+def _fake_store(root: Path, specs: list[tuple[list[str], float]], impls: dict = None, loads: dict = None) -> Store:
     """A store of written result.json files (no training): (overrides, test/loss) per run;
-    `impls`: model.cell -> the runs' `implementation` record."""
+    `impls`: model.cell -> the runs' `implementation` record; `loads`: (cell, seed) -> environment.load."""
     import yaml
 
     from bench.store import write_json
@@ -182,7 +182,9 @@ def _fake_store(root: Path, specs: list[tuple[list[str], float]], impls: dict = 
                                        "baseline": {"test/loss": 1.5}, "params": 100, "wall_time_s": 1.0,
                                        "git_commit": "abc", "command": None, "solved": False,
                                        "beats_baseline": loss < 1.5,
-                                       "implementation": (impls or {}).get(cfg.model.cell)})
+                                       "implementation": (impls or {}).get(cfg.model.cell),
+                                       **({"environment": {"cpu": "x", "load": (loads or {})[cfg.model.cell, cfg.seed]}}
+                                          if (cfg.model.cell, cfg.seed) in (loads or {}) else {})})
         hashes.append(cfg.hash)
     store.record_sweep("fake", hashes)
     return store
@@ -237,6 +239,26 @@ def test_time_column_names_the_implementation_and_flags_rows_that_differ(tmp_pat
     same = _fake_store(tmp_path / "same", [([], 1.0), (["model.cell=gru"], 1.1)], impls={"lstm": fused, "gru": fused})
     md = build_report(same, ["fake"], tmp_path / "out2").read_text()
     assert "†" not in md and {r["wall time (s)"] for r in _table(md, "## Task: copy T=5")} == {"1 (fused, cpu, 2 threads)"}
+
+
+def test_time_column_flags_rows_trained_on_a_loaded_machine(tmp_path):
+    """A row with a run whose load average (start or end) exceeded its CPU count: ‡ and a footnote;
+    runs at or under it, or recorded without the field, unmarked."""
+    from reports.report import build_report
+
+    store = _fake_store(tmp_path / "results", [([], 1.0), (["seed=1"], 1.2), (["model.cell=gru"], 1.1),
+                                               (["model.cell=rnn_tanh"], 1.3)],
+                        loads={("lstm", 0): {"cpus": 2, "start": 1.0, "end": 1.5},
+                               ("lstm", 1): {"cpus": 2, "start": 2.5, "end": 1.9},
+                               ("gru", 0): {"cpus": 2, "start": 2.0, "end": 2.0}})
+    md = build_report(store, ["fake"], tmp_path / "out").read_text()
+    assert {r["variant"]: r["wall time (s)"] for r in _table(md, "## Task: copy T=5")} == \
+        {"lstm": "1 (not recorded) ‡", "gru": "1 (not recorded)", "rnn_tanh": "1 (not recorded)"}
+    assert md.count("‡ the time was measured under load") == 2   # under the task table and the appendix
+    appendix = {(r["variant"], r["seed"]): r["wall time (s)"] for r in _table(md, "## Appendix: every run")}
+    assert appendix[("lstm", "1")] == "1 ‡" and appendix[("lstm", "0")] == appendix[("gru", "0")] == "1"
+    old = build_report(_fake_store(tmp_path / "old", [([], 1.0)]), ["fake"], tmp_path / "out2").read_text()
+    assert "‡" not in old
 
 
 # ---------------------------------------------------------------- end to end (slow)

@@ -73,9 +73,21 @@ def test_same_config_and_seed_give_the_same_numbers(tmp_path):
     b = run(C.load(None, ov), tmp_path / "b", wandb_mode="disabled")
     assert a["metrics"] == b["metrics"]
     # what "the same environment" means, recorded with the numbers
-    env = a["environment"]
-    assert env == b["environment"] and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    env, same = a["environment"], lambda e: {k: v for k, v in e.items() if k != "load"}   # the load is the moment's
+    assert same(env) == same(b["environment"]) and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert env["packages"]["torch"] == torch.__version__ and env["python"] == platform.python_version()
+
+
+def test_result_records_the_machine_load_at_the_start_and_end_of_training(store, monkeypatch):
+    """environment.load: the 1-minute load average as training starts and as it ends, and the CPUs."""
+    from bench import provenance
+
+    loads = iter([(3.5, 0.0, 0.0), (1.25, 0.0, 0.0)])
+    monkeypatch.setattr(provenance.os, "getloadavg", lambda: next(loads))
+    r = run(C.load(None, ["task=adding", "task.T=5", "trainer.max_steps=20", *TINY]), store, wandb_mode="disabled")
+    assert r["environment"]["load"] == {"cpus": os.cpu_count(), "start": 3.5, "end": 1.25}
+    assert Store(store).result(r["hash"])["environment"]["load"] == r["environment"]["load"]
+    assert "load" not in provenance.environment()   # the machine's record stays the same for every run
 
 
 def test_finished_run_is_returned_not_rerun(store):
