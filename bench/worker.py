@@ -8,7 +8,7 @@ unit of work to the worker's stdin, and the worker answers one JSON line per fin
 file descriptor `--reply-fd`:
 
     -> {"id": 3, "configs": ["<store>/runs/<hash>/config.yaml", ...], "packed": false, "retry_failed": false}
-    <- {"id": 3, "status": ["done", ...], "pid": 1234}
+    <- {"id": 3, "status": ["done", ...], "pid": 1234}          (+ "stopped": true after a SIGTERM)
 
 A unit is a list of configs: one run, or a packed group (`bench.packed.run_group`, as
 `python -m bench.packed` would run it). A single config runs through `bench.train.run`, exactly as

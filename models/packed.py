@@ -191,7 +191,8 @@ class PackedLinear(torch.autograd.Function):
     """y = b + x W^T over K members, x (K, N, F), w (K, O, F), b (K, O) -> (K, N, O). Its backward
     forms the weight gradient as g^T x (K, O, F), as nn.Linear does: autograd's bmm backward forms
     it as x^T g (K, F, O), an output O wide, which MKL's batched gemm ran 4x slower at the heads'
-    shapes (O = 1-10 classes; bench/benchmarks/packed.py)."""
+    shapes (O = 1-10 classes; bench/benchmarks/packed.py). No autocast: groups pack 32-true and
+    64-true runs only (bench.packed)."""
 
     @staticmethod
     def forward(ctx, x, w, b):

@@ -188,7 +188,8 @@ def _versus(claim, runs, alpha) -> dict:
         return {**base, "verdict": DISAGREES, "ours": ours,
                 "why": f"significantly {'worse' if want_better else 'better'}, the opposite of the paper"}
     lo, hi = stats.welch_ci(a, b, 1 - alpha)
-    ci = f"{1 - alpha:.0%} interval of the difference {num(lo)} to {num(hi)}" if lo is not None else "no interval"
+    ci = f"{(1 - alpha) * 100:g}% interval of the difference from the reference {num(lo)} to {num(hi)}" \
+        if lo is not None else "no interval"
     return {**base, "verdict": INCONCLUSIVE, "ours": ours,
             "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} "
                    f"the paper's direction; {ci})"}

@@ -30,7 +30,8 @@ from reports.doc import Doc
 DASH = "—"
 LOADED = " ‡"   # a time cell whose runs include one trained on a loaded machine
 LOADED_NOTE = ("‡ the time was measured under load: a run of the row trained on a loaded machine (its 1-minute "
-               "load average at the start or end of training above its CPU count, `environment.load`).")
+               "load average at the start or end of training above its CPU count, `environment.load`; deliberately "
+               "strict: with as many workers as CPUs any other process tips it; a resumed run records its last attempt).")
 
 
 def load_mark(results: list) -> str:

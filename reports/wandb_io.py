@@ -19,6 +19,7 @@ from bench.schema import ConfigError
 from bench.tracking import default_mode
 from reports.collect import Run
 from tasks.registry import task_class
+from tasks.text import local_root
 
 
 def _online(flag: str) -> None:
@@ -69,24 +70,33 @@ _TASKS: dict[str, dict] = {}
 
 def task_fields(cfg) -> dict:
     """What bench.train records from the task in result.json: primary, mode and baseline (the
-    trivial predictor's scores: no model needed). A data task loads its data for the baseline;
-    where that fails (no local copy, hub unreachable) the baseline is left absent, as for runs
-    stored before the field, and the report treats the run as such."""
+    trivial predictor's scores: no model needed). A data task reads its local data for the
+    baseline; a hub dataset is not downloaded for a report, and where the data cannot be read the
+    baseline is left absent (one warning line), as for runs stored before the field."""
     key = json.dumps(cfg.to_dict()["task"], sort_keys=True, default=str)
     if key not in _TASKS:
         task = task_class(cfg.task.name)(cfg)
         out = {"primary": task.primary, "mode": task.mode}
-        try:
-            out["baseline"] = task.baseline()
-        except Exception:
-            pass
+        if getattr(cfg.task, "dataset", None) and local_root(cfg.task) is None:
+            print(f"reports: task {cfg.task.name}: its data is on the hub only; no baseline for its W&B runs")
+        else:
+            try:
+                out["baseline"] = task.baseline()
+            except (OSError, ValueError, ImportError) as e:   # ConfigError is a ValueError
+                print(f"reports: task {cfg.task.name}: no baseline for its W&B runs ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''})")
         _TASKS[key] = out
     return _TASKS[key]
 
 
 def _to_run(r) -> Run:
-    # `config`: Lightning's copy of the same config (the task module's hyperparameters)
-    config = {k: v for k, v in dict(r.config).items() if not k.startswith("_") and k != "config"}
+    # `config`: Lightning's copy of the whole config the run trained (the task module's
+    # hyperparameters); without it (a run logged by other code) the top level, less W&B's keys.
+    # Under `wandb agent` the top level holds the sweep's locked parameters (a preset name and
+    # dotted keys), not a resolvable config.
+    raw = dict(r.config)
+    config = raw["config"] if isinstance(raw.get("config"), dict) else \
+        {k: v for k, v in raw.items() if not k.startswith("_") and k != "config"}
     summary = dict(r.summary)
     metrics = {k: float(v) for k, v in summary.items()
                if k.startswith(("test/", "val/")) and isinstance(v, (int, float))}

@@ -21,8 +21,9 @@ task (slurm/job.py) or a local sweep.
   stops the run too; also one that came while the worker was starting, which then gets no unit),
   waits for the worker to stop, starts nothing more, and exits with code 1 (a worker killed by
   SIGTERM before its handler was installed is stopped too, never recorded failed; a worker stopped
-  by its own SIGTERM, exit 143 or an answer saying `stopped`, stops the task as well, and a run it
-  recorded failed after the signal came is left resumable, as in slurm/job.py);
+  by its own SIGTERM while it runs a unit, exit 143 or an answer saying `stopped`, stops the task as
+  well, and a failure recorded during that unit is left resumable, as in slurm/job.py; a worker
+  that dies between units is replaced);
   after a warning signal (at most `max_requeues` times) it first requeues itself with
   `scontrol requeue`, as a single-run task does.
 """

@@ -62,6 +62,13 @@ def test_run_under_wandb_agent_is_the_agents_run_with_our_store_and_hash(tmp_pat
     run = next(rec.run for rec in records(_the_run_file(store.run_dir(cfg.hash), "agentrun7"))
                if rec.WhichOneof("record_type") == "run")
     assert (run.run_id, run.sweep_id, run.project) == ("agentrun7", "swp123", "rnnbench-sweeps")
+    # read back as `reports --from-wandb` does: the config the run trained, not the agent's locked
+    # parameters (a preset name and dotted keys, which resolve to another T or not at all)
+    from reports import wandb_io
+
+    got = wandb_io._to_run(_ApiRun(_the_run_file(store.run_dir(cfg.hash), "agentrun7"), "agentrun7"))
+    assert got.config["task"]["T"] == 5 and got.result["command"] == r["command"]
+    assert got.result["baseline"] == r["baseline"]
 
 
 def test_offline_runs_are_where_wandb_sync_finds_them(tmp_path):
