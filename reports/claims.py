@@ -5,8 +5,9 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
   beats the task baseline (by `margin`, relative). A paper success that a shortened run misses is
   inconclusive (training was cut), not a disagreement.
 * `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: Welch t-test of `select`'s seeds
-  against `ref`'s on the task `task`, at `alpha`; an inconclusive one states the (1 - alpha) Welch
-  interval of the difference (select - ref), which says how far from settled it is.
+  against `ref`'s on the task `task`, at `alpha`; an inconclusive verdict, and a not-worse one
+  without significance, states the (1 - alpha) Welch interval of the difference (select - ref):
+  how far from settled it is, how much worse the variant could be.
 * `gradflow_ratio`: ||dl_T/dh_t|| at the largest lag, at init: `select` over `ref` >= `min_ratio`.
 
 The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
@@ -174,22 +175,22 @@ def _versus(claim, runs, alpha) -> dict:
     rel = (ma - mb) / abs(mb) if mb else float("nan")
     ours = f"{num(ma)} vs {num(mb)} ({rel:+.1%}), Welch p={pval(p)}, n={len(a)}/{len(b)}"
     kind = claim["kind"]
+    lo, hi = stats.welch_ci(a, b, 1 - alpha)
+    ci = f"{(1 - alpha) * 100:g}% interval of the difference from the reference {num(lo)} to {num(hi)}" \
+        if lo is not None else "no interval"
     if kind == "not_worse_than_ref":
         if sig and not better:
             return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly worse (p < {alpha})"}
         why = f"not significantly worse at p < {alpha}" + (f"; low power with n={min(len(a), len(b))}" if min(len(a), len(b)) < 5 else "")
         if sig and better:
             why = "significantly better"
-        return {**base, "verdict": AGREES, "ours": ours, "why": why}
+        return {**base, "verdict": AGREES, "ours": ours, "why": why if sig else f"{why} ({ci})"}
     want_better = kind == "better_than_ref"
     if sig and better == want_better:
         return {**base, "verdict": AGREES, "ours": ours, "why": ""}
     if sig:
         return {**base, "verdict": DISAGREES, "ours": ours,
                 "why": f"significantly {'worse' if want_better else 'better'}, the opposite of the paper"}
-    lo, hi = stats.welch_ci(a, b, 1 - alpha)
-    ci = f"{(1 - alpha) * 100:g}% interval of the difference from the reference {num(lo)} to {num(hi)}" \
-        if lo is not None else "no interval"
     return {**base, "verdict": INCONCLUSIVE, "ours": ours,
             "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} "
                    f"the paper's direction; {ci})"}
