@@ -75,7 +75,8 @@ def test_sigusr1_while_the_worker_starts_requeues_before_the_run(tmp_path, monke
 def _stub_workers(monkeypatch, how: str) -> None:
     """The task's workers run tests/slurm_stub_worker.py: each run fails, stopped `how`."""
     monkeypatch.setenv("RNNBENCH_STUB", how)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))   # no empty entry: that is the cwd
     monkeypatch.setattr(TaskJob, "_worker", lambda self: Worker(self.store_root, self.sweep, self.wandb_mode,
                                                                 self.project, dict(os.environ), "slurm_stub_worker"))
 
