@@ -9,6 +9,7 @@ import yaml
 
 from bench.sweep import expand
 from reports.claims import AGREES, DISAGREES, INCONCLUSIVE, all_claims, check_claim
+from reports.published_runs import expected
 
 SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
 NAMES = ["copy", "adding", "greff", "jozefowicz", "orthinit"]
@@ -248,11 +249,14 @@ def test_welch_claim_inconclusive_when_neither_learnt():
 
 
 def _fake_store(root: Path, sweep: str, loss) -> None:
-    """The sweep's configs as finished runs with `loss(cfg)` as test/loss (no training)."""
+    """The configs of every file of the sweep (paper_socher has three) as finished runs with
+    `loss(cfg)` as test/loss (no training)."""
     from bench.store import Store, write_json
+    from reports.published_runs import sweep_files
 
     store = Store(root)
-    name, cfgs = expand(SWEEPS / f"{sweep}.yaml")
+    cfgs = list({c.hash: c for path in sweep_files(sweep) for c in expand(path)[1]}.values())
+    name = sweep
     for c in cfgs:
         d = store.run_dir(c.hash)
         d.mkdir(parents=True, exist_ok=True)
@@ -276,7 +280,7 @@ def test_build_writes_report_and_verdicts(tmp_path, name):
     text = path.read_text()
     for heading in ("## Verdict", "## Results", "## Figures", "## Reduction", "## Cost on this machine"):
         assert heading in text
-    n = len(expand(SWEEPS / f"paper_{name}.yaml")[1])
+    n = len(expected(f"paper_{name}"))
     assert f"full sweep `paper_{name}`" in text and f"**{n} of {n} runs finished**" in text
     verdicts = {c["id"]: c["verdict"] for c in json.loads((path.parent / "claims.json").read_text())["claims"]}
     if name == "jozefowicz":
@@ -299,7 +303,8 @@ def test_reduced_runs_leave_every_claim_pending(tmp_path):
     _fake_store(tmp_path / "store", "paper_jozefowicz_cpu", lambda c: {0.0: 0.10}.get(c.model.forget_bias, 0.01))
     path = build(load_claims("jozefowicz"), tmp_path / "store", tmp_path / "out")
     text = path.read_text()
-    assert "**REDUCED**" in text and "reduced sweep `paper_jozefowicz_cpu`" in text and "**0 of 30 runs finished**" in text
+    n = len(expected("paper_jozefowicz"))
+    assert "**REDUCED**" in text and "reduced sweep `paper_jozefowicz_cpu`" in text and f"**0 of {n} runs finished**" in text
     claims = json.loads((path.parent / "claims.json").read_text())
     assert claims["reduced"] and {c["verdict"] for c in claims["claims"]} == {"pending"}
     assert all(c["why"].startswith("0 of ") and "runs of the full sweep `paper_jozefowicz` finished" in c["why"]
