@@ -119,8 +119,12 @@ class Variant:
         ps = sorted({(r.result or {}).get("params") for r in self.runs} - {None})
         return ps[0] if ps else None
 
+    def timed(self) -> list[Run]:
+        """The usable runs that recorded a training time."""
+        return [r for r in self.usable() if r.result.get("wall_time_s") is not None]
+
     def wall_times(self) -> list[float]:
-        return [float(r.result["wall_time_s"]) for r in self.usable() if r.result.get("wall_time_s") is not None]
+        return [float(r.result["wall_time_s"]) for r in self.timed()]
 
     def implementations(self) -> list[str]:
         """How its finished runs computed (see `implementation_label`), one label each, sorted."""

@@ -35,7 +35,7 @@ from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
                                     sweep_files, sweep_names, with_pending)
 from reports.published_table import published_section
-from reports.report import DASH, LOADED, LOADED_NOTE, load_mark, num, pval
+from reports.report import DASH, load_mark, loaded_note, num, pval
 
 ROOT = Path(__file__).resolve().parents[1]
 RECALL = "recall.json"          # per-position recall of copy runs (reports/recall.py), kept beside the report
@@ -141,8 +141,7 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
         headers += ["Welch p vs ref", "Holm p"] if ref_sel else []
         rows = [variant_row(lab, rs, ref_sel, pv, holm) for lab, rs in variants.items()]
         doc.table(headers + ["not in statistics"], rows, align="l" + "r" * (len(headers) - 1) + "l")
-        if any(row[7].endswith(LOADED) for row in rows):
-            doc.p(LOADED_NOTE)
+        loaded_note(doc, [row[7] for row in rows])
 
 
 def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: str, gf_pngs: list) -> None:

@@ -17,7 +17,7 @@ from typing import Optional
 from reports import stats
 from reports.claims import matches
 from reports.doc import Doc
-from reports.report import DASH, LOADED, LOADED_NOTE, load_mark
+from reports.report import DASH, load_mark, loaded_note
 
 
 def one_decimal(x: Optional[float]) -> str:
@@ -68,5 +68,4 @@ def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches
     doc.h(2, "Published figures beside ours")
     doc.p("Paper / target here / ours on the test set (mean ± std over the finished seeds; ✓ = mean meets the target).")
     doc.table(head, table, align="l" * len(head))
-    if any(row[-2].endswith(LOADED) for row in table):
-        doc.p(LOADED_NOTE)
+    loaded_note(doc, [row[-2] for row in table])

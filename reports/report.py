@@ -39,6 +39,12 @@ def load_mark(results: list) -> str:
     return LOADED if any(under_load(r) for r in results) else ""
 
 
+def loaded_note(doc: Doc, cells) -> None:
+    """The LOADED footnote, under a table whose time cells (`cells`) carry the mark."""
+    if any(str(c).endswith(LOADED) for c in cells):
+        doc.p(LOADED_NOTE)
+
+
 def num(x: Optional[float], digits: int = 4) -> str:
     """Numbers in tables: `digits` significant digits; None -> em dash; nan/inf spelled out."""
     if x is None:
@@ -93,7 +99,7 @@ def time_cells(g: TaskGroup) -> tuple[dict[str, str], Optional[str]]:
     cells = {}
     for v in g.variants:
         mean = stats.mean(v.wall_times())
-        loaded = load_mark([r.result for r in v.usable() if r.result.get("wall_time_s") is not None])
+        loaded = load_mark([r.result for r in v.timed()])
         if mean is None or v.key not in impls:
             cells[v.key] = num(mean, 3) + loaded
             continue
@@ -204,8 +210,7 @@ def task_section(g: TaskGroup, doc: Doc, figdir: Path, root: Path, ref: Optional
         row.append(excluded_text(v))
         rows.append(row)
     doc.table(headers, rows, "l" + "r" * (len(headers) - 2) + "l")
-    if any(c.endswith(LOADED) for c in times.values()):
-        doc.p(LOADED_NOTE)
+    loaded_note(doc, times.values())
     if odd:
         doc.p("**Warning:** the wall times marked † were measured with another implementation (recurrence "
               "path, device, threads or packing) than the table's most common one, "
@@ -323,8 +328,7 @@ def appendix_doc(groups: list[TaskGroup]) -> Doc:
                               res.get("git_commit") or DASH, (r.error or "")[:120] or DASH])
     appendix.table(["task", "variant", "seed", "run", "status", "step", "primary", "wall time (s)",
                     "implementation", "device", "commit", "error"], arows, "llrllrrrllll")
-    if any(str(row[7]).endswith(LOADED) for row in arows):
-        appendix.p(LOADED_NOTE)
+    loaded_note(appendix, [row[7] for row in arows])
     return appendix
 
 
