@@ -33,6 +33,7 @@ from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides,
 from bench.packed import PackSize, groups, is_packed_checkpoint
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic
+from bench.tracking import own_service
 from bench.worker import Worker, record_exit, wait_any
 from models.registry import cell_class
 
@@ -253,7 +254,7 @@ class LocalExecutor:
         self.retry_failed, self.progress = retry_failed, progress
 
     def _env(self, slot: int) -> dict:
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        env = own_service(dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads)))
         if self.gpus and self.gpus_per_run != "all":
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         return env

@@ -25,6 +25,13 @@ def quiet_logs() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def own_service(env: dict) -> dict:
+    """`env` for a child process that starts its own W&B service. wandb puts the parent's service in
+    WANDB_SERVICE; a child that shares it and is killed leaves its run open there, and resuming that
+    run through the same service then fails with "run ID ... is in use"."""
+    return {k: v for k, v in env.items() if k != "WANDB_SERVICE"}
+
+
 def default_mode() -> str:
     """WANDB_MODE if set; online only when an API key is configured; else offline."""
     env = os.environ.get("WANDB_MODE")

@@ -40,7 +40,7 @@ from bench import config as C
 from bench.packed import run_group
 from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_json
-from bench.tracking import quiet_logs
+from bench.tracking import own_service, quiet_logs
 from bench.train import run  # the import this worker exists to pay only once
 
 STOPPED = ("interrupted", "stopped")
@@ -164,7 +164,7 @@ class Worker:
                "--project", project]
         cmd += ["--sweep", sweep] if sweep else []
         cmd += ["--wandb", wandb_mode] if wandb_mode else []
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, env=own_service(env), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      pass_fds=(w,), text=True)
         os.close(w)
         os.set_blocking(r, False)

@@ -133,6 +133,7 @@ class RunJob:
     def __call__(self) -> dict:
         pre = Preemption(self.max_requeues)
         h = before = None
+        os.environ.pop("WANDB_SERVICE", None)   # sbatch exports the submitter's W&B service: start our own
         try:
             pre.install()   # in the try: a stop raised by the handler is always caught below
             threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)

@@ -15,6 +15,7 @@ import torch
 from bench import config as C
 from bench.cli import main
 from bench.store import Store
+from bench.tracking import own_service
 from bench.train import run
 from tasks.registry import task_class
 from wandb_records import config_and_history
@@ -104,7 +105,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
     killed = Store(tmp_path / "killed")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "train", *ov, "--store", str(killed.root),
                              "--wandb", "offline"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=own_service(dict(os.environ, OMP_NUM_THREADS="1")))
     deadline = time.time() + 120
     while time.time() < deadline and not _ckpt_step(killed, cfg.hash) >= 60:
         time.sleep(0.05)

@@ -1,5 +1,6 @@
 """Persistent workers (bench.worker): one process runs config after config, each result equal to
 a fresh `rnnbench train` process; a worker killed mid-run is recorded failed and replaced."""
+import glob
 import os
 import signal
 import subprocess
@@ -89,3 +90,33 @@ def test_worker_dead_before_its_first_unit_is_recorded_failed_and_replaced(tmp_p
     first, second = (a, b) if store.result(a.hash)["status"] == "failed" else (b, a)
     assert store.result(first.hash)["error"] == "process killed by signal 9"
     assert states == {first.hash: "failed", second.hash: "done"} and len(made) == 2
+
+
+def test_killed_run_resumes_under_its_wandb_id_when_the_parent_runs_a_wandb_service(tmp_path):
+    """wandb hands its service to child processes (WANDB_SERVICE). A worker that shared the parent's
+    service and was killed would leave its run open there, and the resumed run would lose tracking
+    ("run ID ... is in use"); each worker starts its own service instead."""
+    import wandb
+
+    wandb.init(mode="offline", dir=str(tmp_path), project="svc").finish()
+    assert os.environ.get("WANDB_SERVICE")   # this process now runs a service its children would inherit
+    cfg = C.load(None, ["task=adding", "model.cell=lstm"] + TINY[:3] + ["trainer.max_steps=2000",
+                                                                         "trainer.val_every=50"])
+    store = Store(tmp_path / "results")
+    out = {}
+    first = LocalExecutor(store, "svc", workers=1, progress=False, wandb_mode="offline")
+    thread = threading.Thread(target=lambda: out.update(first.run([cfg])))
+    thread.start()
+    deadline = time.time() + 300
+    while not store.checkpoint(cfg.hash):
+        assert time.time() < deadline and thread.is_alive()
+        time.sleep(0.1)
+    os.kill(_pid(store, cfg.hash), signal.SIGKILL)
+    thread.join(timeout=300)
+    assert out[cfg.hash] == "failed"
+    again = LocalExecutor(store, "svc", workers=1, progress=False, wandb_mode="offline", retry_failed=True)
+    assert again.run([cfg]) == {cfg.hash: "done"}
+    r = store.result(cfg.hash)
+    assert r["resumed_from_step"] >= 50 and r["wandb_id"] == cfg.hash
+    runs = glob.glob(str(store.run_dir(cfg.hash) / "wandb" / "offline-run-*" / f"run-{cfg.hash}.wandb"))
+    assert len(runs) == 2   # the killed attempt and the resumed one, both under the run's id
