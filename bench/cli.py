@@ -198,6 +198,7 @@ def cmd_sweep(a) -> int:
     from bench.packed import AUTO_CPU, AUTO_GPU, auto_size, groups, trains_on_gpu
     from bench.store import Store
     from bench.sweep import LocalExecutor, expand, only, register
+    from reports.report import build_report   # now: the report's code is the runs' code, even if it changes meanwhile
 
     name, every = expand(a.file, a.overrides)
     cfgs = only(name, every, a.only)
@@ -249,8 +250,6 @@ def cmd_sweep(a) -> int:
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
     if not a.no_report:
-        from reports.report import build_report
-
         out = build_report(store, [name], os.path.join(a.store, "reports", name))
         print(f"report: {out}")
     return 0

@@ -8,7 +8,6 @@ a W&B run maps back to a store run one to one (a run in both is taken from the s
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -120,8 +119,11 @@ def _to_run(r) -> Run:
     if status == "running":
         result = None
     elif cfg is not None:
-        with contextlib.suppress(Exception):   # a task this code cannot build: as before, no fields
+        try:
             result.update(task_fields(cfg))
+        except Exception as e:   # a task this code cannot build: the run is kept, without the fields
+            print(f"reports: W&B run {r.id}: no primary / mode / baseline ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''})")
 
     def rows(r=r):
         out = []

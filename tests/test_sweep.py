@@ -248,3 +248,29 @@ def test_cli_sweep_gpus_per_run_on_slurm_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "rnnbench sweep: error: --gpus-per-run: only with --executor local (on SLURM a run gets --slurm "
         "gpus_per_run=N GPUs a node, trainer.devices when 0); allowed: --executor local")
+
+
+def test_cli_sweep_reports_with_the_code_it_started_with(tmp_path, capsys, monkeypatch):
+    """A sweep runs for hours; if the checkout changes meanwhile (a merge), its closing report must
+    still build from the code it started with instead of crashing after the last run."""
+    import types
+
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, """
+        name: long
+        parameters:
+          task: {value: adding}
+          model.cell: {value: gru}
+        """, tiny=True)
+    run = LocalExecutor.run
+
+    def run_then_change_the_code(self, cfgs):
+        states = run(self, cfgs)
+        monkeypatch.setitem(sys.modules, "reports.report", types.ModuleType("reports.report"))  # no build_report
+        return states
+
+    monkeypatch.setattr(LocalExecutor, "run", run_then_change_the_code)
+    store = tmp_path / "r"
+    assert main(["sweep", path, "--store", str(store), "--workers", "1", "--wandb", "disabled"]) == 0
+    assert (store / "reports" / "long" / "report.md").is_file()

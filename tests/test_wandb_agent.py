@@ -119,7 +119,7 @@ class _ApiRun:
         self.summary = {k: json.loads(v) for row in history for k, v in row.items()}
 
 
-def test_a_run_read_from_wandb_has_the_baseline_its_stored_result_records(tmp_path, monkeypatch):
+def test_a_run_read_from_wandb_has_the_baseline_its_stored_result_records(tmp_path, monkeypatch, capsys):
     """`--from-wandb`: primary, mode and baseline as bench.train records them (no model needed), so
     a loss that blew up without NaN is reported diverged as for a stored run; without the data a
     baseline needs, none."""
@@ -144,3 +144,15 @@ def test_a_run_read_from_wandb_has_the_baseline_its_stored_result_records(tmp_pa
 
     monkeypatch.setattr(task_class("adding"), "baseline", no_data)
     assert "baseline" not in wandb_io._to_run(api_run).result
+    # a task this code cannot build: the run is kept without the fields, and one line says why
+    monkeypatch.setattr(wandb_io, "_TASKS", {})
+
+    def cannot_build(self, cfg):
+        raise RuntimeError("no such task here")
+
+    monkeypatch.setattr(task_class("adding"), "__init__", cannot_build)
+    capsys.readouterr()
+    kept = wandb_io._to_run(api_run)
+    assert kept.status == "done" and "primary" not in kept.result
+    assert capsys.readouterr().out == (f"reports: W&B run {cfg.hash}: no primary / mode / baseline "
+                                       "(RuntimeError: no such task here)\n")
