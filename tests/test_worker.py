@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from bench import config as C
 from bench.store import Store
@@ -95,14 +96,22 @@ def test_worker_dead_before_its_first_unit_is_recorded_failed_and_replaced(tmp_p
 def test_killed_run_resumes_under_its_wandb_id_when_the_parent_runs_a_wandb_service(tmp_path):
     """wandb hands its service to child processes (WANDB_SERVICE). A worker that shared the parent's
     service and was killed would leave its run open there, and the resumed run would lose tracking
-    ("run ID ... is in use"); each worker starts its own service instead."""
+    ("run ID ... is in use"); each worker starts its own service instead. In a fresh interpreter:
+    this one's wandb state depends on the tests before it."""
+    code = f"import test_worker; test_worker.killed_then_resumed_beside_a_service({str(tmp_path)!r})"
+    p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+def killed_then_resumed_beside_a_service(root: str) -> None:
     import wandb
 
-    wandb.init(mode="offline", dir=str(tmp_path), project="svc").finish()
+    wandb.init(mode="offline", dir=root, project="svc").finish()
     assert os.environ.get("WANDB_SERVICE")   # this process now runs a service its children would inherit
     cfg = C.load(None, ["task=adding", "model.cell=lstm"] + TINY[:3] + ["trainer.max_steps=2000",
                                                                          "trainer.val_every=50"])
-    store = Store(tmp_path / "results")
+    store = Store(Path(root) / "results")
     out = {}
     first = LocalExecutor(store, "svc", workers=1, progress=False, wandb_mode="offline")
     thread = threading.Thread(target=lambda: out.update(first.run([cfg])))
@@ -117,6 +126,6 @@ def test_killed_run_resumes_under_its_wandb_id_when_the_parent_runs_a_wandb_serv
     again = LocalExecutor(store, "svc", workers=1, progress=False, wandb_mode="offline", retry_failed=True)
     assert again.run([cfg]) == {cfg.hash: "done"}
     r = store.result(cfg.hash)
-    assert r["resumed_from_step"] >= 50 and r["wandb_id"] == cfg.hash
+    assert r["resumed_from_step"] >= 50 and r["wandb_id"] == cfg.hash, r
     runs = glob.glob(str(store.run_dir(cfg.hash) / "wandb" / "offline-run-*" / f"run-{cfg.hash}.wandb"))
     assert len(runs) == 2   # the killed attempt and the resumed one, both under the run's id
