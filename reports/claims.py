@@ -4,10 +4,15 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
 * `beats_baseline`: `select` picks a variant, `expect` maps T -> whether its mean primary metric
   beats the task baseline (by `margin`, relative). A paper success that a shortened run misses is
   inconclusive (training was cut), not a disagreement.
-* `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: Welch t-test of `select`'s seeds
-  against `ref`'s on the task `task`, at `alpha`; an inconclusive verdict, and a not-worse one
-  without significance, states the (1 - alpha) Welch interval of the difference (select - ref):
-  how far from settled it is, how much worse the variant could be.
+* `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: two-sided Welch t-test (unequal
+  variances, Welch-Satterthwaite degrees of freedom) of `select`'s seeds against `ref`'s on the
+  task `task`: better / worse agrees when p < `alpha` with the mean in the claim's direction (a
+  one-sided test at alpha / 2), disagrees when p < alpha the other way; not-worse disagrees only
+  when p < alpha with the mean worse. Only runs `done` with a finite metric enter the test; the
+  finished others (diverged, failed) are named in `ours`. An inconclusive verdict, and a not-worse
+  one without significance, states the (1 - alpha) Welch interval of the difference (select - ref),
+  the interval that excludes 0 exactly when p < alpha: how far from settled it is, how much worse
+  the variant could be.
 * `gradflow_ratio`: ||dl_T/dh_t|| at the largest lag, at init: `select` over `ref` >= `min_ratio`.
 
 The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
@@ -29,6 +34,7 @@ from reports.report import DASH, num, pval
 
 SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "does not agree", "inconclusive"
+WELCH_KINDS = ("better_than_ref", "worse_than_ref", "not_worse_than_ref")
 LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the baseline by this (relative)
 
 
@@ -78,7 +84,7 @@ def check_claim(claim: dict, runs: list[dict], *, margin: float = 0.0, alpha: fl
     runs = [r for r in runs if matches(r, claim.get("task"))]
     if kind == "beats_baseline":
         return _beats(claim, runs, margin, reduced)
-    if kind in ("better_than_ref", "worse_than_ref", "not_worse_than_ref"):
+    if kind in WELCH_KINDS:
         return _versus(claim, runs, alpha)
     if kind == "gradflow_ratio":
         return _gradflow_claim(claim, gradflow or [])
@@ -158,14 +164,14 @@ def _versus(claim, runs, alpha) -> dict:
     low = lower_is_better(runs)
     base = {"paper": claim.get("text", ""), "rows": []}
     if len(a) < 2 or len(b) < 2:
-        return {**base, "verdict": INCONCLUSIVE, "ours": f"n={len(a)} vs n={len(b)}",
+        return {**base, "verdict": INCONCLUSIVE, "ours": f"n={len(a)} vs n={len(b)}" + _left_out(runs, claim),
                 "why": "fewer than 2 finished seeds on a side: no t-test"}
     ma, mb = stats.mean(a), stats.mean(b)
     base_v = baseline(runs)
     if base_v is not None:  # a comparison between two models that learnt nothing says nothing
         learnt = (lambda m: m < base_v * (1 - LEARNT_MARGIN)) if low else (lambda m: m > base_v * (1 + LEARNT_MARGIN))
         if not learnt(ma) and not learnt(mb):
-            return {**base, "verdict": INCONCLUSIVE, "ours": f"{num(ma)} vs {num(mb)}, baseline {num(base_v)}, n={len(a)}/{len(b)}",
+            return {**base, "verdict": INCONCLUSIVE, "ours": f"{num(ma)} vs {num(mb)}, baseline {num(base_v)}, n={len(a)}/{len(b)}" + _left_out(runs, claim),
                     "why": f"neither variant learnt the task (both means within {LEARNT_MARGIN:.0%} of the trivial baseline, or worse)"}
     p = stats.welch(a, b)
     if p is None:  # both constant
@@ -173,7 +179,7 @@ def _versus(claim, runs, alpha) -> dict:
     better = ma < mb if low else ma > mb
     sig = p < alpha
     rel = (ma - mb) / abs(mb) if mb else float("nan")
-    ours = f"{num(ma)} vs {num(mb)} ({rel:+.1%}), Welch p={pval(p)}, n={len(a)}/{len(b)}"
+    ours = f"{num(ma)} vs {num(mb)} ({rel:+.1%}), Welch p={pval(p)}, n={len(a)}/{len(b)}" + _left_out(runs, claim)
     kind = claim["kind"]
     lo, hi = stats.welch_ci(a, b, 1 - alpha)
     ci = f"{(1 - alpha) * 100:g}% interval of the difference from the reference {num(lo)} to {num(hi)}" \
@@ -194,6 +200,20 @@ def _versus(claim, runs, alpha) -> dict:
     return {**base, "verdict": INCONCLUSIVE, "ours": ours,
             "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} "
                    f"the paper's direction; {ci})"}
+
+
+def _left_out(runs: list[dict], claim: dict) -> str:
+    """'; left out of the test: 1 diverged (variant), 1 failed (reference)' for the finished runs of
+    either side without a finite value (never averaged in), else ''."""
+    parts = []
+    for side, sel in (("variant", claim["select"]), ("reference", claim["ref"])):
+        out: dict = {}
+        for r in runs:
+            if matches(r, sel) and r.get("status") in FINISHED and value(r) is None:
+                st = "done without a finite metric" if r.get("status") == "done" else str(r.get("status"))
+                out[st] = out.get(st, 0) + 1
+        parts += [f"{n} {st} ({side})" for st, n in sorted(out.items())]
+    return f"; left out of the test: {', '.join(parts)}" if parts else ""
 
 
 def _gradflow_claim(claim, curves: list[dict]) -> dict:

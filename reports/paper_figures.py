@@ -35,15 +35,26 @@ def task_label(cfg: dict) -> str:
 
 
 def groups(runs: list[dict]) -> dict:
-    """task label -> variant label -> runs; labels name the model keys that differ."""
+    """task label -> variant label -> runs; labels name the model keys that differ: those of
+    VARIANT_KEYS across all runs, and under a label that still holds runs of different models, the
+    other model keys that split it (e.g. `lstm hidden_size=150 bidirectional=True`: paper_socher's
+    LSTM and BiLSTM) where every one of those runs records the key (a key missing from older
+    configs splits nothing)."""
     def shown(r, k):
         spec = CELLS.get(str(r["config"].get("model", {}).get("cell")))
         return None if spec and k.split(".", 1)[1] in spec.fixed else flatten(r["config"]).get(k)
 
     differ = [k for k in VARIANT_KEYS if len({json.dumps(shown(r, k)) for r in runs}) > 1]
-    out: dict = {}
+    under: dict = {}
     for r in runs:
-        out.setdefault(task_label(r["config"]), {}).setdefault(variant_label(r["config"], differ), []).append(r)
+        under.setdefault((task_label(r["config"]), variant_label(r["config"], differ)), []).append(r)
+    out: dict = {}
+    for (task, label), rs in under.items():
+        cfgs = [flatten(r["config"]) for r in rs]
+        keys = sorted({k for f in cfgs for k in f if k.startswith("model.")} - set(differ))
+        split = [k for k in keys if all(k in f for f in cfgs) and len({json.dumps(shown(r, k), default=str) for r in rs}) > 1]
+        for r in rs:
+            out.setdefault(task, {}).setdefault(variant_label(r["config"], differ + split), []).append(r)
     return out
 
 

@@ -26,8 +26,8 @@ from bench.store import FINISHED, Damaged, Store, write_atomic
 from bench.sweep import expand
 from bench.schema import ConfigError
 from reports import recall, stats
-from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, SWEEPS, all_claims, baseline, check_claim,
-                            lower_is_better, matches, primary_of, run_dict, value, values)
+from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, LEARNT_MARGIN, SWEEPS, WELCH_KINDS, all_claims, baseline,
+                            check_claim, lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
 from reports.paper_figures import groups, measure_gradflow, plot_bars, plot_vs_T
@@ -84,6 +84,16 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
         doc.p("Per T (a variant 'beats' the baseline when its mean test metric is below baseline × "
               f"(1 − {margin:g})):")
         doc.table(["claim", "T", "paper", "ours", "verdict"], per_T, align="lrlll")
+    if any(c["kind"] in WELCH_KINDS for c, _ in results):
+        alpha = float(claims.get("alpha", 0.05))
+        doc.p(f"Welch p: two-sided Welch t-test (unequal variances, Welch–Satterthwaite degrees of freedom) of the "
+              f"variant's seeds against the reference's, over the runs `done` with a finite metric (diverged and "
+              f"failed runs are left out, and named in 'ours'). 'Better' or 'worse' agrees when p < {alpha:g} with the "
+              f"mean in the claim's direction (a one-sided test at {alpha / 2:g}); 'not significantly worse' does not "
+              f"agree only when p < {alpha:g} with the mean worse. The interval is the {(1 - alpha) * 100:g}% Welch "
+              "interval of mean(variant) − mean(reference); it excludes 0 exactly when p < "
+              f"{alpha:g}. Before the test, a comparison in which neither mean beats the task's baseline by "
+              f"{LEARNT_MARGIN:.0%} is inconclusive.")
     if claims.get("published"):
         published_section(doc, claims["published"], runs)
     if claims.get("notes"):

@@ -286,6 +286,7 @@ def test_build_writes_report_and_verdicts(tmp_path, name):
     if name == "jozefowicz":
         assert verdicts == {"bias1_better_than_bias0": AGREES, "bias1_not_worse_than_gru": AGREES}
         assert (path.parent / "bars.png").is_file()
+        assert "Welch p: two-sided Welch t-test" in text and "(a one-sided test at 0.025)" in text
     else:
         assert (path.parent / "vs_T.png").is_file() and set(verdicts.values()) <= {AGREES, DISAGREES, INCONCLUSIVE}
     readme = write_readme([load_claims(name)], tmp_path / "out").read_text()
@@ -339,3 +340,32 @@ def test_published_time_columns_flag_rows_trained_under_load():
                       pick=lambda run, sel: (run in busy) == (sel == 0))
     md = doc.markdown()
     assert "| 2 ‡ |" in md and "| 2 |" in md and "‡ the time was measured under load" in md
+
+
+def test_results_groups_keep_variants_that_differ_in_another_model_key_apart():
+    """paper_socher's LSTM and BiLSTM differ only in model.bidirectional: the Results table and the
+    bars figure showed them as one variant `lstm hidden_size=150` (n=20, one Welch p of the pooled
+    seeds). Every model key that splits runs under one label now names the variants; a key missing
+    from some configs (runs stored before the field) splits nothing."""
+    from reports.paper_figures import groups
+
+    def tb(cell, seed, **model):
+        return {"config": {"seed": seed, "task": {"name": "treebank"}, "model": {"cell": cell, "hidden_size": 150, **model}},
+                "status": "done", "metrics": {"test/loss": 0.4}}
+    runs = [tb("lstm", s, bidirectional=b) for b in (False, True) for s in range(3)] + \
+        [tb("recnn", s, bidirectional=False) for s in range(3)]
+    got = {lab: len(rs) for lab, rs in groups(runs)["treebank"].items()}
+    assert got == {"lstm bidirectional=False": 3, "lstm bidirectional=True": 3, "recnn": 3}
+    drift = [tb("recnn", 0, dropout=0.0), tb("recnn", 1)]          # dropout absent from the older config
+    assert list(groups(drift)["treebank"]) == ["recnn"]
+
+
+def test_welch_claim_says_which_runs_it_left_out():
+    """A diverged or failed seed is left out of the t-test (never averaged in); the claim's 'ours'
+    says so instead of a bare n, and the published verdict section states the test."""
+    ref = [run("lstm_vanilla", x, seed=i) for i, x in enumerate([0.10, 0.11, 0.12])]
+    sel = [run("lstm_nfg", x, seed=i) for i, x in enumerate([0.30, 0.31, 0.32])]
+    out = [run("lstm_nfg", float("inf"), seed=3, status="diverged"), run("lstm_vanilla", None, seed=3, status="failed")]
+    got = check_claim(_welch_claim("worse_than_ref"), ref + sel + out)
+    assert got["verdict"] == AGREES and got["ours"].endswith("n=3/3; left out of the test: 1 diverged (variant), 1 failed (reference)")
+    assert check_claim(_welch_claim("worse_than_ref"), ref + sel)["ours"].endswith("n=3/3")
