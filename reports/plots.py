@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -205,13 +206,18 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
         if base is not None:
             ax.axhline(base, ls="--", color="k", lw=1)
         allv = [x for lab in labels for x in variants[lab] if x > 0]
-        if allv and max(allv) / min(allv) > 50:
+        if allv and max(allv + [base or 0]) / min(allv) > 50:   # the baseline too: bars far below it stay visible
             ax.set_yscale("log")
+        if not any(variants.values()):
+            ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", fontsize=9)
+            ax.set_yticks([])
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels([lab.replace("lstm_", "") for lab in labels], rotation=45, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_xticklabels([lab.replace("lstm_", "") + ("" if variants[lab] else " (no runs)") for lab in labels],
+                           rotation=45, ha="right", fontsize=7)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, int(4.2 * len(panels) * 72 / 5.5)), fontsize=9)   # ~5.5 pt a character at 9 pt
     fig.tight_layout()
     save(fig, path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)

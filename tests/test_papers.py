@@ -369,3 +369,25 @@ def test_welch_claim_says_which_runs_it_left_out():
     got = check_claim(_welch_claim("worse_than_ref"), ref + sel + out)
     assert got["verdict"] == AGREES and got["ours"].endswith("n=3/3; left out of the test: 1 diverged (variant), 1 failed (reference)")
     assert check_claim(_welch_claim("worse_than_ref"), ref + sel)["ours"].endswith("n=3/3")
+
+
+def test_published_bar_figure_keeps_its_title_inside_and_marks_empty_panels(tmp_path, monkeypatch):
+    """A long title is wrapped to the figure's width (it was cut at both edges); bars far below the
+    baseline get a log axis; a variant or a panel without runs says so."""
+    from reports import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, **kw: figs.append(fig))
+    monkeypatch.setattr(plots.plt, "close", lambda fig: None)
+    title = "socher (paper_socher): bars = mean, error bars = 95% t CI, dots = seeds, dashed = baseline"
+    plots.bars_per_task({"adding T=100": ({"a": [1e-4, 2e-4, 1.5e-4], "b": []}, 0.167, "test/loss"),
+                         "lm (ptb)": ({"a": [], "b": []}, None, "test/loss")}, tmp_path / "b.png", title)
+    plots.bars_per_task({"treebank": ({"a": [0.42, 0.43]}, 0.23, "test/fine_root")}, tmp_path / "c.png", title)
+    for fig in figs:
+        fig.canvas.draw()
+        box, inside = fig._suptitle.get_window_extent(), fig.bbox
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and box.y1 <= inside.y1
+    two = figs[0].axes
+    assert two[0].get_yscale() == "log"
+    assert [t.get_text() for t in two[0].get_xticklabels()] == ["a", "b (no runs)"]
+    assert any(t.get_text() == "no runs yet" for t in two[1].texts)
