@@ -117,16 +117,17 @@ def measure_gradflow(runs: list[dict], store, out: Path, weights=None) -> tuple[
         panels: dict = {"init": {}, "trained": {}}
         for r in (r for r in done if r["config"]["task"]["name"] == task):
             m = _measure(r, [store, weights], cache)
-            lab = f"{r['config']['model']['cell']} {r['config']['model']['recurrent_init']} init (run {r['hash'][:6]})"
+            lab = (f"{r['config']['model']['cell']} {r['config']['model']['recurrent_init']} init, "
+                   f"T={r['config']['task'].get('T')} (run {r['hash'][:6]})")
             for ph in ("init", "trained"):
                 if m[ph] is not None:
                     panels[ph][lab] = m[ph]
                     curves.append({"config": r["config"], "phase": ph, "norm": m[ph]["norm"], "label": lab})
                     entries.append({"hash": r["hash"], "finished_at": r.get("finished_at"), "label": lab, "task": task,
                                     "phase": ph, "lags": m[ph]["lags"], "norm": m[ph]["norm"]})
-        T = next(r for r in done if r["config"]["task"]["name"] == task)["config"]["task"].get("T")
+        Ts = sorted({r["config"]["task"].get("T") for r in done if r["config"]["task"]["name"] == task}, key=str)
         pngs.append(plot(panels["init"], panels["trained"], out / f"gradflow_{task}.png",
-                         f"gradient flow, {task} T={T}, seed 0, batch 16 (rnnbench gradflow --run ...)"))
+                         f"gradient flow, {task} T={', '.join(map(str, Ts))}, seed 0, batch 16 (rnnbench gradflow --run ...)"))
     if entries:
         write_atomic(out / "gradflow.json", json.dumps(entries) + "\n")
     return curves, pngs
