@@ -58,8 +58,12 @@ def sweep_times(store) -> dict:
     return out
 
 
-def sweep_summary(path: Path) -> dict:
-    name, cfgs = expand(path)
+def sweep_summary(paths) -> dict:
+    """Runs, steps, seeds, T, tasks and hidden sizes of a sweep: one file or all the files of a sweep
+    (paper_jozefowicz_seeds.yaml adds seeds to paper_jozefowicz)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    found = [expand(p) for p in paths]
+    name, cfgs = found[0][0], list({c.hash: c for _, cs in found for c in cs}.values())
     vals = lambda f: sorted({f(c) for c in cfgs}, key=str)  # noqa: E731
     return {"name": name, "runs": len(cfgs), "steps": vals(lambda c: c.trainer.max_steps),
             "seeds": vals(lambda c: c.seed), "T": [t for t in vals(lambda c: getattr(c.task, "T", None)) if t is not None] or ["n/a"],
@@ -172,10 +176,12 @@ def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: 
 
 
 def reduction_section(doc: Doc, claims: dict, reduced: bool) -> None:
-    fs, rs = sweep_summary(SWEEPS / claims["full"]), sweep_summary(SWEEPS / claims["reduced"])
+    full, red = (sweep_files(n) or (SWEEPS / claims[k],) for n, k in zip(sweep_names(claims), ("full", "reduced")))
+    fs, rs = sweep_summary(full), sweep_summary(red)
     show = lambda v: ", ".join(map(str, v)) if isinstance(v, list) else v  # noqa: E731
+    files = lambda ps: ", ".join(f"`{p.name}`" for p in ps)  # noqa: E731
     doc.h(2, "Reduction")
-    doc.table(["", "full (`" + claims["full"] + "`)", "reduced (`" + claims["reduced"] + "`)"],
+    doc.table(["", f"full ({files(full)})", f"reduced ({files(red)})"],
               [[k, show(fs[k]), show(rs[k])] for k in ("runs", "tasks", "T", "steps", "seeds", "hidden")], align="lll")
     doc.p(f"These results come from the {'REDUCED' if reduced else 'full'} sweep. The comments at the top of "
           "each sweep file name everything else that differs from the paper.")

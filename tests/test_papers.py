@@ -391,3 +391,14 @@ def test_published_bar_figure_keeps_its_title_inside_and_marks_empty_panels(tmp_
     assert two[0].get_yscale() == "log"
     assert [t.get_text() for t in two[0].get_xticklabels()] == ["a", "b (no runs)"]
     assert any(t.get_text() == "no runs yet" for t in two[1].texts)
+
+
+def test_reduction_table_counts_every_file_of_the_full_sweep():
+    """paper_jozefowicz is two files (paper_jozefowicz_seeds.yaml adds seeds 5-9): the Reduction
+    table's full column counts both, as the report's 'k of n runs' does."""
+    from reports.papers import sweep_summary
+    from reports.published_runs import sweep_files
+
+    s = sweep_summary(sweep_files("paper_jozefowicz"))
+    assert s["runs"] == len(expected("paper_jozefowicz")) == 40
+    assert s["seeds"] == list(range(10))
