@@ -113,7 +113,7 @@ def variant_row(lab: str, rs: list[dict], ref_sel: Optional[dict], pv: dict, hol
     fin = sum(1 for r in rs if r.get("status") in FINISHED)
     row = [lab, DASH if s.n == 0 else (num(s.mean) if s.std is None else f"{num(s.mean)} ± {num(s.std)}"),
            s.n, f"{fin} / {len(rs)}", params[0] if params else DASH, flatten(rs[0]["config"]).get("trainer.max_steps"),
-           solved_stops(rs), num(stats.mean(wall), 3) + load_mark(timed) if wall else DASH]
+           solved_stops(rs), seconds(stats.mean(wall)) + load_mark(timed) if wall else DASH]
     if ref_sel:
         isref = all(matches(r, ref_sel) for r in rs)
         row += ["ref", DASH] if isref else [pval(pv.get(lab)), pval(holm.get(lab))]
@@ -122,6 +122,11 @@ def variant_row(lab: str, rs: list[dict], ref_sel: Optional[dict], pv: dict, hol
         if value(r) is None:
             bad.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
     return row + ["; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in bad.items()) or "none"]
+
+
+def seconds(x: float) -> str:
+    """A time in seconds: whole seconds from 100 s on (never 1.34e+03), else 3 significant digits."""
+    return f"{x:.0f}" if x >= 100 else num(x, 3)
 
 
 def solved_stops(rs: list[dict]) -> str:
@@ -142,6 +147,12 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
               "classified by its final metric (`reports.collect.exploded`). Diverged runs are counted in 'not "
               "in statistics' and as not beating the baseline, never averaged into a mean.")
     ref_sel = claims.get("reference")
+    doc.p("Columns: n = runs in the statistics (done, with a finite metric); finished = finished runs of the "
+          "variant / its runs in the sweep; params = trainable parameters; stopped when solved = finished runs that "
+          "`trainer.stop_when_solved` ended early (off: not set); train time/run = mean Lightning training time"
+          + ("; Welch p vs ref = two-sided Welch test of the row against the row marked ref (the claims file's "
+             "`reference`, not always the pair a claim compares); Holm p = those p-values Holm-adjusted over the "
+             "table's rows." if ref_sel else "."))
     for task, variants in sorted(groups(runs).items()):
         allr = [r for v in variants.values() for r in v]
         ref_vals = values([r for r in allr if matches(r, ref_sel)]) if ref_sel else []
