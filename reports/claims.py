@@ -13,7 +13,7 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
   one without significance, states the (1 - alpha) Welch interval of the difference (select - ref),
   the interval that excludes 0 exactly when p < alpha: how far from settled it is, how much worse
   the variant could be.
-* `gradflow_ratio`: ||dl_T/dh_t|| at the largest lag, at init: `select` over `ref` >= `min_ratio`.
+* `gradflow_ratio`: ||dl_T/dh_t|| at each run's largest lag, at init, mean over the runs (every T): `select` over `ref` >= `min_ratio`.
 
 The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
 `run_dict` makes one from a `reports.collect.Run` -- so it can be tested on hand-made results.
@@ -221,14 +221,15 @@ def _gradflow_claim(claim, curves: list[dict]) -> dict:
     base = {"paper": claim.get("text", ""), "rows": []}
     curves = [c for c in curves if matches(c, claim.get("task"))]
 
-    def last(sel):
-        vals = [c["norm"][-1] for c in curves if c.get("phase", "init") == "init" and matches(c, sel) and c.get("norm")]
-        return stats.mean(vals) if vals else None
-    a, b = last(claim["select"]), last(claim["ref"])
+    def lasts(sel):
+        return [c["norm"][-1] for c in curves if c.get("phase", "init") == "init" and matches(c, sel) and c.get("norm")]
+    la, lb = lasts(claim["select"]), lasts(claim["ref"])
+    a, b = (stats.mean(v) if v else None for v in (la, lb))
     if a is None or b is None:
         return {**base, "verdict": INCONCLUSIVE, "ours": DASH, "why": "gradient flow not measured"}
     ratio = a / b if b > 0 else float("inf")
-    ours = f"at the largest lag: {a:.3g} vs {b:.3g} (ratio {ratio:.3g})"
+    ours = (f"at each run's largest lag, mean over the seed-0 runs at init (n={len(la)}/{len(lb)}): "
+            f"{a:.3g} vs {b:.3g} (ratio {ratio:.3g})")
     ok = ratio >= float(claim.get("min_ratio", 1.0))
     return {**base, "verdict": AGREES if ok else DISAGREES, "ours": ours,
             "why": "" if ok else f"ratio below {claim.get('min_ratio')}"}
