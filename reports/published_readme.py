@@ -53,7 +53,8 @@ def table_rows(all_c: list[dict], out_root, link: str) -> list[list]:
 
 HEADERS = ["comparison", "sweep", "runs finished / total", "seeds", "wall time on this machine",
            "verdicts: agrees / does not agree / inconclusive / pending", "report"]
-TABLE_NOTE = ("Runs: finished (done, failed or diverged) out of the sweep file's runs. Wall time: the sum of "
+TABLE_NOTE = ("Runs: finished (done, failed or diverged) out of the sweep files' runs. Seeds: how many distinct seeds "
+              "the sweep files use (some variants or tasks may have fewer). Wall time: the sum of "
               "the finished runs' recorded training times (`wall_time_s`, Lightning's timer: no start-up, "
               "validation or test; a packed group's time shared among its members) and, where the runner recorded it (`sweep_times.txt`), the sweep's wall "
               "time. A claim is `pending` until every run of the full sweep it needs is finished.")

@@ -293,7 +293,7 @@ def test_build_writes_report_and_verdicts(tmp_path, name):
         assert (path.parent / "vs_T.png").is_file() and set(verdicts.values()) <= {AGREES, DISAGREES, INCONCLUSIVE}
     readme = write_readme([load_claims(name)], tmp_path / "out").read_text()
     assert "## Published comparisons" in readme and f"[report]({name}/report.md)" in readme
-    assert f"| {n} / {n} |" in readme
+    assert f"| {n} / {n} |" in readme and "Seeds: how many distinct seeds" in readme
     assert "### Full sweeps: estimated cost on this machine, and how to start them" in readme
     assert f"rnnbench sweep bench/sweeps/paper_{name}.yaml --workers 2 --pack auto --store results_published" in readme
 
