@@ -67,12 +67,16 @@ def plot_vs_T(runs: list[dict], path: Path, title: str) -> Optional[Path]:
     if not Ts or None in Ts:
         return None
     at = lambda rs, T: [r for r in rs if flatten(r["config"]).get("task.T") == T]  # noqa: E731
-    series = {}
+    base = {T: b for T in Ts if (b := baseline(at(runs, T)))}
+    Ts = [T for T in Ts if T in base]   # a T with no finished run has no baseline yet
+    if not Ts:
+        return None
+    series, lost = {}, {}
     for lab in sorted({v for t in by.values() for v in t}):
         rs = [r for t in by.values() for v, rr in t.items() if v == lab for r in rr]
-        series[lab] = [(T, stats.mean(values(at(rs, T)))) for T in Ts if values(at(rs, T))]
-    base = [(T, b) for T in Ts if (b := baseline(at(runs, T))) is not None]
-    return mean_vs_T(series, base, primary_of(runs[0]), path, title)
+        series[lab] = [(T, stats.mean(values(at(rs, T))) / base[T]) for T in Ts if values(at(rs, T))]
+        lost[lab] = [T for T in Ts if at(rs, T) and all(r.get("status") == "diverged" for r in at(rs, T))]
+    return mean_vs_T(series, lost, f"{primary_of(runs[0])} / baseline", path, title)
 
 
 def plot_bars(runs: list[dict], path: Path, title: str) -> Optional[Path]:

@@ -168,15 +168,18 @@ def solved_vs_T(family: str, points: dict[str, dict[int, tuple[int, int]]], path
     return path
 
 
-def mean_vs_T(series: dict[str, list[tuple]], baseline: list[tuple], ylabel: str, path: Path,
+def mean_vs_T(series: dict[str, list[tuple]], lost: dict[str, list], ylabel: str, path: Path,
               title: str) -> Path:
-    """One line per label through its (T, mean) points, the baseline dashed (published reports)."""
+    """One line per label through its (T, mean / baseline) points; 1 = the task's trivial baseline
+    (dashed); an x on top where every finished run of a label diverged or failed (published reports)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    top = 1.1 * max([1.0] + [y for pts in series.values() for _, y in pts])
     for lab, pts in series.items():
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=lab)
-    if baseline:
-        ax.plot(*zip(*baseline), "k--", label="baseline")
+        line = ax.plot(*zip(*pts), marker="o", label=lab)[0] if pts else None
+        if lost.get(lab):
+            ax.plot(lost[lab], [top] * len(lost[lab]), "x", ms=8, mew=2, color=line.get_color() if line else "k",
+                    label=f"{lab}: every run diverged")
+    ax.axhline(1.0, color="k", ls="--", label="baseline (learnt nothing)")
     ax.set_xlabel("T")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -422,3 +422,25 @@ def test_results_time_column_never_in_e_notation_and_columns_explained(tmp_path)
     _fake_store(tmp_path / "store2", "paper_ladder", lambda c: 0.01 + 0.001 * c.seed)
     text = build(load_claims("ladder"), tmp_path / "store2", tmp_path / "out2").read_text()
     assert "Welch p vs ref = " in text and "Holm p = " in text
+
+
+def test_published_vs_T_figure_plots_loss_over_the_baseline_and_marks_all_diverged(monkeypatch, tmp_path):
+    """copy's baseline falls with T, so raw means all sat on it; and a T where every run of a cell
+    diverged used to vanish from the line without a sign."""
+    from reports import paper_figures
+
+    def run(cell, T, seed, loss, base, status="done"):
+        return {"config": {"task": {"name": "copy", "T": T}, "model": {"cell": cell}, "seed": seed},
+                "hash": f"{cell}{T}{seed}", "status": status, "metrics": {} if loss is None else {"test/loss": loss},
+                "primary": "test/loss", "mode": "min", "baseline": {"test/loss": base}}
+
+    runs = [run("lstm", 100, s, 0.1 + 0.01 * s, 0.2) for s in (0, 1)] + \
+           [run("lstm", 200, s, 0.1, 0.1) for s in (0, 1)] + \
+           [run("irnn", 100, s, 0.2, 0.2) for s in (0, 1)] + \
+           [run("irnn", 200, s, None, 0.1, status="diverged") for s in (0, 1)]
+    got = {}
+    monkeypatch.setattr(paper_figures, "mean_vs_T", lambda series, lost, ylabel, path, title: got.update(
+        series=series, lost=lost, ylabel=ylabel))
+    paper_figures.plot_vs_T(runs, tmp_path / "vs_T.png", "t")
+    assert got["series"] == {"irnn": [(100, pytest.approx(1.0))], "lstm": [(100, pytest.approx(0.525)), (200, pytest.approx(1.0))]}
+    assert got["lost"] == {"irnn": [200], "lstm": []} and got["ylabel"] == "test/loss / baseline"
