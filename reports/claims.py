@@ -118,7 +118,7 @@ def _beats(claim, runs, margin, reduced) -> dict:
         if xs:
             m = stats.mean(xs)
             beats = m < base * (1 - margin) if lower_is_better(at) else m > base * (1 + margin)
-            beats = beats and div < len(xs)   # diverged runs count as not beating: a majority must beat
+            beats = beats and div < len(xs)   # the finite runs' mean beats, and they outnumber the diverged ones
             ours = f"{'beats' if beats else 'does not beat'} ({num(m)} vs {num(base)}, n={len(xs)}" \
                    + (f"; {div} diverged)" if div else ")")
         else:
