@@ -12,7 +12,7 @@ from typing import Optional
 from bench.store import Store, write_atomic
 from models.registry import CELLS
 from reports import stats
-from reports.claims import baseline, primary_of, values
+from reports.claims import baseline, matches, primary_of, values
 from reports.collect import flatten
 from reports.gradflow import measure_run, plot
 from reports.plots import bars_per_task, mean_vs_T
@@ -79,14 +79,17 @@ def plot_vs_T(runs: list[dict], path: Path, title: str) -> Optional[Path]:
     return mean_vs_T(series, lost, f"{primary_of(runs[0])} / baseline", path, title)
 
 
-def plot_bars(runs: list[dict], path: Path, title: str) -> Optional[Path]:
+def plot_bars(runs: list[dict], path: Path, title: str, ref: Optional[dict] = None) -> Optional[Path]:
+    """Bars per task; the variants whose runs all match `ref` (the claims file's reference) in orange."""
     by = groups(runs)
     if not by:
         return None
     panels = {task: ({lab: values(rs) for lab, rs in variants.items()},
                      baseline([r for v in variants.values() for r in v]),
                      primary_of(next(iter(variants.values()))[0])) for task, variants in sorted(by.items())}
-    return bars_per_task(panels, path, title)
+    refs = {lab for variants in by.values() for lab, rs in variants.items()
+            if ref and rs and all(matches(r, ref) for r in rs)}
+    return bars_per_task(panels, path, title + (", orange = reference" if refs else ""), refs)
 
 
 def _cached(path: Path) -> dict:

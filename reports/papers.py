@@ -175,7 +175,8 @@ def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: 
         pngs = [plot_vs_T(runs, out / "vs_T.png", f"{name}: mean over seeds ({sweep})")]
     else:
         pngs = [plot_bars(runs, out / "bars.png",
-                          f"{name} ({sweep}): bars = mean, error bars = 95% t CI, dots = seeds, dashed = baseline")]
+                          f"{name} ({sweep}): bars = mean, error bars = 95% t CI, dots = seeds, dashed = baseline",
+                          claims.get("reference"))]
     doc.h(2, "Figures")
     for p in pngs + gf_pngs:
         if p is not None:

@@ -191,9 +191,10 @@ def mean_vs_T(series: dict[str, list[tuple]], lost: dict[str, list], ylabel: str
     return path
 
 
-def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Path, title: str) -> Path:
+def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Path, title: str,
+                  refs: frozenset = frozenset()) -> Path:
     """One panel per task: {task: ({label: values}, baseline, ylabel)}; bar = mean, error bar =
-    95% t CI, dots = seeds, dashed = baseline (published reports)."""
+    95% t CI, dots = seeds, dashed = baseline, the labels in `refs` orange (published reports)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (task, (variants, base, ylabel)) in zip(axes[0], panels.items()):
         labels = list(variants)
@@ -202,7 +203,7 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
             if not xs:
                 continue
             s = stats.summarize(xs)
-            ax.bar(i, s.mean, color="C0" if i else "C1", alpha=0.6)
+            ax.bar(i, s.mean, color="C1" if lab in refs else "C0", alpha=0.6)
             if s.ci_half is not None:
                 ax.errorbar(i, s.mean, yerr=s.ci_half, color="k", capsize=3)
             ax.plot([i] * len(xs), xs, "k.", ms=4)

@@ -393,6 +393,11 @@ def test_published_bar_figure_keeps_its_title_inside_and_marks_empty_panels(tmp_
     assert two[0].get_yscale() == "log"
     assert [t.get_text() for t in two[0].get_xticklabels()] == ["a", "b (no runs)"]
     assert any(t.get_text() == "no runs yet" for t in two[1].texts)
+    # the claims file's reference, and only it, is orange
+    from matplotlib.colors import to_rgb
+
+    plots.bars_per_task({"t": ({"a": [1.0, 2.0], "b": [1.0, 2.0]}, None, "y")}, tmp_path / "d.png", title, {"b"})
+    assert [to_rgb(p.get_facecolor()) for p in figs[-1].axes[0].patches] == [to_rgb("C0"), to_rgb("C1")]
 
 
 def test_reduction_table_counts_every_file_of_the_full_sweep():
