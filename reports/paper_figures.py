@@ -14,6 +14,7 @@ from models.registry import CELLS
 from reports import stats
 from reports.claims import baseline, matches, primary_of, values
 from reports.collect import flatten
+from reports.doc import Doc
 from reports.gradflow import measure_run, plot
 from reports.plots import bars_per_task, mean_vs_T
 
@@ -138,3 +139,21 @@ def measure_gradflow(runs: list[dict], store, out: Path, weights=None) -> tuple[
     if entries:
         write_atomic(out / "gradflow.json", json.dumps(entries) + "\n")
     return curves, pngs
+
+
+def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: str, gf_pngs: list) -> None:
+    name = claims["name"]
+    if any(c["kind"] == "beats_baseline" for c in claims["claims"]):
+        pngs = [plot_vs_T(runs, out / "vs_T.png", f"{name}: mean over seeds ({sweep})")]
+    else:
+        pngs = [plot_bars(runs, out / "bars.png",
+                          f"{name} ({sweep}): bars = mean, error bars = 95% t CI, dots = seeds, dashed = baseline",
+                          claims.get("reference"))]
+    doc.h(2, "Figures")
+    for p in pngs + gf_pngs:
+        if p is not None:
+            doc.img(p.relative_to(out).as_posix(), p.stem)
+    if gf_pngs:
+        doc.p("`gradflow_<task>.png`: ‖∂l_T/∂h_t‖ (log scale) against the lag T − t for the seed-0 runs, at init "
+              "and after training, measured with `reports.gradflow` (as `rnnbench gradflow --run HASH ...`); "
+              "numbers in `gradflow.json` (kept, so the report regenerates without the checkpoints).")

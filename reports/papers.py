@@ -30,7 +30,7 @@ from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, LEARNT_MARGIN, SWEE
                             check_claim, lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
-from reports.paper_figures import groups, measure_gradflow, plot_bars, plot_vs_T
+from reports.paper_figures import figures_section, groups, measure_gradflow
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
                                     sweep_files, sweep_names, with_pending)
@@ -167,24 +167,6 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
         rows = [variant_row(lab, rs, ref_sel, pv, holm) for lab, rs in variants.items()]
         doc.table(headers + ["not in statistics"], rows, align="l" + "r" * (len(headers) - 1) + "l")
         loaded_note(doc, [row[7] for row in rows])
-
-
-def figures_section(doc: Doc, claims: dict, runs: list[dict], out: Path, sweep: str, gf_pngs: list) -> None:
-    name = claims["name"]
-    if any(c["kind"] == "beats_baseline" for c in claims["claims"]):
-        pngs = [plot_vs_T(runs, out / "vs_T.png", f"{name}: mean over seeds ({sweep})")]
-    else:
-        pngs = [plot_bars(runs, out / "bars.png",
-                          f"{name} ({sweep}): bars = mean, error bars = 95% t CI, dots = seeds, dashed = baseline",
-                          claims.get("reference"))]
-    doc.h(2, "Figures")
-    for p in pngs + gf_pngs:
-        if p is not None:
-            doc.img(p.relative_to(out).as_posix(), p.stem)
-    if gf_pngs:
-        doc.p("`gradflow_<task>.png`: ‖∂l_T/∂h_t‖ (log scale) against the lag T − t for the seed-0 runs, at init "
-              "and after training, measured with `reports.gradflow` (as `rnnbench gradflow --run HASH ...`); "
-              "numbers in `gradflow.json` (kept, so the report regenerates without the checkpoints).")
 
 
 def reduction_section(doc: Doc, claims: dict, reduced: bool) -> None:
