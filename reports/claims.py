@@ -4,15 +4,15 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
 * `beats_baseline`: `select` picks a variant, `expect` maps T -> whether its mean primary metric
   beats the task baseline (by `margin`, relative). A paper success that a shortened run misses is
   inconclusive (training was cut), not a disagreement.
-* `better_than_ref` / `worse_than_ref` / `not_worse_than_ref`: two-sided Welch t-test (unequal
-  variances, Welch-Satterthwaite degrees of freedom) of `select`'s seeds against `ref`'s on the
-  task `task`: better / worse agrees when p < `alpha` with the mean in the claim's direction (a
-  one-sided test at alpha / 2), disagrees when p < alpha the other way; not-worse disagrees only
-  when p < alpha with the mean worse. Only runs `done` with a finite metric enter the test; the
-  finished others (diverged, failed) are named in `ours`. An inconclusive verdict, and a not-worse
-  one without significance, states the (1 - alpha) Welch interval of the difference (select - ref),
-  the interval that excludes 0 exactly when p < alpha: how far from settled it is, how much worse
-  the variant could be.
+* `better_than_ref` / `worse_than_ref` / `not_worse_than_ref` / `not_better_than_ref`: two-sided
+  Welch t-test (unequal variances, Welch-Satterthwaite degrees of freedom) of `select`'s seeds
+  against `ref`'s on the task `task`: better / worse agrees when p < `alpha` with the mean in the
+  claim's direction (a one-sided test at alpha / 2), disagrees when p < alpha the other way;
+  not-worse (not-better) disagrees only when p < alpha with the mean worse (better). Only runs
+  `done` with a finite metric enter the test; the finished others (diverged, failed) are named in
+  `ours`. An inconclusive verdict, and a not-worse / not-better one without significance, states
+  the (1 - alpha) Welch interval of the difference (select - ref), the interval that excludes 0
+  exactly when p < alpha: how far from settled it is, how much worse (better) the variant could be.
 * `gradflow_ratio`: ||dl_T/dh_t|| at each run's largest lag, at init, mean over the runs (every T): `select` over `ref` >= `min_ratio`.
 
 The checker works on plain run dicts -- result.json plus `config` (nested, or flat dotted keys),
@@ -34,7 +34,7 @@ from reports.report import DASH, num, pval
 
 SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "does not agree", "inconclusive"
-WELCH_KINDS = ("better_than_ref", "worse_than_ref", "not_worse_than_ref")
+WELCH_KINDS = ("better_than_ref", "worse_than_ref", "not_worse_than_ref", "not_better_than_ref")
 LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the baseline by this (relative)
 
 
@@ -184,12 +184,13 @@ def _versus(claim, runs, alpha) -> dict:
     lo, hi = stats.welch_ci(a, b, 1 - alpha)
     ci = f"{(1 - alpha) * 100:g}% interval of the difference from the reference {num(lo)} to {num(hi)}" \
         if lo is not None else "no interval"
-    if kind == "not_worse_than_ref":
-        if sig and not better:
-            return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly worse (p < {alpha})"}
-        why = f"not significantly worse at p < {alpha}" + (f"; low power with n={min(len(a), len(b))}" if min(len(a), len(b)) < 5 else "")
-        if sig and better:
-            why = "significantly better"
+    if kind in ("not_worse_than_ref", "not_better_than_ref"):
+        word, other = ("worse", "better") if kind == "not_worse_than_ref" else ("better", "worse")
+        if sig and better == (word == "better"):
+            return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly {word} (p < {alpha})"}
+        why = f"not significantly {word} at p < {alpha}" + (f"; low power with n={min(len(a), len(b))}" if min(len(a), len(b)) < 5 else "")
+        if sig:
+            why = f"significantly {other}"
         return {**base, "verdict": AGREES, "ours": ours, "why": why if sig else f"{why} ({ci})"}
     want_better = kind == "better_than_ref"
     if sig and better == want_better:

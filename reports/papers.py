@@ -93,8 +93,8 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
         doc.p(f"Welch p: two-sided Welch t-test (unequal variances, Welch–Satterthwaite degrees of freedom) of the "
               f"variant's seeds against the reference's, over the runs `done` with a finite metric (diverged and "
               f"failed runs are left out, and named in 'ours'). 'Better' or 'worse' agrees when p < {alpha:g} with the "
-              f"mean in the claim's direction (a one-sided test at {alpha / 2:g}); 'not significantly worse' does not "
-              f"agree only when p < {alpha:g} with the mean worse. The interval is the {(1 - alpha) * 100:g}% Welch "
+              f"mean in the claim's direction (a one-sided test at {alpha / 2:g}); 'not significantly worse' ('better') "
+              f"does not agree only when p < {alpha:g} with the mean worse (better). The interval is the {(1 - alpha) * 100:g}% Welch "
               "interval of mean(variant) − mean(reference); it excludes 0 exactly when p < "
               f"{alpha:g}. Before the test, a comparison in which neither mean beats the task's baseline by "
               f"{LEARNT_MARGIN:.0%} is inconclusive.")
