@@ -7,9 +7,8 @@
   (e.g. `input_gate` for `lstm_nig`) are left out of the label unless that makes labels clash.
 * Statistics use only runs with status `done` and a finite primary metric. Every other run
   (diverged, failed, interrupted, running, pending) is kept and listed, never averaged in.
-* A run the runner recorded `done` whose primary metric is a loss (mode min) that is finite but
-  beyond trainer.divergence_factor (bench.divergence.EXPLODED) x its task's baseline of that
-  metric is reported `diverged` (`exploded`): its loss blew up without turning NaN.
+* A run recorded `done` whose loss (mode min) is finite but beyond trainer.divergence_factor x its
+  task's baseline is reported `diverged` (`exploded`): its loss blew up without turning NaN.
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from bench.schema import ConfigError, config_hash, fmt_value, parse_value
 from bench.store import Damaged, Store
 from models.registry import CELLS
 from reports import stats
+from reports.baselines import exact_baseline
 from tasks.registry import task_class
 
 SECTION_ORDER = ("model", "optim", "trainer", "seed")
@@ -202,7 +202,7 @@ def store_runs(store: Union[Store, str, Path], sweeps: list[str] = ()) -> list[R
             config = store.config(h)
         except Damaged:  # warned (one line naming the file); `rnnbench status` lists it as damaged
             continue
-        runs.append(Run(h, config, store.result(h), store.status(h), "store",
+        runs.append(Run(h, config, exact_baseline(store.result(h), config), store.status(h), "store",
                         rows=(lambda h=h: store.metrics(h))))
     if not runs:
         raise FileNotFoundError(f"sweep(s) {', '.join(sweeps)}: no runs with a config in store {store.root}")

@@ -63,6 +63,8 @@ class Task:
     mode: str = "min"                  # "min" or "max" for `primary`
     long_dependency: bool = False      # reports draw solved-vs-T for these
     step_classes: bool = False         # a class target at every step: model.output_feedback feeds it back
+    baseline_from_config: bool = False  # `baseline()` is computed from the config alone (its generated
+                                       # test set): reports recompute it for runs stored with an older value
 
     def __init__(self, run_cfg):
         self.run = run_cfg
