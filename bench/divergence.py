@@ -48,6 +48,8 @@ def at_validation(cfg, result: dict, val: dict) -> Optional[str]:
         return None
     key = "val/" + primary.split("/", 1)[1]
     v = None if val.get(key) is None else float(val[key])
+    if v is not None and not math.isfinite(v):   # the training loss can stay finite (e.g. 5e35) while it does
+        return f"{key} became {v}"
     own = (result.get("val_baseline") or {}).get(key)
     if own is not None:
         return exploded(key, v, own, t.divergence_factor, "validation baseline")

@@ -88,3 +88,17 @@ def test_a_validation_loss_under_its_own_baseline_is_not_diverged(tmp_path):
     assert r["status"] == "done" and r["step"] == 10, r.get("error")
     assert r["val_baseline"]["val/ppl"] > 100 and "val_baseline" not in run(C.load(None, TINY), tmp_path / "c",
                                                                              wandb_mode="disabled")
+
+
+def test_a_validation_loss_that_is_not_finite_ends_the_run():
+    """paper_adding's IRNN at T = 400: training loss 5e35 (finite), validation loss inf; the bound
+    only looked at finite losses, so both members trained on to step 10,000 at inf."""
+    from bench.divergence import at_validation
+
+    cfg = C.load(None, ["task=adding", "task.T=400"])
+    result = {"primary": "test/loss", "mode": "min", "baseline": {"test/loss": 0.1577}}
+    assert at_validation(cfg, result, {"val/loss": float("inf")}) == "val/loss became inf"
+    assert at_validation(cfg, result, {"val/loss": float("nan")}) == "val/loss became nan"
+    assert at_validation(cfg, result, {"val/loss": 0.2}) is None
+    off = C.load(None, ["task=adding", "task.T=400", "trainer.stop_on_divergence=false"])
+    assert at_validation(off, result, {"val/loss": float("inf")}) is None
