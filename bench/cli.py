@@ -5,6 +5,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 
 from bench.schema import ConfigError
@@ -245,6 +246,8 @@ def cmd_sweep(a) -> int:
 
     for c in cfgs:  # before any run is stored
         check_host(c)
+    for sig in (signal.SIGINT, signal.SIGTERM):   # `kill PID` too, and SIGINT that a background start ignored
+        signal.signal(sig, _interrupt)
     states = LocalExecutor(store, name, a.workers, a.threads, gpus_per_run, a.wandb, a.project,
                            a.retry_failed, pack=pack).run(cfgs)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
@@ -253,6 +256,10 @@ def cmd_sweep(a) -> int:
         out = build_report(store, [name], os.path.join(a.store, "reports", name))
         print(f"report: {out}")
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt   # LocalExecutor stops its workers (SIGTERM), the runs left to resume
 
 
 def _gpu_there(a, gpus_per_run: str) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.store import Store
 from test_faults import OV, QUICK, ROOT, tmpfs
 
 def _evil_checkpoint(path: Path) -> None:
@@ -128,18 +129,29 @@ def test_read_only_store_is_refused_in_one_line(tmp_path, capsys):
             f"rnnbench train: error: --store {ro}: not writable (Read-only file system)"]
 
 
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # as `cmd &` in a non-interactive shell (nohup) starts it
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("how", ["group SIGINT", "SIGTERM to the sweep", "SIGINT to a background sweep"])
+def test_ctrl_c_stops_a_sweep_without_a_traceback(tmp_path, how):
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nparameters:\n  task: {value: adding}\n  seed: {values: [0, 1, 2]}\n")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(sweep), *OV[1:],
                              "trainer.max_steps=100000", "--store", str(tmp_path / "st"), "--workers", "1",
                              "--threads", "1", "--wandb", "disabled"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True,
+                            preexec_fn=_ignore_sigint if how == "SIGINT to a background sweep" else None)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "st").glob("runs/*/checkpoints/last.ckpt")):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+    if how == "group SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+    else:   # the sweep process alone (`kill PID`, `kill -INT PID`): it stops its workers itself
+        proc.send_signal(signal.SIGTERM if how == "SIGTERM to the sweep" else signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "rnnbench sweep: interrupted; the same command again resumes"
+    run_dir = next((tmp_path / "st").glob("runs/*/checkpoints/last.ckpt")).parent.parent
+    assert Store(tmp_path / "st").status(run_dir.name) == "interrupted"   # no worker left on it; resumable
