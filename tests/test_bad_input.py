@@ -153,5 +153,8 @@ def test_ctrl_c_stops_a_sweep_without_a_traceback(tmp_path, how):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "rnnbench sweep: interrupted; the same command again resumes"
-    run_dir = next((tmp_path / "st").glob("runs/*/checkpoints/last.ckpt")).parent.parent
-    assert Store(tmp_path / "st").status(run_dir.name) == "interrupted"   # no worker left on it; resumable
+    h = next((tmp_path / "st").glob("runs/*/checkpoints/last.ckpt")).parent.parent.name
+    deadline = time.time() + 60   # the stopped worker releases the run as it exits
+    while Store(tmp_path / "st").status(h) == "running" and time.time() < deadline:
+        time.sleep(0.2)
+    assert Store(tmp_path / "st").status(h) == "interrupted"   # no worker left on it; resumable
