@@ -44,6 +44,12 @@ class _Batches(Dataset):
         return x[self.rank::self.world], y[self.rank::self.world]
 
 
+def _eval_set(task: "SyntheticTask", stream: int, rank: int = 0, world: int = 1) -> _Batches:
+    """The validation or test set: eval_size sequences (rounded up to whole batches) of `data_seed`."""
+    c = task.cfg
+    return _Batches(task.make, math.ceil(c.eval_size / c.batch_size), c.batch_size, (c.data_seed, stream), rank, world)
+
+
 class SyntheticData(L.LightningDataModule):
     def __init__(self, task: "SyntheticTask"):
         super().__init__()
@@ -72,8 +78,7 @@ class SyntheticData(L.LightningDataModule):
         return self._loader(ds, train=True)
 
     def _eval(self, stream):
-        n = math.ceil(self.cfg.eval_size / self.cfg.batch_size)
-        return self._loader(_Batches(self.task.make, n, self.cfg.batch_size, (self.cfg.data_seed, stream), *self._rank()))
+        return self._loader(_eval_set(self.task, stream, *self._rank()))
 
     def val_dataloader(self):
         return self._eval(_VAL)
@@ -290,9 +295,8 @@ class AddingTask(SyntheticTask):
     def baseline(self):
         """Predicting 1, the targets' mean: MSE 1/6 in expectation, here on this run's own test set
         (1,000 sequences put it 0.006 either side of 1/6, more than a model that learnt nothing moves)."""
-        c = self.cfg
-        n = math.ceil(c.eval_size / c.batch_size)
-        y = torch.cat([self.make(c.batch_size, _generator(c.data_seed, _TEST, i))[1] for i in range(n)])
+        test = _eval_set(self, _TEST)
+        y = torch.cat([test[i][1] for i in range(len(test))])
         return {"test/loss": round(float((y - 1).square().mean()), 6)}
 
     def solved(self, metrics):
