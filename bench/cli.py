@@ -199,7 +199,6 @@ def cmd_sweep(a) -> int:
     from bench.packed import AUTO_CPU, AUTO_GPU, auto_size, groups, trains_on_gpu
     from bench.store import Store
     from bench.sweep import LocalExecutor, expand, only, register
-    from reports.report import build_report   # now: the report's code is the runs' code, even if it changes meanwhile
 
     name, every = expand(a.file, a.overrides)
     cfgs = only(name, every, a.only)
@@ -243,13 +242,18 @@ def cmd_sweep(a) -> int:
         print(f"watch with: rnnbench status {name} --store {a.store}")
         return 0
     from bench.train import check_host
+    from reports.report import build_report   # now: the report's code is the runs' code, even if it changes meanwhile
 
     for c in cfgs:  # before any run is stored
         check_host(c)
-    for sig in (signal.SIGINT, signal.SIGTERM):   # `kill PID` too, and SIGINT that a background start ignored
-        signal.signal(sig, _interrupt)
-    states = LocalExecutor(store, name, a.workers, a.threads, gpus_per_run, a.wandb, a.project,
-                           a.retry_failed, pack=pack).run(cfgs)
+    # `kill PID` stops the sweep as Ctrl-C does, and so does SIGINT that a background start ignored
+    before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        states = LocalExecutor(store, name, a.workers, a.threads, gpus_per_run, a.wandb, a.project,
+                               a.retry_failed, pack=pack).run(cfgs)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (store {a.store})")
     if not a.no_report:
