@@ -143,8 +143,9 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
         return [r["step"] for r in Store(store_root).metrics(cfg.hash) if "train/loss" in r]
     assert train_steps(killed.root) == train_steps(tmp_path / "clean")
     # the same W&B run id before and after the kill
-    runs = glob.glob(str(killed.run_dir(cfg.hash) / "wandb" / "offline-run-*"))
-    assert len(runs) == 2 and all(p.endswith(cfg.hash) for p in runs)
+    # (a directory is offline-run-<second>-<id>, plus "-1" when both attempts start in the same second)
+    runs = glob.glob(str(killed.run_dir(cfg.hash) / "wandb" / "offline-run-*" / f"run-{cfg.hash}.wandb"))
+    assert len(runs) == 2 and resumed["wandb_id"] == cfg.hash
 
 
 def _ckpt_step(store: Store, h: str) -> int:
