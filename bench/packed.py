@@ -170,8 +170,9 @@ def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] 
 class _Member:
     """One run of the group: its module, data, optimizer and records, as its unpacked run has them."""
 
-    def __init__(self, cfg: RunConfig, store: Store, k: int, device, dtype, sweep, wandb_mode, project):
+    def __init__(self, cfg: RunConfig, store: Store, k: int, device, dtype, sweep, wandb_mode, project, load0):
         self.cfg, self.h, self.d = cfg, cfg.hash, store.run_dir(cfg.hash)
+        self.load0 = load0   # the machine's load as the group starts (environment.load)
         ckpt = store.checkpoint(self.h)
         self.step0 = store.checkpoint_step(self.h)
         if ckpt is not None and not is_packed_checkpoint(ckpt):
@@ -199,7 +200,7 @@ class _Member:
         self.result["implementation"]["recurrence"] = f"packed-{recurrence(device, self.module.rnn)}"
         self.opt = self.module.configure_optimizers()
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
-        self.elapsed, self.stopped, self.load0 = 0.0, False, None   # load0: as the group's training starts
+        self.elapsed, self.stopped = 0.0, False
         if ckpt is not None:
             state = torch.load(ckpt, map_location=device, weights_only=True)
             self.module.load_state_dict(state["state_dict"])
@@ -260,10 +261,9 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as Lightning's deterministic mode
     torch.use_deterministic_algorithms(c0.trainer.deterministic)
-    members = [_Member(c, store, len(cfgs), device, dtype, sweep, wandb_mode, project) for c in cfgs]
-    results, t0, load0 = {}, time.perf_counter(), load_average()
-    for m in members:
-        m.load0 = load0
+    load0 = load_average()
+    members = [_Member(c, store, len(cfgs), device, dtype, sweep, wandb_mode, project, load0) for c in cfgs]
+    results, t0 = {}, time.perf_counter()
     alive = list(members)
     step = members[0].step0 or 0
     wall = lambda m: m.elapsed + time.perf_counter() - t0  # noqa: E731

@@ -170,14 +170,18 @@ def results_section(doc: Doc, claims: dict, runs: list[dict]) -> None:
 
 
 def reduction_section(doc: Doc, claims: dict, reduced: bool) -> None:
-    full, red = (sweep_files(n) or (SWEEPS / claims[k],) for n, k in zip(sweep_names(claims), ("full", "reduced")))
-    fs, rs = sweep_summary(full), sweep_summary(red)
+    names = sweep_names(claims)
+    full, red = (sweep_files(n) or (SWEEPS / claims.get(k, claims["full"]),) for n, k in zip(names, ("full", "reduced")))
+    sweeps = [("full", full)] + ([("reduced", red)] if names[1] != names[0] else [])
+    summaries = [sweep_summary(ps) for _, ps in sweeps]
     show = lambda v: ", ".join(map(str, v)) if isinstance(v, list) else v  # noqa: E731
     files = lambda ps: ", ".join(f"`{p.name}`" for p in ps)  # noqa: E731
     doc.h(2, "Reduction")
-    doc.table(["", f"full ({files(full)})", f"reduced ({files(red)})"],
-              [[k, show(fs[k]), show(rs[k])] for k in ("runs", "tasks", "T", "steps", "seeds", "hidden")], align="lll")
-    doc.p(f"These results come from the {'REDUCED' if reduced else 'full'} sweep. The comments at the top of "
+    doc.table([""] + [f"{kind} ({files(ps)})" for kind, ps in sweeps],
+              [[k] + [show(s[k]) for s in summaries] for k in ("runs", "tasks", "T", "steps", "seeds", "hidden")],
+              align="l" * (1 + len(sweeps)))
+    doc.p(f"These results come from the {'REDUCED' if reduced else 'full'} sweep"
+          + ("" if len(sweeps) > 1 else " (there is no reduced version)") + ". The comments at the top of "
           "each sweep file name everything else that differs from the paper.")
 
 

@@ -69,7 +69,7 @@ def write_readme(all_c: list[dict], out_root) -> Path:
     doc = Doc()
     doc.h(2, "Published comparisons")
     doc.p("Sweep files reproducing classic comparisons of recurrent architectures. Each `paper_<name>.yaml` is "
-          "the full sweep, `paper_<name>_cpu.yaml` a reduced version, `paper_<name>.claims.yaml` the paper's "
+          "the full sweep, `paper_<name>_cpu.yaml` a reduced version where there is one, `paper_<name>.claims.yaml` the paper's "
           "findings, checked by `python -m reports.papers` into `<name>/report.md`. Each `<name>/` directory "
           "also holds the raw results the report is built from (`runs/<hash>/config.yaml`, `result.json`, "
           "`logs/version_<k>/metrics.csv`; `sweeps/<sweep>.json`), a compact copy of the result store.")

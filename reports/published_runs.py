@@ -55,8 +55,9 @@ def expected(name: str) -> list[dict]:
 
 
 def sweep_names(claims: dict) -> tuple[str, str]:
-    """(full sweep name, reduced sweep name) of a claims file."""
-    return file_sweep_name(SWEEPS / claims["full"]), file_sweep_name(SWEEPS / claims["reduced"])
+    """(full sweep name, reduced sweep name) of a claims file; a file with no `reduced` sweep gives
+    the full one twice."""
+    return file_sweep_name(SWEEPS / claims["full"]), file_sweep_name(SWEEPS / claims.get("reduced", claims["full"]))
 
 
 def with_pending(runs: list[dict], name: str) -> list[dict]:
