@@ -183,6 +183,14 @@ class TaskModule(L.LightningModule):
         n = t.log_every_n_steps
         return n > 0 and ((self.global_step + 1) % n == 0 or t.should_stop)
 
+    def train_loss(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """A training step's end: the divergence check, then `train/loss` on the steps Lightning
+        writes (logs_this_step). Returns `loss`."""
+        self.check_finite(loss)
+        if self.logs_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
+        return loss
+
     def check_finite(self, loss: torch.Tensor) -> None:
         if not self.run_cfg.trainer.stop_on_divergence:
             return

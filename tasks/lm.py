@@ -309,10 +309,7 @@ class LMModule(TaskModule):
         loss, nxt = self.window_loss(emb, batch["y"], self._carry, int(batch["split"]))
         self._carry = _detach(nxt)
         loss = loss.mean()
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["y"].numel())
-        return loss
+        return self.train_loss(loss, batch["y"].numel())
 
     # -- evaluation: exact per-token averages over the whole split
     def eval_start(self, split):

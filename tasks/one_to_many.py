@@ -154,10 +154,7 @@ class OneToManyModule(TaskModule):
     def training_step(self, batch, batch_idx):
         v, y = batch
         loss = F.cross_entropy(self(v, y, self.run_cfg.task.teacher_forcing).flatten(0, 1), y.flatten())
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-        return loss
+        return self.train_loss(loss, len(y))
 
     def eval_step(self, batch, split):
         v, y = batch

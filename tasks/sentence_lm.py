@@ -129,9 +129,7 @@ class SentenceLMModule(TaskModule):
     def training_step(self, batch, batch_idx):
         nats, mask = self.token_nats(*batch)
         loss = nats.sum() / mask.sum()
-        self.check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(mask.sum()))
-        return loss
+        return self.train_loss(loss, int(mask.sum()))
 
     def eval_start(self, split):
         self._sums = {"nats": 0.0, "n": 0.0}

@@ -223,10 +223,7 @@ class TaggingModule(TaskModule):
     def training_step(self, batch, batch_idx):
         logits = self(batch)
         loss = F.cross_entropy(logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=IGNORE)
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["ids"]))
-        return loss
+        return self.train_loss(loss, len(batch["ids"]))
 
     def eval_step(self, batch, split):
         logits = self(batch)

@@ -252,10 +252,7 @@ class ForecastModule(TaskModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.mse_loss(self(x), y)
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-        return loss
+        return self.train_loss(loss, len(y))
 
     def eval_step(self, batch, split):
         x, y = batch

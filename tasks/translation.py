@@ -283,10 +283,7 @@ class TranslationModule(TaskModule):
         logits = self.model(batch["src"], batch["src_len"], batch["tgt_in"], t.teacher_forcing)
         n = (batch["tgt_out"] != self.pad).sum()
         loss = self._loss(logits, batch["tgt_out"]) / n
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=int(n))
-        return loss
+        return self.train_loss(loss, int(n))
 
     def decode(self, src, src_len, beam: int = 1):
         t = self.run_cfg.task

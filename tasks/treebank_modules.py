@@ -190,10 +190,7 @@ class TreeModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
             loss = F.cross_entropy(self(batch), target, ignore_index=-100, reduction="sum") / len(batch.root)
         else:
             loss = self.node_loss(self(batch), batch.label)
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch.root))
-        return loss
+        return self.train_loss(loss, len(batch.root))
 
     def eval_step(self, batch, split):
         root = torch.zeros_like(batch.label, dtype=torch.bool)
@@ -231,10 +228,7 @@ class SpanModule(RowGradMixin, PhraseMetricsMixin, TaskModule):
     def training_step(self, batch, batch_idx):
         ids, lengths, y, _ = batch
         loss = self.node_loss(self(ids, lengths), y)
-        self.check_finite(loss)
-        if self.logs_this_step():
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-        return loss
+        return self.train_loss(loss, len(y))
 
     def validation_step(self, batch, batch_idx):
         ids, lengths, y, root = batch
