@@ -198,7 +198,7 @@ def cmd_train(a) -> int:
 def cmd_sweep(a) -> int:
     from bench.packed import AUTO_CPU, AUTO_GPU, auto_size, groups, trains_on_gpu
     from bench.store import Store
-    from bench.sweep import LocalExecutor, expand, only, register
+    from bench.sweep import LocalExecutor, differences, expand, only, register
 
     name, every = expand(a.file, a.overrides)
     cfgs = only(name, every, a.only)
@@ -215,8 +215,10 @@ def cmd_sweep(a) -> int:
     gpu, where = _gpu_there(a, gpus_per_run) if a.pack == "auto" else (False, "")
     pack = auto_size(gpu) if a.pack == "auto" else a.pack
     if a.dry_run:
+        varying, common = differences(every)
         for c in cfgs:
-            print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(_short(c))}")
+            print(f"{c.hash}  {store.status(c.hash):11s}  {' '.join(varying(c))}")
+        print(f"the same in every run of the sweep: {' '.join(common) or '-'}")
         print(f"{len(cfgs)} runs in sweep {name}" + (f" (--only; {len(every)} in all)" if a.only else ""))
         if a.pack != 1:   # the groups of the runs left to train, as the local executor forms them
             todo = LocalExecutor(store, name, retry_failed=a.retry_failed, progress=False).todo(cfgs)
@@ -282,12 +284,6 @@ def _gpus() -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-def _short(cfg) -> list[str]:
-    from bench.config import to_overrides
-
-    return [o for o in to_overrides(cfg) if not o.startswith(("trainer.", "optim."))]
 
 
 def cmd_status(a) -> int:

@@ -29,9 +29,9 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key
+from bench.config import SECTIONS, RunConfig, load_yaml, merge, parse_overrides, resolve, set_key, to_overrides
 from bench.packed import PackSize, groups, is_packed_checkpoint
-from bench.schema import ConfigError
+from bench.schema import ConfigError, fmt_value
 from bench.store import FINISHED, Store, check_sweep_name, write_atomic
 from bench.tracking import own_service
 from bench.worker import Worker, record_exit, wait_any
@@ -174,6 +174,21 @@ def register(store: Store, sweep: str, cfgs: list[RunConfig]) -> None:
         if not path.is_file():
             write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     store.record_sweep(sweep, [c.hash for c in cfgs])
+
+
+def differences(cfgs: list[RunConfig]):
+    """(cfg -> its seed and its value of every field that some run sets to another value, the
+    overrides every run shares): what `sweep --dry-run` prints."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", fmt_value(v))]
+    over = {c.hash: to_overrides(c) for c in cfgs}
+    common = set.intersection(*map(set, over.values())) if over else set()
+    keys = list(dict.fromkeys(o.split("=", 1)[0] for os_ in over.values() for o in os_ if o not in common))
+    keys = [k for k in keys if k != "seed"]
+    every = {c.hash: dict(flat(c.to_dict())) for c in cfgs}
+    return (lambda c: [f"seed={c.seed}"] + [f"{k}={every[c.hash][k]}" for k in keys if k in every[c.hash]]), \
+        [o for o in (over[cfgs[0].hash] if cfgs else []) if o in common and not o.startswith("seed=")]
 
 
 def only(name: str, cfgs: list[RunConfig], items: list[str]) -> list[RunConfig]:

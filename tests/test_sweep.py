@@ -144,6 +144,18 @@ def test_cli_sweep_dry_run_lists_runs(tmp_path, capsys):
     assert "2 runs in sweep s" in out and out.count("pending") == 2
 
 
+def test_cli_sweep_dry_run_shows_what_differs_between_runs_optim_included(tmp_path, capsys):
+    """Runs that differ only in an optim field used to list as identical rows."""
+    from bench.cli import main
+
+    path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n  optim.lr: {values: [0.01, 0.001]}\n"
+                                "  seed: {values: [0, 1]}\n  trainer.max_steps: {value: 50}\n")
+    assert main(["sweep", path, "--dry-run", "--store", str(tmp_path / "r")]) == 0
+    rows = [line.split("  ")[-1] for line in capsys.readouterr().out.splitlines()[:5]]
+    assert rows[:4] == ["seed=0 optim.lr=0.01", "seed=1 optim.lr=0.01", "seed=0 optim.lr=0.001", "seed=1 optim.lr=0.001"]
+    assert rows[4] == "the same in every run of the sweep: task.name=copy trainer.max_steps=50"
+
+
 @pytest.mark.parametrize("flag", ["--workers", "--threads"])
 def test_cli_sweep_rejects_negative_counts_in_one_line(tmp_path, flag):
     path = sweep_file(tmp_path, "parameters:\n  task: {value: copy}\n")
