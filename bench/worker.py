@@ -39,9 +39,12 @@ from typing import Callable, Optional
 from bench import config as C
 from bench.packed import run_group
 from bench.schema import ConfigError
+from bench.provenance import git_commit
 from bench.store import FINISHED, Store, write_json
 from bench.tracking import own_service, quiet_logs
 from bench.train import run  # the import this worker exists to pay only once
+from models.registry import CELLS, TREE_CELLS, cell_class
+from tasks.registry import TASKS, task_class
 
 STOPPED = ("interrupted", "stopped")
 
@@ -126,6 +129,18 @@ def record_exit(store: Store, cfg, code: int, sweep: Optional[str]) -> str:
     return "failed"
 
 
+def preload() -> None:
+    """Import every task family and cell, and read the checkout's commit, before the first unit: a
+    worker then runs the code of its start to the end of a sweep, all of it, and records that
+    code's commit, even if the checkout is edited meanwhile (a family imported at its first run
+    would mix the new module with the old ones already loaded)."""
+    for name in TASKS:
+        task_class(name)
+    for name in [*CELLS, *TREE_CELLS]:
+        cell_class(name)
+    git_commit()
+
+
 def main(argv=None, stopped: Optional[Callable[[], bool]] = None) -> int:
     """The loop; `stopped()`: whether a stop signal came (slurm/array_task.py): the answer then
     says `"stopped": true` and the worker exits, as after an interrupted run."""
@@ -138,6 +153,7 @@ def main(argv=None, stopped: Optional[Callable[[], bool]] = None) -> int:
     a = ap.parse_args(argv)
     quiet_logs()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # fd 2: the running run's log
+    preload()
 
     reply = os.fdopen(a.reply_fd, "w", buffering=1)
     for line in sys.stdin:

@@ -129,3 +129,18 @@ def killed_then_resumed_beside_a_service(root: str) -> None:
     assert r["resumed_from_step"] >= 50 and r["wandb_id"] == cfg.hash, r
     runs = glob.glob(str(store.run_dir(cfg.hash) / "wandb" / "offline-run-*" / f"run-{cfg.hash}.wandb"))
     assert len(runs) == 2   # the killed attempt and the resumed one, both under the run's id
+
+
+def test_worker_loads_every_family_and_cell_and_the_commit_before_its_first_run():
+    """Editing the checkout during a sweep once failed 40 runs: workers started before the edit
+    imported tasks/lm.py (new) at their first LM run beside tasks/base.py (old)."""
+    code = ("import sys\nfrom bench.worker import preload\nfrom bench.provenance import git_commit\n"
+            "from models.registry import CELLS, TREE_CELLS\nfrom tasks.registry import TASKS\n"
+            "before = {v.split(':')[0] for v in TASKS.values()} - set(sys.modules)\n"
+            "preload()\n"
+            "mods = [v.split(':')[0] for v in TASKS.values()] + [s.path.split(':')[0] for s in [*CELLS.values(), *TREE_CELLS.values()]]\n"
+            "print(bool(before), [m for m in mods if m not in sys.modules], git_commit.cache_info().currsize)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["True", "[]", "1"]
