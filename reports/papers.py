@@ -30,6 +30,7 @@ from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, LEARNT_MARGIN, SWEE
                             check_claim, lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
+from reports.evidence import evidence_section
 from reports.paper_figures import figures_section, groups, measure_gradflow
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
@@ -317,6 +318,7 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
         if (out / RECALL).is_file():   # measured from checkpoints by reports/recall.py, committed
             recall.render(doc, json.loads((out / RECALL).read_text()),
                           {r["hash"] for r in runs if r.get("status") == "done"}, claims.get("recall", []))
+    evidence_section(doc, claims, store)
     reduction_section(doc, claims, reduced)
     cost_section(doc, claims, runs, store, sweep, prog)
     if (out / EARLIER).is_file():

@@ -60,6 +60,11 @@ def sweep_names(claims: dict) -> tuple[str, str]:
     return file_sweep_name(SWEEPS / claims["full"]), file_sweep_name(SWEEPS / claims.get("reduced", claims["full"]))
 
 
+def evidence_names(claims: dict) -> list[str]:
+    """The sweep names of the claims file's `evidence` sweep files (reports/evidence.py)."""
+    return [file_sweep_name(SWEEPS / f) for f in claims.get("evidence") or []]
+
+
 def with_pending(runs: list[dict], name: str) -> list[dict]:
     """`runs` plus a pending run dict for every run of the sweep that `runs` lacks."""
     have = {r["hash"] for r in runs}
@@ -135,11 +140,11 @@ def start_command(claims: dict) -> str:
 
 
 def export(all_claims: list[dict], store, out_root) -> dict:
-    """Copy the finished runs of every comparison's full and reduced sweeps from the working
+    """Copy the finished runs of every comparison's full, reduced and evidence sweeps from the working
     store into `<out_root>/<name>/` (runs/, sweeps/); every comparison's files are checked first
     (Damaged: nothing written). -> {name: {sweep: runs exported}}."""
     dst = {c["name"]: Store(Path(out_root) / c["name"]) for c in all_claims}
-    plans = {c["name"]: export_plan(Store(store), dst[c["name"]], list(dict.fromkeys(sweep_names(c))))
+    plans = {c["name"]: export_plan(Store(store), dst[c["name"]], list(dict.fromkeys([*sweep_names(c), *evidence_names(c)])))
              for c in all_claims}
     return {name: export_runs(Store(store), dst[name], [], plan) for name, plan in plans.items()}
 

@@ -376,16 +376,3 @@ def test_welch_claim_says_which_runs_it_left_out():
     assert got["verdict"] == AGREES and got["ours"].endswith("n=3/3; left out of the test: 1 diverged (variant), 1 failed (reference)")
     assert check_claim(_welch_claim("worse_than_ref"), ref + sel)["ours"].endswith("n=3/3")
 
-
-def test_reduction_table_has_one_column_when_a_claims_file_names_no_reduced_sweep():
-    from reports.claims import load_claims
-    from reports.doc import Doc
-    from reports.papers import reduction_section
-
-    both, only_full = Doc(), Doc()
-    reduction_section(both, load_claims("jozefowicz"), False)
-    reduction_section(only_full, load_claims("socher"), False)
-    assert "| reduced (`paper_jozefowicz_cpu.yaml`) |" in both.markdown()
-    text = only_full.markdown()
-    assert "reduced (" not in text and "(there is no reduced version)" in text
-    assert "| runs | 43 |\n" in text

@@ -42,6 +42,7 @@ title: "Tiny: orthogonal against default init"
 paper: "a test"
 full: paper_tiny.yaml
 reduced: paper_tiny_cpu.yaml
+evidence: [paper_tiny_long.yaml]
 finding: "orthogonal init helps"
 alpha: 0.05
 claims:
@@ -66,6 +67,8 @@ def tiny(tmp_path_factory):
     (sweeps / "paper_tiny.yaml").write_text(SWEEP.format(seeds="[0, 1]", steps=40))
     (sweeps / "paper_tiny_more.yaml").write_text(SWEEP.format(seeds="[2]", steps=40))   # same sweep name
     (sweeps / "paper_tiny_cpu.yaml").write_text(SWEEP.format(seeds="[0]", steps=10).replace("paper_tiny", "paper_tiny_cpu"))
+    (sweeps / "paper_tiny_long.yaml").write_text(   # an evidence run: seed 0 of the default init, longer
+        SWEEP.format(seeds="[0]", steps=60).replace("paper_tiny", "paper_tiny_long").replace("[default, orthogonal]", "[default]"))
     (sweeps / "paper_tiny.claims.yaml").write_text(CLAIMS)
     mp = pytest.MonkeyPatch()
     for mod in (claims_mod, papers, published_runs):
@@ -76,6 +79,8 @@ def tiny(tmp_path_factory):
     t0 = time.time()
     LocalExecutor(work, "paper_tiny", workers=1, threads=1, progress=False, wandb_mode="disabled").run(
         expand(sweeps / "paper_tiny.yaml")[1])
+    LocalExecutor(work, "paper_tiny_long", workers=1, threads=1, progress=False, wandb_mode="disabled").run(
+        expand(sweeps / "paper_tiny_long.yaml")[1])
     (work.root / "sweep_times.txt").write_text(f"paper_tiny {int(t0)} {int(time.time())} {int(time.time() - t0)}\n")
     out = tmp / "published"
     assert papers.main(["--store", str(work.root), "--export", "--out", str(out), "--readme", ""]) == 0
@@ -88,8 +93,10 @@ def tiny(tmp_path_factory):
 def test_export_is_compact_and_reads_the_same(tiny):
     work, copy = tiny["work"], Store(tiny["out"] / "tiny")
     hashes = work.sweep_hashes("paper_tiny")
-    assert len(hashes) == 4 and sorted(copy.hashes()) == sorted(hashes) == sorted(copy.sweep_hashes("paper_tiny"))
-    for h in hashes:
+    long = work.sweep_hashes("paper_tiny_long")
+    assert len(hashes) == 4 and sorted(hashes) == sorted(copy.sweep_hashes("paper_tiny"))
+    assert len(long) == 1 and copy.sweep_hashes("paper_tiny_long") == long and sorted(copy.hashes()) == sorted(hashes + long)
+    for h in hashes + long:
         files = {p.relative_to(copy.run_dir(h)).as_posix() for p in copy.run_dir(h).rglob("*") if p.is_file()}
         assert files == {"config.yaml", "result.json", "logs/version_0/metrics.csv"}   # no ckpt, wandb, lock, log
         assert work.checkpoint(h) is not None and copy.checkpoint(h) is None
@@ -101,6 +108,10 @@ def test_export_is_compact_and_reads_the_same(tiny):
     report = (tiny["out"] / "tiny" / "report.md").read_text()
     assert "full sweep `paper_tiny` (`bench/sweeps/paper_tiny.yaml`, `bench/sweeps/paper_tiny_more.yaml`)" in report
     assert "**4 of 6 runs finished**" in report
+    evidence = report.split("## Evidence runs (outside the verdicts)\n", 1)[1].split("\n## ", 1)[0]
+    r = work.result(long[0])
+    assert "`paper_tiny_long.yaml`" in evidence and f"| `{long[0]}` | done | {r['step']} |" in evidence
+    assert "trainer.max_steps=60" in evidence and "test/loss" in report.split("## Evidence runs")[0]
     stops = {h: work.result(h).get("stopped") for h in hashes}   # this task is solved within a few validations
     steps = sorted(s["step"] for s in stops.values() if s and s["reason"] == "solved")
     assert steps, "the tiny copy task (T=1, one symbol of 2) is solved before step 40"
@@ -157,7 +168,7 @@ def test_a_sweep_resumed_from_the_export_trains_only_the_missing_runs(tiny):
     assert papers.main(["--store", str(fresh.root), "--export", "--out", str(out), "--readme", ""]) == 0
     got = json.loads((out / "tiny" / "claims.json").read_text())
     assert got["finished"] == got["total"] == 6 and "pending" not in {c["verdict"] for c in got["claims"]}
-    assert len(Store(out / "tiny").hashes()) == 6
+    assert len(Store(out / "tiny").hashes()) == 6 + 1   # + the evidence run, kept
 
 
 def test_a_copy_killed_half_way_leaves_no_partial_run(tmp_path, monkeypatch):
