@@ -38,8 +38,8 @@ from typing import Callable, Optional
 
 from bench import config as C
 from bench.packed import run_group
-from bench.schema import ConfigError
 from bench.provenance import git_commit
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_json
 from bench.tracking import own_service, quiet_logs
 from bench.train import run  # the import this worker exists to pay only once
