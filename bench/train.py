@@ -6,6 +6,7 @@ processes never run the same config at once (see Store.claim).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import logging
@@ -22,6 +23,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.fabric.utilities.distributed import _destroy_dist_connection
 from lightning.pytorch.loggers import CSVLogger
 
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
@@ -117,6 +119,18 @@ def last_validation(store: Store, h: str) -> dict:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v not in (None, "")} if rows else {}
 
 
+class GlooTeardown(L.Callback):
+    """In each process of a gloo (CPU) DDP run, destroy the process group at exit, before the
+    interpreter's own teardown: otherwise gloo's threads can abort the process (SIGABRT,
+    "terminate called without an active exception") after training, and the run is recorded
+    failed. Lightning registers this for NCCL only."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+            atexit.register(_destroy_dist_connection)
+
+
 def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Optional[dict] = None) -> L.Trainer:
     """`result`: the run's record so far (primary, mode, baseline), for trainer.divergence_factor."""
     t = cfg.trainer
@@ -142,7 +156,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Opt
         # counting that epoch twice when max_epochs and max_steps are both set.
         callbacks=[*best, RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False, save_on_train_epoch_end=False),
-                   Timer(), EvalState(), *stop_when_solved(cfg, task), *exploded],
+                   Timer(), EvalState(), GlooTeardown(), *stop_when_solved(cfg, task), *exploded],
         plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,
