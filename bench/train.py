@@ -23,7 +23,6 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from lightning.fabric.utilities.distributed import _destroy_dist_connection
 from lightning.pytorch.loggers import CSVLogger
 
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
@@ -120,15 +119,14 @@ def last_validation(store: Store, h: str) -> dict:
 
 
 class GlooTeardown(L.Callback):
-    """In each process of a gloo (CPU) DDP run, destroy the process group at exit, before the
-    interpreter's own teardown: otherwise gloo's threads can abort the process (SIGABRT,
-    "terminate called without an active exception") after training, and the run is recorded
-    failed. Lightning registers this for NCCL only."""
+    """Each gloo (CPU) DDP process destroys its process group at exit, before interpreter teardown,
+    where gloo's threads can abort it (SIGABRT) after training. Lightning does this for NCCL only."""
 
-    def setup(self, trainer, pl_module, stage) -> None:
+    def setup(self, trainer, pl_module, stage) -> None:   # once a stage (fit, test): registered once
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
-            atexit.register(_destroy_dist_connection)
+            atexit.unregister(dist.destroy_process_group)
+            atexit.register(dist.destroy_process_group)
 
 
 def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Optional[dict] = None) -> L.Trainer:
