@@ -15,6 +15,7 @@ from typing import Optional
 
 import yaml
 
+from bench.schema import ConfigError
 from bench.store import FINISHED, Store
 from bench.store_copy import export_plan, export_runs, seed_store
 from bench.sweep import expand
@@ -63,6 +64,19 @@ def sweep_names(claims: dict) -> tuple[str, str]:
 def evidence_names(claims: dict) -> list[str]:
     """The sweep names of the claims file's `evidence` sweep files (reports/evidence.py)."""
     return [file_sweep_name(SWEEPS / f) for f in claims.get("evidence") or []]
+
+
+def check_evidence(claims: dict) -> None:
+    """ConfigError (one line) when an evidence sweep holds a run of the comparison's own sweeps: the
+    store keys runs by hash, so exporting it would replace the comparison's committed run with the
+    evidence store's, and the report would list a verdict run as evidence."""
+    own = {h for name in set(sweep_names(claims)) for h, _ in _expected(name)}
+    for f, name in zip(claims.get("evidence") or [], evidence_names(claims)):
+        shared = [h for h, _ in _expected(name) if h in own]
+        if shared:
+            raise ConfigError(f"{claims['name']}: evidence sweep {f} repeats {len(shared)} run(s) of the comparison's "
+                              f"own sweeps (first: {shared[0]}); an evidence run must differ from them in its config "
+                              "(e.g. trainer.max_steps)")
 
 
 def with_pending(runs: list[dict], name: str) -> list[dict]:
@@ -142,7 +156,9 @@ def start_command(claims: dict) -> str:
 def export(all_claims: list[dict], store, out_root) -> dict:
     """Copy the finished runs of every comparison's full, reduced and evidence sweeps from the working
     store into `<out_root>/<name>/` (runs/, sweeps/); every comparison's files are checked first
-    (Damaged: nothing written). -> {name: {sweep: runs exported}}."""
+    (Damaged, or ConfigError for an evidence sweep that repeats a run of its own: nothing written). -> {name: {sweep: runs exported}}."""
+    for c in all_claims:   # before anything is read or written
+        check_evidence(c)
     dst = {c["name"]: Store(Path(out_root) / c["name"]) for c in all_claims}
     plans = {c["name"]: export_plan(Store(store), dst[c["name"]], list(dict.fromkeys([*sweep_names(c), *evidence_names(c)])))
              for c in all_claims}

@@ -196,3 +196,29 @@ def test_a_copy_killed_half_way_leaves_no_partial_run(tmp_path, monkeypatch):
     monkeypatch.setattr(store_copy.shutil, "copyfile", real)
     store_copy.copy_run(src, dst, "abc123")
     assert tree(dst.root) == {f"runs/abc123/{k}": v for k, v in tree(d).items()}
+
+
+def test_an_evidence_sweep_that_repeats_a_verdict_run_is_refused_before_any_write(tiny):
+    """An evidence run with the hash of one of the comparison's own runs would replace its committed
+    copy (the store keys runs by hash) and be listed as evidence: export and report refuse it."""
+    sweeps, out = tiny["sweeps"], tiny["out"]
+    (sweeps / "paper_tiny_again.yaml").write_text(   # seed 1 of paper_tiny, exactly
+        SWEEP.format(seeds="[1]", steps=40).replace("paper_tiny", "paper_tiny_again"))
+    claims = sweeps / "paper_tiny.claims.yaml"
+    claims.write_text(CLAIMS.replace("evidence: [paper_tiny_long.yaml]", "evidence: [paper_tiny_long.yaml, paper_tiny_again.yaml]"))
+    published_runs.sweep_files.cache_clear()
+    published_runs._expected.cache_clear()
+    before = tree(out)
+    try:
+        with pytest.raises(papers.ConfigError) as e:
+            papers.main(["--store", str(tiny["work"].root), "--export", "--out", str(out), "--readme", ""])
+        assert str(e.value).startswith("tiny: evidence sweep paper_tiny_again.yaml repeats 2 run(s) of the comparison's own sweeps (first: ")
+        assert "\n" not in str(e.value) and tree(out) == before
+        with pytest.raises(papers.ConfigError, match="paper_tiny_again.yaml repeats 2 run"):
+            papers.main(["--out", str(out), "--readme", ""])       # the report from the committed files too
+        assert tree(out) == before
+    finally:
+        claims.write_text(CLAIMS)
+        (sweeps / "paper_tiny_again.yaml").unlink()
+        published_runs.sweep_files.cache_clear()
+        published_runs._expected.cache_clear()
