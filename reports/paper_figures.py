@@ -39,8 +39,8 @@ def groups(runs: list[dict]) -> dict:
     """task label -> variant label -> runs; labels name the model keys that differ: those of
     VARIANT_KEYS across all runs, and under a label that still holds runs of different models, the
     other model keys that split it (e.g. `lstm hidden_size=150 bidirectional=True`: paper_socher's
-    LSTM and BiLSTM) where every one of those runs records the key (a key missing from older
-    configs splits nothing)."""
+    LSTM and BiLSTM), then `trainer.max_steps` (the same model trained longer), where every one of
+    those runs records the key (a key missing from older configs splits nothing)."""
     def shown(r, k):
         spec = CELLS.get(str(r["config"].get("model", {}).get("cell")))
         return None if spec and k.split(".", 1)[1] in spec.fixed else flatten(r["config"]).get(k)
@@ -52,7 +52,7 @@ def groups(runs: list[dict]) -> dict:
     out: dict = {}
     for (task, label), rs in under.items():
         cfgs = [flatten(r["config"]) for r in rs]
-        keys = sorted({k for f in cfgs for k in f if k.startswith("model.")} - set(differ))
+        keys = sorted({k for f in cfgs for k in f if k.startswith("model.")} - set(differ)) + ["trainer.max_steps"]
         split = [k for k in keys if all(k in f for f in cfgs) and len({json.dumps(shown(r, k), default=str) for r in rs}) > 1]
         for r in rs:
             out.setdefault(task, {}).setdefault(variant_label(r["config"], differ + split), []).append(r)

@@ -65,7 +65,8 @@ def sweep_summary(paths) -> dict:
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     found = [expand(p) for p in paths]
     name, cfgs = found[0][0], list({c.hash: c for _, cs in found for c in cs}.values())
-    vals = lambda f: sorted({f(c) for c in cfgs}, key=str)  # noqa: E731
+    order = lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))  # noqa: E731  numbers first, by value
+    vals = lambda f: sorted({f(c) for c in cfgs}, key=order)  # noqa: E731
     return {"name": name, "runs": len(cfgs), "steps": vals(lambda c: c.trainer.max_steps),
             "seeds": vals(lambda c: c.seed), "T": [t for t in vals(lambda c: getattr(c.task, "T", None)) if t is not None] or ["n/a"],
             "tasks": vals(lambda c: c.task.name), "hidden": vals(lambda c: c.model.hidden_size)}

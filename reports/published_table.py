@@ -62,8 +62,11 @@ def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches
             cells.append(f"{one_decimal(row.get('paper', {}).get(m))} / {one_decimal(target)} / {text}{met}")
         timed = [r for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
         cells.append(f"{stats.mean([r['wall_time_s'] for r in timed]):.0f}{load_mark(timed)}" if timed else DASH)
-        bad = [f"seed {r['config'].get('seed')}: {r.get('status')}" for r in mine if r.get("status") != "done"]
-        cells.append("; ".join(bad) or "none")
+        bad: dict = {}
+        for r in mine:
+            if r.get("status") != "done":
+                bad.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
+        cells.append("; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in bad.items()) or "none")
         table.append(cells)
     doc.h(2, "Published figures beside ours")
     doc.p("Paper / target here / ours on the test set (mean ± std over the finished seeds; ✓ = mean meets the target).")

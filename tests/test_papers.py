@@ -364,6 +364,24 @@ def test_results_groups_keep_variants_that_differ_in_another_model_key_apart():
     assert got == {"lstm bidirectional=False": 3, "lstm bidirectional=True": 3, "recnn": 3}
     drift = [tb("recnn", 0, dropout=0.0), tb("recnn", 1)]          # dropout absent from the older config
     assert list(groups(drift)["treebank"]) == ["recnn"]
+    longer = [tb("lstm", 0), tb("lstm", 1)]                       # the same model trained twice as long
+    longer[1]["config"]["trainer"] = {"max_steps": 12744}
+    longer[0]["config"]["trainer"] = {"max_steps": 6372}
+    assert list(groups(longer)["treebank"]) == ["lstm max_steps=6372", "lstm max_steps=12744"]
+
+
+def test_published_rows_name_unfinished_seeds_by_status_and_the_reduction_sorts_numbers():
+    from reports.doc import Doc
+    from reports.papers import sweep_summary
+    from reports.published_table import published_section
+
+    runs = [run("lstm", 0.4, seed=s, status=st) for s, st in enumerate(["done", "pending", "pending", "failed"])]
+    doc = Doc()
+    published_section(doc, [{"label": "lstm", "select": {"model.cell": "lstm"}, "paper": {"test/loss": 1.0}}], runs)
+    assert "| pending: seeds 1, 2; failed: seed 3 |" in doc.markdown()
+    from reports.published_runs import sweep_files
+    s = sweep_summary(sweep_files("paper_socher"))   # str order gave steps 12744, 3420, 6372 and hidden 150, 25, 30
+    assert s["steps"] == [3420, 6372, 12744] and s["hidden"] == [25, 30, 150]
 
 
 def test_welch_claim_says_which_runs_it_left_out():
