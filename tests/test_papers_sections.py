@@ -27,3 +27,29 @@ def test_evidence_section_says_when_no_evidence_run_has_run(tmp_path):
     evidence_section(some, load_claims("adding"), tmp_path)        # names paper_adding_long.yaml; empty store
     assert none.markdown().strip() == ""
     assert "`paper_adding_long.yaml`" in some.markdown() and "None of them has run yet." in some.markdown()
+
+
+def test_seeds_added_after_a_look_are_set_against_a_corrected_level():
+    """paper_ladder_seeds.yaml added seeds 5-9 on adding T = 100 after seeds 0-4 gave p = 0.15
+    and 0.09: + forget gate against + input agrees at p = 0.046 uncorrected, but not at Pocock's
+    0.0294 for two looks; a claim from one file gets no row."""
+    from reports.claims import check_claim, load_claims
+    from reports.doc import Doc
+    from reports.looks import level, looks_section
+    from reports.papers import ROOT, load_runs
+
+    assert (level(2, 0.05), level(3, 0.05), level(6, 0.05), level(2, 0.01)) == (0.0294, 0.0221, 0.05 / 6, 0.005)
+    claims = load_claims("ladder")
+    runs = load_runs(ROOT / "reports" / "published" / "ladder", "paper_ladder")
+    results = [(c, check_claim(c, runs, alpha=0.05)) for c in claims["claims"]]
+    doc = Doc()
+    looks_section(doc, claims, results, runs)
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in doc.markdown().splitlines() if ln.startswith("| ") and "_T" in ln}
+    assert set(rows) == {"input_adding_T100", "forget_adding_T100", "output_adding_T100"}   # the seeds file's claims only
+    assert next(r for c, r in results if c["id"] == "forget_adding_T100")["verdict"] == "agrees"   # uncorrected
+    forget = rows["forget_adding_T100"]
+    assert "| `paper_ladder.yaml`, `paper_ladder_seeds.yaml` | 2 | 0.0458 | 0.0294 | **inconclusive** (significant only" in forget
+    assert rows["output_adding_T100"].endswith("| unchanged (not significant) |")
+    empty = Doc()
+    looks_section(empty, load_claims("copy"), [(c, check_claim(c, [], alpha=0.05)) for c in load_claims("copy")["claims"]], [])
+    assert empty.markdown().strip() == ""
