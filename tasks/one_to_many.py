@@ -32,11 +32,11 @@ from torch import nn
 from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
-from tasks.synthetic import SyntheticData
+from tasks.synthetic import SyntheticData, SyntheticFields
 
 
 @dataclass
-class OneToManyConfig:
+class OneToManyConfig(SyntheticFields):
     name: str = opt("one_to_many", choices=("one_to_many",))
     condition: str = opt("class", choices=("class", "code"), help="class id (one-hot) or random binary code")
     n_classes: int = opt(16, ge=2, help="condition class: classes K")
@@ -46,11 +46,7 @@ class OneToManyConfig:
     bits_per_symbol: int = opt(2, ge=1, help="condition code: bits b printed a step (V = 2^b, L = d/b)")
     inject: str = opt("state", choices=("state", "input"), help="the vector sets h0, or enters every step")
     teacher_forcing: float = opt(1.0, ge=0, le=1, help="probability of feeding the gold previous symbol")
-    batch_size: int = opt(64, ge=1)
-    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
     data_seed: int = opt(1234, ge=0, help="seed of the templates, the evaluation sets and the training stream")
-    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
-    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
 
     def check(self, path: str) -> None:
         if self.condition == "code" and self.code_bits % self.bits_per_symbol:

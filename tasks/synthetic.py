@@ -150,16 +150,21 @@ class SyntheticTask(Task):
 
 
 @dataclass
-class CopyConfig:
-    name: str = opt("copy", choices=("copy",))
-    T: int = opt(100, ge=1, help="delay: T-1 blanks then a delimiter between symbols and recall")
-    n_symbols: int = opt(10, ge=1, help="symbols to remember")
-    n_categories: int = opt(8, ge=2, help="symbol alphabet size")
+class SyntheticFields:
+    """The data fields every synthetic task's config has (tasks.one_to_many's too)."""
     batch_size: int = opt(64, ge=1)
     eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
     data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
     fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
     train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
+
+
+@dataclass
+class CopyConfig(SyntheticFields):
+    name: str = opt("copy", choices=("copy",))
+    T: int = opt(100, ge=1, help="delay: T-1 blanks then a delimiter between symbols and recall")
+    n_symbols: int = opt(10, ge=1, help="symbols to remember")
+    n_categories: int = opt(8, ge=2, help="symbol alphabet size")
 
 
 class CopyTask(SyntheticTask):
@@ -210,15 +215,10 @@ class CopyTask(SyntheticTask):
 
 
 @dataclass
-class RunningSumConfig:
+class RunningSumConfig(SyntheticFields):
     name: str = opt("running_sum", choices=("running_sum",))
     T: int = opt(20, ge=1, help="sequence length")
     n_categories: int = opt(4, ge=2, help="K: inputs and outputs in {0..K-1}")
-    batch_size: int = opt(64, ge=1)
-    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
-    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
-    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
-    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
 
 
 class RunningSumTask(SyntheticTask):
@@ -254,14 +254,9 @@ class RunningSumTask(SyntheticTask):
 
 
 @dataclass
-class AddingConfig:
+class AddingConfig(SyntheticFields):
     name: str = opt("adding", choices=("adding",))
     T: int = opt(100, ge=2, help="sequence length (one marker in each half)")
-    batch_size: int = opt(64, ge=1)
-    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
-    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
-    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
-    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
 
 
 class AddingTask(SyntheticTask):
