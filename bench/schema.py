@@ -166,7 +166,7 @@ def describe(cls, prefix: str = "", skip: tuple = ()) -> list[str]:
     flattened with dotted keys; fields named in `skip` are left out (`rnnbench config --fields`)."""
     hints = typing.get_type_hints(cls)
     out = []
-    for f in fields(cls):
+    for f in sorted(fields(cls), key=lambda f: f.name != "name"):   # a family's `name` first, then as declared
         if f.name in skip:
             continue
         tp = hints[f.name]

@@ -34,7 +34,7 @@ from reports.evidence import evidence_section
 from reports.looks import looks_section
 from reports.paper_figures import figures_section, groups, measure_gradflow
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
-from reports.published_runs import (PENDING, estimate, export, pending, progress, seed, start_command,
+from reports.published_runs import (PENDING, check_evidence, estimate, export, pending, progress, seed, start_command,
                                     sweep_files, sweep_names, with_pending)
 from reports.published_table import published_section
 from reports.report import DASH, load_mark, loaded_note, num, pval
@@ -286,6 +286,7 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
     """Write <out_root>/<name>/report.md (+ PNGs, claims.json) for one claims file, from `store`
     (default: the raw results in <out_root>/<name>/); `weights`: a store with the checkpoints
     (gradient flow after training). Returns the report's path."""
+    check_evidence(claims)   # before anything is written
     name = claims["name"]
     out = Path(out_root) / name
     out.mkdir(parents=True, exist_ok=True)

@@ -195,7 +195,11 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
                   refs: frozenset = frozenset()) -> Path:
     """One panel per task: {task: ({label: values}, baseline, ylabel)}; bar = mean, error bar =
     95% t CI, dots = seeds, dashed = baseline, the labels in `refs` orange (published reports)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    ticks = {task: [textwrap.fill(lab.replace("lstm_", "") + ("" if xs else " (no runs)"), 20, break_long_words=False)
+                    for lab, xs in v[0].items()] for task, v in panels.items()}
+    # room for each bar's wrapped label: about 0.065 inch a character at 7 pt
+    widths = [max(4.2, sum(max(0.5, 0.07 * max(map(len, t.splitlines()))) for t in ts)) for ts in ticks.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.0), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (task, (variants, base, ylabel)) in zip(axes[0], panels.items()):
         labels = list(variants)
         for i, lab in enumerate(labels):
@@ -217,11 +221,10 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
             ax.set_yticks([])
         ax.set_xticks(range(len(labels)))
         ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.set_xticklabels([lab.replace("lstm_", "") + ("" if variants[lab] else " (no runs)") for lab in labels],
-                           rotation=45, ha="right", fontsize=7)
+        ax.set_xticklabels(ticks[task], fontsize=7)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=8)
-    fig.suptitle(textwrap.fill(title, int(4.2 * len(panels) * 72 / 5.5)), fontsize=9)   # ~5.5 pt a character at 9 pt
+    fig.suptitle(textwrap.fill(title, int(sum(widths) * 72 / 5.5)), fontsize=9)   # ~5.5 pt a character at 9 pt
     fig.tight_layout()
     save(fig, path, dpi=100, metadata=PNG_METADATA)
     plt.close(fig)

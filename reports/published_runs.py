@@ -70,6 +70,9 @@ def check_evidence(claims: dict) -> None:
     """ConfigError (one line) when an evidence sweep holds a run of the comparison's own sweeps: the
     store keys runs by hash, so exporting it would replace the comparison's committed run with the
     evidence store's, and the report would list a verdict run as evidence."""
+    missing = [f for f in claims.get("evidence") or [] if not (SWEEPS / f).is_file()]
+    if missing:
+        raise ConfigError(f"{claims['name']}: evidence: no sweep file {missing[0]} in {SWEEPS}")
     own = {h for name in set(sweep_names(claims)) for h, _ in _expected(name)}
     for f, name in zip(claims.get("evidence") or [], evidence_names(claims)):
         shared = [h for h, _ in _expected(name) if h in own]

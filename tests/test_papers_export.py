@@ -208,15 +208,20 @@ def test_an_evidence_sweep_that_repeats_a_verdict_run_is_refused_before_any_writ
     claims.write_text(CLAIMS.replace("evidence: [paper_tiny_long.yaml]", "evidence: [paper_tiny_long.yaml, paper_tiny_again.yaml]"))
     published_runs.sweep_files.cache_clear()
     published_runs._expected.cache_clear()
-    before = tree(out)
+    stamps = lambda: {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.rglob("*")) if p.is_file()}  # noqa: E731
+    before = stamps()
     try:
         with pytest.raises(papers.ConfigError) as e:
             papers.main(["--store", str(tiny["work"].root), "--export", "--out", str(out), "--readme", ""])
         assert str(e.value).startswith("tiny: evidence sweep paper_tiny_again.yaml repeats 2 run(s) of the comparison's own sweeps (first: ")
-        assert "\n" not in str(e.value) and tree(out) == before
+        assert "\n" not in str(e.value) and stamps() == before
         with pytest.raises(papers.ConfigError, match="paper_tiny_again.yaml repeats 2 run"):
             papers.main(["--out", str(out), "--readme", ""])       # the report from the committed files too
-        assert tree(out) == before
+        assert stamps() == before                                   # not even rewritten with the same bytes
+        claims.write_text(CLAIMS.replace("evidence: [paper_tiny_long.yaml]", "evidence: [paper_tiny_gone.yaml]"))
+        with pytest.raises(papers.ConfigError, match=r"^tiny: evidence: no sweep file paper_tiny_gone.yaml in "):
+            papers.main(["--out", str(out), "--readme", ""])
+        assert stamps() == before
     finally:
         claims.write_text(CLAIMS)
         (sweeps / "paper_tiny_again.yaml").unlink()

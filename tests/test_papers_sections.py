@@ -13,8 +13,7 @@ def test_reduction_table_has_one_column_when_a_claims_file_names_no_reduced_swee
     assert "| reduced (`paper_jozefowicz_cpu.yaml`) |" in both.markdown()
     text = only_full.markdown()
     assert "reduced (" not in text and "(there is no reduced version)" in text
-    from reports.published_runs import expected
-    assert f"| runs | {len(expected('paper_socher'))} |\n" in text
+    assert "| runs | 63 |\n" in text
 
 
 def test_evidence_section_says_when_no_evidence_run_has_run(tmp_path):
@@ -30,9 +29,10 @@ def test_evidence_section_says_when_no_evidence_run_has_run(tmp_path):
 
 
 def test_seeds_added_after_a_look_are_set_against_a_corrected_level():
-    """paper_ladder_seeds.yaml added seeds 5-9 on adding T = 100 after seeds 0-4 gave p = 0.15
-    and 0.09: + forget gate against + input agrees at p = 0.046 uncorrected, but not at Pocock's
-    0.0294 for two looks; a claim from one file gets no row."""
+    """paper_ladder_seeds.yaml added seeds 5-9 on adding T = 100 after seeds 0-4 gave p = 0.10
+    and 0.48: + forget gate against + input agrees at p = 0.046 uncorrected, but not at Pocock's
+    0.0294 for two looks; claims whose sides come from one file each get no row, unless the claims
+    entry says `looks`."""
     from reports.claims import check_claim, load_claims
     from reports.doc import Doc
     from reports.looks import level, looks_section
@@ -48,8 +48,14 @@ def test_seeds_added_after_a_look_are_set_against_a_corrected_level():
     assert set(rows) == {"input_adding_T100", "forget_adding_T100", "output_adding_T100"}   # the seeds file's claims only
     assert next(r for c, r in results if c["id"] == "forget_adding_T100")["verdict"] == "agrees"   # uncorrected
     forget = rows["forget_adding_T100"]
-    assert "| `paper_ladder.yaml`, `paper_ladder_seeds.yaml` | 2 | 0.0458 | 0.0294 | **inconclusive** (significant only" in forget
-    assert rows["output_adding_T100"].endswith("| unchanged (not significant) |")
-    empty = Doc()
-    looks_section(empty, load_claims("copy"), [(c, check_claim(c, [], alpha=0.05)) for c in load_claims("copy")["claims"]], [])
-    assert empty.markdown().strip() == ""
+    assert forget.endswith("| `paper_ladder.yaml`, `paper_ladder_seeds.yaml` | 2 | 0.0458 | 0.0294 | **inconclusive** (uncorrected: agrees) |")
+    assert rows["output_adding_T100"].endswith("| 0.2181 | 0.0294 | **inconclusive** (unchanged) |")
+    orth = load_claims("orthinit")                     # one sweep file: no section
+    orth_runs = load_runs(ROOT / "reports" / "published" / "orthinit", "paper_orthinit")
+    none = Doc()
+    looks_section(none, orth, [(c, check_claim(c, orth_runs, alpha=0.05)) for c in orth["claims"]], orth_runs)
+    assert orth_runs and none.markdown().strip() == ""
+    said = [dict(c, looks=3) for c in claims["claims"] if c["id"] == "forget_copy_T100"]   # one file, `looks: 3`
+    three = Doc()
+    looks_section(three, claims, [(c, check_claim(c, runs, alpha=0.05)) for c in said], runs)
+    assert "| forget_copy_T100 | `paper_ladder.yaml` | 3 |" in three.markdown() and "| 0.0221 |" in three.markdown()
