@@ -1,11 +1,18 @@
-"""Seeds added after a look: a Welch claim one of whose sides (variant or reference) has runs from
-several sweep files of its comparison (e.g. paper_socher_seeds.yaml, added after
-paper_socher.yaml's seeds 0-2 gave a verdict near the threshold) may have been tested once per
-file; a claims entry may also say `looks: K` where its runs were chosen after a look that the files
-do not show. Its p-value is not corrected for those looks; this section judges the claim again at
-a level that is (Pocock 1977: the nominal two-sided level at each of K equally spaced looks for an
-overall 0.05; Bonferroni alpha / K past K = 5 or at another alpha), so a reader sees which
-verdicts survive optional stopping."""
+"""Verdicts under corrections, beside the uncorrected ones of the Verdict table.
+
+- Several claims: every Welch claim of a comparison is tested at alpha on its own; judged again
+  at Holm's adjusted p over all of them, a reader sees which verdicts survive multiplicity.
+- Seeds added after a look: a Welch claim one of whose sides (variant or reference) has runs from
+  several sweep files of its comparison (e.g. paper_socher_seeds.yaml, added after
+  paper_socher.yaml's seeds 0-2 gave a verdict near the threshold) may have been tested once per
+  file; a claims entry may also say `looks: K` where its runs were chosen after a look that the
+  files do not show. It is judged again at Pocock's level (1977: the nominal two-sided level at each
+  of K equally spaced looks for an overall 0.05; Bonferroni alpha / K past K = 5 or at another alpha).
+
+A correction only takes significance away: a 'better' or 'worse' claim that loses it becomes
+inconclusive, and so does a 'not worse' ('not better') claim whose 'does not agree' rested on it
+(losing a significant difference does not show there is none).
+"""
 from __future__ import annotations
 
 import functools
@@ -13,7 +20,7 @@ from pathlib import Path
 
 from bench.sweep import expand
 from reports import stats
-from reports.claims import WELCH_KINDS, check_claim, matches, values
+from reports.claims import DISAGREES, INCONCLUSIVE, WELCH_KINDS, check_claim, matches, values
 from reports.doc import Doc
 from reports.published_runs import sweep_files, sweep_names
 from reports.report import DASH, num
@@ -48,28 +55,44 @@ def looks_of(claim: dict, runs: list[dict], files: list[Path]) -> tuple[int, lis
     return max(int(claim.get("looks", 1)), *map(len, sides)), [p.name for p in files if p.name in used]
 
 
+def rejudged(c: dict, r: dict, runs: list[dict], at: float) -> str:
+    """The claim's verdict with its test at level `at` instead of alpha: never 'agrees' where the
+    uncorrected verdict was 'does not agree' (see the module's docstring)."""
+    again = check_claim(c, runs, alpha=at)["verdict"]
+    return INCONCLUSIVE if again != r["verdict"] and r["verdict"] == DISAGREES else again
+
+
+def shown(again: str, r: dict) -> str:
+    return f"**{again}**" + (" (unchanged)" if again == r["verdict"] else f" (uncorrected: {r['verdict']})")
+
+
 def looks_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> None:
-    """A table of the Welch claims with a verdict that may have had several looks; nothing when
-    there is none."""
-    alpha, files, rows = float(claims.get("alpha", 0.05)), files_of(claims), []
-    for c, r in results:
-        if c["kind"] not in WELCH_KINDS or r["verdict"] == "pending":
-            continue
-        looks, used = looks_of(c, runs, files)
-        if looks < 2:
-            continue
+    """A table of the Welch claims with a verdict, judged at Holm's adjusted p over them all and,
+    where seeds may have been added after a look, at Pocock's level; nothing when there is a
+    single such claim tested once."""
+    alpha, files = float(claims.get("alpha", 0.05)), files_of(claims)
+    tested = [(c, r) for c, r in results if c["kind"] in WELCH_KINDS and r["verdict"] != "pending"]
+    ps = {}
+    for c, _ in tested:
         task = [x for x in runs if matches(x, c.get("task"))]
-        p = stats.welch(values([x for x in task if matches(x, c["select"])]), values([x for x in task if matches(x, c["ref"])]))
-        lv = level(looks, alpha)
-        again = check_claim(c, runs, alpha=lv)["verdict"]
-        rows.append([c["id"], ", ".join(f"`{u}`" for u in used), looks, num(p) if p is not None else DASH, f"{lv:g}",
-                     f"**{again}**" + (" (unchanged)" if again == r["verdict"] else f" (uncorrected: {r['verdict']})")])
-    if not rows:
+        ps[c["id"]] = stats.welch(values([x for x in task if matches(x, c["select"])]), values([x for x in task if matches(x, c["ref"])]))
+    adjusted, rows = stats.holm(ps), []
+    for c, r in tested:
+        p, adj = ps[c["id"]], adjusted[c["id"]]
+        looks, used = looks_of(c, runs, files)
+        holm_v = DASH if p is None else shown(r["verdict"] if adj == p else rejudged(c, r, runs, alpha * p / adj), r)
+        lv = level(looks, alpha) if looks > 1 else None
+        look_v = DASH if lv is None else shown(rejudged(c, r, runs, lv), r)
+        rows.append([c["id"], num(p) if p is not None else DASH, num(adj) if adj is not None else DASH, holm_v,
+                     f"{looks}: " + ", ".join(f"`{u}`" for u in used) if lv else "1", f"{lv:g}" if lv else DASH, look_v])
+    if len(rows) < 2 and not any(row[5] != DASH for row in rows):
         return
-    doc.p("Seeds added after a look: for the claims below, one side's runs come from several sweep files, added one "
-          "after another, possibly after looking at the earlier ones' verdict (or the claims file says how many looks "
-          "chose them: `looks`). The Welch p above is not corrected for those looks. Judged again at a level that is "
-          f"(Pocock's per-look level for K equally spaced looks at an overall {alpha:g}; Bonferroni {alpha:g} / K past "
-          "K = 5; an approximation, since the looks here are not equally spaced), they read:")
-    doc.table(["claim", "runs from", "looks (at most)", "Welch p", "level", "verdict at that level"], rows,
-              align="llrrrl")
+    doc.p(f"Verdicts under corrections (`reports/looks.py`; the table above is uncorrected). Holm: each claim's Welch "
+          f"p Holm-adjusted over the {len(ps)} Welch claims of this comparison. Looks: where one side's runs come from "
+          "several sweep files, added one after another, possibly after looking at the earlier ones' verdict (or the "
+          "claims file says `looks`), the claim judged again at Pocock's per-look level for K equally spaced looks at "
+          f"an overall {alpha:g} (Bonferroni {alpha:g} / K past K = 5; an approximation, since the looks here are not "
+          "equally spaced). A correction only takes significance away: a 'does not agree' that rested on it becomes "
+          "inconclusive, never 'agrees'.")
+    doc.table(["claim", "Welch p", "Holm p", "verdict at Holm", "looks (at most): runs from", "level", "verdict at that level"],
+              rows, align="lrrllrl")

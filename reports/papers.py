@@ -88,8 +88,8 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
     per_T = [[c["id"], x["T"], x["paper"], x["ours"], x["verdict"] + (f" ({x['why']})" if x["why"] else "")]
              for c, r in results for x in r["rows"]]
     if per_T:
-        doc.p("Per T (a variant 'beats' the baseline when its mean test metric is below baseline × "
-              f"(1 − {margin:g})):")
+        doc.p(f"Per T (a variant 'beats' the baseline when its finite runs' mean test metric is below baseline × (1 − "
+              f"{margin:g}), or above × (1 + {margin:g}) where higher is better, and they outnumber its diverged runs):")
         doc.table(["claim", "T", "paper", "ours", "verdict"], per_T, align="lrlll")
     if any(c["kind"] in WELCH_KINDS for c, _ in results):
         alpha = float(claims.get("alpha", 0.05))
@@ -283,9 +283,8 @@ def pick_sweep(claims: dict, store, full: bool) -> tuple[str, bool]:
 
 def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", full: bool = False,
           weights=None) -> Path:
-    """Write <out_root>/<name>/report.md (+ PNGs, claims.json) for one claims file, from `store`
-    (default: the raw results in <out_root>/<name>/); `weights`: a store with the checkpoints
-    (gradient flow after training). Returns the report's path."""
+    """Write <out_root>/<name>/report.md (+ PNGs, claims.json) from `store` (default: the raw results in
+    <out_root>/<name>/); `weights`: a store with checkpoints (gradient flow). Returns the report's path."""
     check_evidence(claims)   # before anything is written
     name = claims["name"]
     out = Path(out_root) / name
@@ -301,6 +300,7 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
     runs = with_pending(found, sweep)
     full_runs = found if not reduced else load_runs(store, sweep_names(claims)[0])
     prog = progress(full_runs, sweep_names(claims)[0])
+    runs = [r for r in runs if r["hash"] not in prog["outside"]]   # runs of files as they were: not reported
     done = any(r.get("status") in FINISHED for r in runs)
     curves, gf_pngs = [], []
     if done and any(c["kind"] == "gradflow_ratio" for c in claims["claims"]):

@@ -61,7 +61,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
     side has fewer than two values or both have zero variance (the test is undefined)."""
     if len(a) < 2 or len(b) < 2:
         return None
-    if std(a) == 0 and std(b) == 0:
+    if all(std(xs) <= 1e-12 * max(1.0, max(map(abs, xs))) for xs in (a, b)):   # constant up to rounding
         return None
 
     p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)

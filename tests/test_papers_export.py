@@ -227,3 +227,27 @@ def test_an_evidence_sweep_that_repeats_a_verdict_run_is_refused_before_any_writ
         (sweeps / "paper_tiny_again.yaml").unlink()
         published_runs.sweep_files.cache_clear()
         published_runs._expected.cache_clear()
+
+
+def test_a_run_the_sweep_files_no_longer_give_is_counted_but_enters_no_statistic(tiny):
+    """A store index may hold runs of an earlier version of a sweep file: the report says how many,
+    and neither the verdicts nor the tables read them."""
+    out = tiny["tmp"] / "outside"
+    shutil.copytree(tiny["out"], out)
+    copy = Store(out / "tiny")
+    h = copy.sweep_hashes("paper_tiny")[0]
+    old = copy.run_dir(h)
+    new = copy.run_dir("feedfacecafe")
+    shutil.copytree(old, new)
+    res = json.loads((new / "result.json").read_text())
+    res.update(hash="feedfacecafe", metrics={k: 1e6 for k in res["metrics"]})
+    (new / "result.json").write_text(json.dumps(res))
+    (new / "config.yaml").write_text((old / "config.yaml").read_text().replace("seed: ", "seed: 7", 1).replace("seed: 7", "seed: 7", 1))
+    index = out / "tiny" / "sweeps" / "paper_tiny.json"
+    spec = json.loads(index.read_text())
+    index.write_text(json.dumps(dict(spec, hashes=spec["hashes"] + ["feedfacecafe"])))
+    assert papers.main(["--out", str(out), "--readme", ""]) == 0
+    report = (out / "tiny" / "report.md").read_text()
+    assert "1 more run(s) in the store's index of `paper_tiny` are not in the sweep files" in report
+    assert "feedfacecafe" not in report and "1e+06" not in report
+    assert (out / "tiny" / "claims.json").read_text() == (tiny["out"] / "tiny" / "claims.json").read_text()
