@@ -381,13 +381,14 @@ def main(argv=None) -> int:
         print(f"rnnbench {a.cmd}: interrupted; the same command again resumes", file=sys.stderr)
         return 130
     except OSError as e:  # the store's disk or permissions: one line, never a traceback
-        store = getattr(a, "store", None)
-        what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        where = f"store {store}" if store else "error"
-        print(f"rnnbench {a.cmd}: {where}: {what}" + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
+        from bench.store import disk_full  # here, as the commands' modules: `--help` stays fast
         from bench.sweep import DISK_FULL  # a run stopped by a full disk stays resumable
 
-        return DISK_FULL if e.errno == errno.ENOSPC else 1
+        store = getattr(a, "store", None)
+        what = "no space left on device" if disk_full(e) else (e.strerror or str(e))
+        where = f"store {store}" if store else "error"
+        print(f"rnnbench {a.cmd}: {where}: {what}" + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
+        return DISK_FULL if disk_full(e) else 1
 
 
 if __name__ == "__main__":

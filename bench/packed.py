@@ -44,7 +44,7 @@ from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_
 
 __all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
            "trains_on_gpu"]
-from bench.store import Store, beats_baseline, write_atomic, write_json
+from bench.store import Store, beats_baseline, disk_full, write_atomic, write_json
 from bench.provenance import environment, git_commit, load_average, with_load
 from bench.train import last_validation, variant_tags
 from models.init import uniform_all_
@@ -277,6 +277,8 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
             m.result.update(metrics=metrics, solved=m.task.solved(metrics))
             results[m.h] = m.finish(status, step, wall(m))
     except Exception as e:  # recorded for every member still training, never raised (as bench.train)
+        if disk_full(e):   # ... except a full disk: every member stays resumable, the sweep stops
+            raise
         error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         for m in alive:
             if m.h not in results:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -32,6 +33,12 @@ from bench.checkpoints import Unreadable, read_step
 FINISHED = ("done", "failed", "diverged")
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _warned: set[str] = set()
+
+
+def disk_full(e: BaseException) -> bool:
+    """A full disk or an exhausted quota (EDQUOT: how a full disk shows on most clusters): not the
+    run's fault; the run stays resumable and the sweep stops (exit 75)."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class Damaged(ValueError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import logging
 import math
 import os
@@ -31,7 +30,7 @@ from bench.config import RunConfig, reproduce_command
 from bench.divergence import StopWhenExploded
 from bench.provenance import environment, git_commit, load_average, with_load
 from bench.schema import ConfigError
-from bench.store import Store, beats_baseline, write_atomic, write_json
+from bench.store import Store, beats_baseline, disk_full, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
 from models.init import uniform_all_
@@ -285,7 +284,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     except Diverged as e:
         result.update(status="diverged", error=str(e))
     except OSError as e:
-        if e.errno == errno.ENOSPC:  # not the run's fault: leave it resumable, say so once (CLI)
+        if disk_full(e):  # not the run's fault: leave it resumable, say so once (CLI)
             raise
         _record_failure(d, result, e)
     except Exception as e:  # recorded, never raised: one run must not stop a sweep

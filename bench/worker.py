@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import faulthandler
 import json
 import os
@@ -40,7 +39,7 @@ from bench import config as C
 from bench.packed import run_group
 from bench.provenance import git_commit
 from bench.schema import ConfigError
-from bench.store import FINISHED, Store, write_json
+from bench.store import FINISHED, Store, disk_full, write_json
 from bench.tracking import own_service, quiet_logs
 from bench.train import run  # the import this worker exists to pay only once
 from models.registry import CELLS, TREE_CELLS, cell_class
@@ -91,7 +90,7 @@ def run_unit(paths: list[str], store: str, sweep: Optional[str], wandb_mode: Opt
 def _exit_status(e: Exception, prog: str) -> str:
     """What the command would have printed and its exit code, as `exit N`: an input error (bad
     config or data) is one line and code 2, as the CLI's, anything else a traceback and code 1."""
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the store's disk is full: resumable
+    if disk_full(e):  # the store's disk is full (or its quota spent): resumable
         print(f"{prog}: error: no space left on device: {e.filename or ''}", file=sys.stderr)
         return "exit 75"
     if isinstance(e, (ConfigError, FileNotFoundError, ValueError)):
