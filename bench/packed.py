@@ -160,10 +160,16 @@ def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] 
             if not (d / "config.yaml").is_file():
                 write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             todo.append(cfg)
-        steps = sorted({store.checkpoint_step(c.hash) or 0 for c in todo})
-        for step in steps:  # members at one checkpoint step train together
-            part = [c for c in todo if (store.checkpoint_step(c.hash) or 0) == step]
-            out.update(_train(part, store, sweep, wandb_mode, project))
+        # members at one checkpoint step and one torch thread count (their first attempt's, as
+        # bench.train: threads.json) train together
+        before = torch.get_num_threads()
+        key = lambda c: (store.checkpoint_step(c.hash) or 0, store.threads(c.hash, before))  # noqa: E731
+        for step, threads in sorted({key(c) for c in todo}):
+            torch.set_num_threads(threads)
+            try:
+                out.update(_train([c for c in todo if key(c) == (step, threads)], store, sweep, wandb_mode, project))
+            finally:
+                torch.set_num_threads(before)
     return [out[c.hash] for c in cfgs]
 
 
@@ -177,8 +183,7 @@ class _Member:
         self.step0 = store.checkpoint_step(self.h)
         if ckpt is not None and not is_packed_checkpoint(ckpt):
             raise RuntimeError(f"run {self.h}: its checkpoint was written by an unpacked run")
-        if ckpt is not None:
-            store.truncate_metrics(self.h, self.step0)
+        store.truncate_metrics(self.h, self.step0 or 0)   # rows after the checkpoint (all, without one)
         self.result = {"hash": self.h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell,
                        "seed": cfg.seed, "git_commit": git_commit(), "environment": environment(),
                        "command": reproduce_command(cfg),

@@ -278,3 +278,28 @@ def test_packed_members_record_the_machine_load(tmp_path, monkeypatch):
     cfgs = [C.load(None, ["task=copy", *TINY, "trainer.max_steps=10", f"seed={s}"]) for s in (0, 1)]
     for r in run_group(cfgs, tmp_path, wandb_mode="disabled"):
         assert r["status"] == "done" and r["environment"]["load"] == {"cpus": os.cpu_count(), "start": 2.5, "end": 0.75}
+
+
+def test_a_retried_group_logs_each_step_once_and_keeps_its_runs_thread_counts(tmp_path):
+    """A group retried after a failure before its first checkpoint drops the failed attempt's rows
+    (as bench.train does), and trains at each run's recorded thread count (threads.json)."""
+    ov = ["task=adding", "task.T=10", "model.cell=gru", *TINY[2:], "trainer.max_steps=20"]
+    cfgs = [C.load(None, ov + [f"seed={s}"]) for s in (0, 1)]
+    store = Store(tmp_path / "s")
+    for c in cfgs:   # an earlier attempt: rows logged, no checkpoint, recorded failed at one thread
+        d = store.run_dir(c.hash)
+        (d / "logs" / "version_0").mkdir(parents=True)
+        (d / "logs" / "version_0" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,9.0\n0,1,8.0\n")
+        (d / "result.json").write_text(json.dumps({"hash": c.hash, "status": "failed", "error": "x"}))
+        (d / "threads.json").write_text('{"threads": 1}')
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = run_group(cfgs, store.root, wandb_mode="disabled", retry_failed=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for c, r in zip(cfgs, got):
+        steps = [x["step"] for x in store.metrics(c.hash) if "train/loss" in x]
+        assert r["status"] == "done" and r["implementation"]["threads"] == 1
+        assert steps == sorted(set(steps)) and 9.0 not in [x.get("train/loss") for x in store.metrics(c.hash)]
