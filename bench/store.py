@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -219,11 +220,15 @@ class Store:
         d.mkdir(parents=True, exist_ok=True)
         fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
+            for wait in [0.01] * 20 + [None]:   # `running` probes with a shared lock for an instant
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if wait is None:
+                        yield False
+                        return
+                    time.sleep(wait)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
             yield True

@@ -360,3 +360,23 @@ def test_an_exhausted_quota_is_a_full_disk(tmp_path, monkeypatch, capsys):
     assert code == 75 and lines == [lines[0]] and lines[0].startswith(f"rnnbench train: store {tmp_path / 's'}: no space left on device")
     h = C.load(None, QUICK).hash
     assert Store(tmp_path / "s").result(h) is None and Store(tmp_path / "s").status(h) == "pending"
+
+
+def test_a_status_probe_never_makes_a_starting_run_skip_itself(tmp_path):
+    """`running` (rnnbench status) takes the run's lock shared for an instant; a claim landing in
+    that instant waits it out instead of reporting the run busy. A real holder still wins."""
+    import fcntl
+    import threading
+
+    store = Store(tmp_path)
+    lock = store.run_dir("abc") / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    probe = os.open(lock, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)          # a probe, mid-flight
+    threading.Timer(0.05, os.close, [probe]).start()
+    with store.claim("abc") as ok:
+        assert ok and store.running("abc")
+        with store.claim("abc") as again:                          # held for real: busy, after its retries
+            assert again is False
+    assert not store.running("abc")
