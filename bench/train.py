@@ -22,7 +22,6 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from lightning.pytorch.loggers import CSVLogger
 
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
                                finish_restored_fit, read_checkpoint, read_step)
@@ -30,6 +29,7 @@ from bench.config import RunConfig, reproduce_command
 from bench.divergence import StopWhenExploded
 from bench.provenance import environment, git_commit, load_average, with_load
 from bench.schema import ConfigError
+from bench.csv_log import AtomicCSVLogger
 from bench.store import Store, beats_baseline, disk_full, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
@@ -331,7 +331,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
                   params=sum(p.numel() for p in module.parameters()))
     if val_baseline := task.val_baseline():   # the divergence bound's; synthetic tasks: none (the test one)
         result["val_baseline"] = val_baseline
-    csv_logger = CSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
+    csv_logger = AtomicCSVLogger(save_dir=d, name="logs", version=len(store.metric_files(h)))
     wb = wandb_logger(d, h, cfg.to_dict(), mode=wandb_mode, project=project, group=sweep,
                       name=f"{cfg.model.cell}-{cfg.task.name}-s{cfg.seed}-{h[:6]}", tags=variant_tags(cfg))
     result["wandb_id"] = wb.experiment.id if wb else None

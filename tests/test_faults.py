@@ -5,7 +5,6 @@ row. The kills happen in a child `rnnbench train` that a small wrapper (FAULT_WR
 SIGKILL itself at one moment; nothing in the code under test knows about it.
 """
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -328,55 +327,3 @@ def test_full_disk_gives_one_line_and_leaves_finished_runs_intact(tmp_path, caps
         assert Store(mnt).status(h) == "pending"  # resumable once there is space
         assert Store(mnt).result(small.hash) == before
 
-
-BIG = ["task=adding", "task.T=4", "task.eval_size=16", "model.hidden_size=384", "trainer.max_steps=4", "trainer.val_every=2"]
-
-
-def test_a_full_disk_under_a_packed_group_leaves_every_member_resumable(tmp_path):
-    """A member's checkpoint that does not fit is no member's failure: the group raises (the sweep
-    stops with exit 75) and every member stays pending, as an unpacked run does."""
-    from bench.packed import run_group
-
-    cfgs = [C.load(None, BIG + [f"seed={s}"]) for s in (0, 1)]
-    with tmpfs(tmp_path / "mnt", size="3m") as mnt:
-        with pytest.raises(OSError) as e:
-            run_group(cfgs, mnt, wandb_mode="disabled")
-        assert e.value.errno == errno.ENOSPC
-        for c in cfgs:
-            d = Store(mnt).run_dir(c.hash)
-            assert Store(mnt).result(c.hash) is None and Store(mnt).status(c.hash) == "pending" and temp_files(d) == []
-
-
-def test_an_exhausted_quota_is_a_full_disk(tmp_path, monkeypatch, capsys):
-    """EDQUOT, how a full disk shows on most clusters: one line, exit 75, the run left resumable."""
-    from bench import checkpoints
-
-    def quota(obj, path):
-        raise OSError(errno.EDQUOT, "Disk quota exceeded", str(path))
-    monkeypatch.setattr(checkpoints, "save_atomic", quota)
-    code = main(["train", *QUICK, "--store", str(tmp_path / "s"), "--wandb", "disabled"])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("rnnbench")]
-    assert code == 75 and lines == [lines[0]] and lines[0].startswith(f"rnnbench train: store {tmp_path / 's'}: no space left on device")
-    h = C.load(None, QUICK).hash
-    assert Store(tmp_path / "s").result(h) is None and Store(tmp_path / "s").status(h) == "pending"
-
-
-def test_a_status_probe_never_makes_a_starting_run_skip_itself(tmp_path):
-    """`running` (rnnbench status) takes the run's lock shared for an instant; a claim landing in
-    that instant waits it out instead of reporting the run busy. A real holder still wins."""
-    import fcntl
-    import threading
-
-    store = Store(tmp_path)
-    lock = store.run_dir("abc") / ".lock"
-    lock.parent.mkdir(parents=True)
-    lock.touch()
-    probe = os.open(lock, os.O_RDONLY)
-    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)          # a probe, mid-flight
-    threading.Timer(0.05, os.close, [probe]).start()
-    with store.claim("abc") as ok:
-        assert ok and store.running("abc")
-        with store.claim("abc") as again:                          # held for real: busy, after its retries
-            assert again is False
-    assert not store.running("abc")

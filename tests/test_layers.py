@@ -20,7 +20,8 @@ LAYER_NAMES = ("config primitives", "models", "tasks", "runner", "reports/slurm/
 PRIMITIVES = {"bench", "bench.schema"}
 RUNNER = {"bench.config", "bench.train", "bench.store", "bench.sweep", "bench.tracking", "bench.inference",
           "bench.word_vectors", "bench.packed", "bench.packed_records", "bench.packed_step", "bench.checkpoints",
-          "bench.worker", "bench.store_copy", "bench.divergence", "bench.provenance"}
+          "bench.worker", "bench.store_copy", "bench.divergence", "bench.provenance",
+          "bench.csv_log"}
 CLI = {"bench.cli", "reports.cli"}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
 from bench import config as C
+from bench.csv_log import AtomicCSVLogger
 from bench.tracking import quiet_logs
 from bench.train import make_trainer
 from tasks.registry import task_class
@@ -103,7 +103,7 @@ def lightning(cfg, steps: int, warmup: int) -> float:
     task, module = _setup(cfg)
     timer = StepTimer(warmup)
     with tempfile.TemporaryDirectory() as d:
-        trainer = make_trainer(cfg, Path(d), [CSVLogger(d, name="logs")], task)
+        trainer = make_trainer(cfg, Path(d), [AtomicCSVLogger(d, name="logs")], task)
         trainer.callbacks.append(timer)
         trainer.limit_val_batches = 0
         trainer.fit(module, datamodule=task.datamodule())
