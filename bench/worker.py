@@ -28,6 +28,7 @@ import faulthandler
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ from models.registry import CELLS, TREE_CELLS, cell_class
 from tasks.registry import TASKS, task_class
 
 STOPPED = ("interrupted", "stopped")
+STOPPED_EXIT = 128 + signal.SIGTERM   # a worker stopped by SIGTERM, its run left resumable (143)
 
 
 @contextlib.contextmanager
@@ -157,8 +159,13 @@ def main(argv=None, stopped: Optional[Callable[[], bool]] = None) -> int:
     reply = os.fdopen(a.reply_fd, "w", buffering=1)
     for line in sys.stdin:
         unit = json.loads(line)
-        statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False),
-                            unit.get("packed", False))
+        try:
+            statuses = run_unit(unit["configs"], a.store, a.sweep, a.wandb, a.project, unit.get("retry_failed", False),
+                                unit.get("packed", False))
+        except SystemExit:   # Lightning's SIGTERMException (no code: exit 0) after a stop: say stopped
+            if stopped is not None and stopped():
+                raise SystemExit(STOPPED_EXIT) from None
+            raise
         answer = {"id": unit["id"], "status": statuses, "pid": os.getpid()}
         if stopped is not None and stopped():   # came during the unit (outside one it exits at once)
             answer["stopped"] = True

@@ -42,12 +42,12 @@ import yaml
 from bench.config import resolve
 from bench.packed import is_packed_checkpoint
 from bench.store import FINISHED, Store, write_atomic
-from bench.worker import STOPPED, Worker, main as worker_loop, record_exit, wait_any
+from bench.worker import STOPPED, STOPPED_EXIT, Worker, main as worker_loop, record_exit, wait_any
 from slurm.job import WARN_SIGNALS, Preemption, forget_result, result_stamp, slow_down
 
 log = logging.getLogger("rnnbench.slurm")
 
-STOPPED_CODE = 143          # the worker stopped on SIGTERM outside a run (128 + SIGTERM)
+STOPPED_CODE = STOPPED_EXIT  # the worker stopped on SIGTERM, its run left resumable (128 + SIGTERM)
 DISK_FULL = 75              # `exit 75` from the worker: the store's disk is full (bench.sweep.DISK_FULL)
 STEP_DELAY_ENV = "RNNBENCH_STEP_DELAY_S"   # test aid passed to the worker (slurm/job.py slow_down)
 

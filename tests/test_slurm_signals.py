@@ -81,10 +81,11 @@ def _stub_workers(monkeypatch, how: str) -> None:
                                                                 self.project, dict(os.environ), "slurm_stub_worker"))
 
 
-@pytest.mark.parametrize("how", ["exit", "fit"])
+@pytest.mark.parametrize("how", ["exit", "fit", "lightning"])
 def test_worker_stopped_alone_drops_the_failure_the_stop_caused(tmp_path, monkeypatch, own_handlers, how):
     """SIGTERM reaching the worker only (not the task process), then its run fails of it: outside
-    fit the worker exits 143, inside fit it answers `failed`. Either way the run is left resumable
+    fit the worker exits 143, inside fit it answers `failed`, or Lightning's SIGTERMException (exit
+    code 0) ends it, which the worker turns into 143. Either way the run is left resumable
     and the task stops (exit 1) before its next run, as when the task process gets the signal."""
     a, b = _cfgs(0, 1)
     store = Store(tmp_path / "results")
