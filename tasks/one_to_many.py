@@ -23,7 +23,6 @@ sets from `data_seed` only, as the other synthetic tasks (tasks.synthetic.Synthe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +31,11 @@ from torch import nn
 from bench.schema import ConfigError, opt
 from models.recurrent import Recurrent
 from tasks.base import Task, TaskModule
-from tasks.synthetic import SyntheticData, SyntheticFields
+from tasks.synthetic import SyntheticData, synthetic_fields
 
 
-@dataclass
-class OneToManyConfig(SyntheticFields):
+@synthetic_fields(data_seed=opt(1234, ge=0, help="seed of the templates, the evaluation sets and the training stream"))
+class OneToManyConfig:
     name: str = opt("one_to_many", choices=("one_to_many",))
     condition: str = opt("class", choices=("class", "code"), help="class id (one-hot) or random binary code")
     n_classes: int = opt(16, ge=2, help="condition class: classes K")
@@ -46,7 +45,6 @@ class OneToManyConfig(SyntheticFields):
     bits_per_symbol: int = opt(2, ge=1, help="condition code: bits b printed a step (V = 2^b, L = d/b)")
     inject: str = opt("state", choices=("state", "input"), help="the vector sets h0, or enters every step")
     teacher_forcing: float = opt(1.0, ge=0, le=1, help="probability of feeding the gold previous symbol")
-    data_seed: int = opt(1234, ge=0, help="seed of the templates, the evaluation sets and the training stream")
 
     def check(self, path: str) -> None:
         if self.condition == "code" and self.code_bits % self.bits_per_symbol:

@@ -149,18 +149,25 @@ class SyntheticTask(Task):
         return SequenceModule(self.run, self)
 
 
-@dataclass
-class SyntheticFields:
-    """The data fields every synthetic task's config has (tasks.one_to_many's too)."""
-    batch_size: int = opt(64, ge=1)
-    eval_size: int = opt(1000, ge=1, help="sequences in each of val and test")
-    data_seed: int = opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")
-    fresh_data: bool = opt(True, help="new training batches every epoch; false = a fixed set")
-    train_size: int = opt(10000, ge=1, help="training sequences when fresh_data is false")
+def synthetic_fields(**override):
+    """Class decorator making a synthetic task's config a dataclass that ends with the five data
+    fields they all have (`override`: a field of another help text), after its own fields: the
+    order of `--fields`, config.yaml and reproduce commands stays the one they had when written out."""
+    def wrap(cls):
+        shared = {"batch_size": ("int", opt(64, ge=1)),
+                  "eval_size": ("int", opt(1000, ge=1, help="sequences in each of val and test")),
+                  "data_seed": ("int", opt(1234, ge=0, help="seed of the evaluation sets (and the training stream)")),
+                  "fresh_data": ("bool", opt(True, help="new training batches every epoch; false = a fixed set")),
+                  "train_size": ("int", opt(10000, ge=1, help="training sequences when fresh_data is false"))}
+        for name, (tp, field) in shared.items():
+            cls.__annotations__[name] = tp
+            setattr(cls, name, override.get(name, field))
+        return dataclass(cls)
+    return wrap
 
 
-@dataclass
-class CopyConfig(SyntheticFields):
+@synthetic_fields()
+class CopyConfig:
     name: str = opt("copy", choices=("copy",))
     T: int = opt(100, ge=1, help="delay: T-1 blanks then a delimiter between symbols and recall")
     n_symbols: int = opt(10, ge=1, help="symbols to remember")
@@ -214,8 +221,8 @@ class CopyTask(SyntheticTask):
         return "val/acc", "max", 0.99   # strict: stops above 0.99, the safe side of solved's >=
 
 
-@dataclass
-class RunningSumConfig(SyntheticFields):
+@synthetic_fields()
+class RunningSumConfig:
     name: str = opt("running_sum", choices=("running_sum",))
     T: int = opt(20, ge=1, help="sequence length")
     n_categories: int = opt(4, ge=2, help="K: inputs and outputs in {0..K-1}")
@@ -253,8 +260,8 @@ class RunningSumTask(SyntheticTask):
         return {"test/loss": math.log(K), "test/acc": 1.0 / K}
 
 
-@dataclass
-class AddingConfig(SyntheticFields):
+@synthetic_fields()
+class AddingConfig:
     name: str = opt("adding", choices=("adding",))
     T: int = opt(100, ge=2, help="sequence length (one marker in each half)")
 

@@ -90,3 +90,14 @@ def test_bad_yaml_file_is_one_line(tmp_path):
     path.write_text("task: [copy\n")
     with pytest.raises(C.ConfigError, match=r"bad.yaml line \d+: not valid YAML"):
         C.load(path)
+
+
+def test_synthetic_configs_keep_their_field_order():
+    """The five data fields the synthetic configs share (tasks.synthetic.synthetic_fields) come
+    after each family's own, as when they were written out: reproduce commands and config.yaml
+    read as before (the hash does not depend on the order)."""
+    from bench.config import reproduce_command
+
+    c = C.load(None, ["task=copy", "task.T=50", "task.batch_size=20", "task.n_symbols=5"])
+    assert reproduce_command(c) == "rnnbench train task.name=copy task.T=50 task.n_symbols=5 task.batch_size=20"
+    assert list(c.to_dict()["task"])[:2] == ["name", "T"] and list(c.to_dict()["task"])[-1] == "train_size"
