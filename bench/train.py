@@ -196,8 +196,9 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
-    if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files
-        return _run(cfg, store, h, d, sweep, wandb_mode, project)
+    if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files, and returns
+        old = _stored(store, h, retry_failed)   # a finished run untrained: so does every rank SLURM started
+        return old if old is not None else _run(cfg, store, h, d, sweep, wandb_mode, project)
     old = _stored(store, h, retry_failed)
     if old is not None:
         if sweep:  # `rnnbench train --sweep NAME` of a finished run: it joins the sweep

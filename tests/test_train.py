@@ -295,3 +295,15 @@ def test_train_with_sweep_joins_the_sweep_list(tmp_path, capsys):
     assert main(["status", "mine", "--store", root, "--json"]) == 0 and h in capsys.readouterr().out
     assert main(args + ["--sweep", "a/b"]) == 2
     assert "sweep name: invalid value 'a/b'" in capsys.readouterr().err
+
+
+def test_a_ddp_rank_above_0_returns_a_finished_run_without_joining_a_group(tmp_path, monkeypatch):
+    """Under SLURM every rank starts `rnnbench train`; rank 0 returns a finished run untrained, so
+    the others must too, or they wait for it in the process group until the DDP timeout."""
+    cfg = C.load(None, ["task=adding", "task.T=4", "task.eval_size=16", "model.hidden_size=4", "trainer.max_steps=4",
+                        "trainer.val_every=2"])
+    done = run(cfg, tmp_path, wandb_mode="disabled")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setattr("bench.train._run", lambda *a, **k: pytest.fail("rank 1 trained a finished run"))
+    again = run(cfg, tmp_path, wandb_mode="disabled")
+    assert done["status"] == "done" and again["stored"] and again["metrics"] == done["metrics"]
