@@ -305,7 +305,8 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 old = self.sweep_hashes(name) if path.is_file() else []
-            except Damaged:  # warned; the sweep file being run rebuilds the list
+            except Damaged:  # warned; kept aside (<name>.json.damaged), the sweep file being run rebuilds the list
+                self.set_aside(path)
                 old = []
             seen = set(old)
             merged = old + [h for h in dict.fromkeys(hashes) if h not in seen]   # sets: O(n), not O(n^2)

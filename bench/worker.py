@@ -126,7 +126,10 @@ def record_exit(store: Store, cfg, code: int, sweep: Optional[str]) -> str:
     error = input_error(store.run_dir(cfg.hash) / "run.log") if code == 2 else None
     if error:  # `rnnbench train` stopped on its input (its data) before any work: rerun it next time
         result.update(error=error, failed_on="data")
-    write_json(store.run_dir(cfg.hash) / "result.json", result)
+    with store.claim(cfg.hash) as mine:   # written under the run's claim: never over a run just started
+        if not mine or store.result(cfg.hash) is not None:
+            return store.status(cfg.hash)
+        write_json(store.run_dir(cfg.hash) / "result.json", result)
     return "failed"
 
 

@@ -93,3 +93,35 @@ def test_a_kill_while_the_csv_log_widens_its_header_loses_no_row(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         log.save()
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["metrics.csv"]
+
+
+def test_a_damaged_sweep_index_is_kept_aside_when_a_sweep_rebuilds_it(tmp_path, capsys):
+    store = Store(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "s.json").write_text('{"hashes": ["abc", ')
+    store.record_sweep("s", ["def"])
+    assert store.sweep_hashes("s") == ["def"] and store.sweeps() == ["s"]
+    assert (tmp_path / "sweeps" / "s.json.damaged").read_text() == '{"hashes": ["abc", '
+    assert "damaged store file" in capsys.readouterr().err
+
+
+def test_a_dead_workers_run_is_not_recorded_failed_over_a_run_another_process_started(tmp_path, monkeypatch):
+    """record_exit (a worker died) writes its `failed` under the run's claim: if another process
+    claims the run between its status check and its write, that run is left to it."""
+    from bench.worker import record_exit
+
+    store, cfg = Store(tmp_path), C.load(None, QUICK)
+    real, held = Store.status, []
+
+    def claimed_after_the_check(self, h):
+        st = real(self, h)
+        if not held:   # another process claims the run right after the check
+            held.append(self.claim(h))
+            assert held[0].__enter__()
+        return st
+    monkeypatch.setattr(Store, "status", claimed_after_the_check)
+    assert record_exit(store, cfg, -9, None) == "running" and store.result(cfg.hash) is None
+    held[0].__exit__(None, None, None)
+    monkeypatch.setattr(Store, "status", real)
+    assert record_exit(store, cfg, -9, None) == "failed"
+    assert store.result(cfg.hash)["error"] == "process killed by signal 9"
