@@ -322,5 +322,5 @@ def test_published_table_of_the_paper_report():
     md = published_table(claims["published"], runs, matches)
     row = next(x for x in md.splitlines() if x.startswith("| RNTN"))
     assert row.split(" | ")[1:3] == ["45.7 / 44.0 / 45.0 ± 1.4 (n=2) ✓", "85.4 / 84.0 / 86.0 ± 0.0 (n=2) ✓"]
-    assert row.endswith("| 100 | seed 2: failed |")
+    assert row.endswith("| 100 | failed: seed 2 |")
     assert "| RNN (recnn, d=30) | 43.2 / 42.0 / — |" in md
