@@ -102,9 +102,15 @@ def test_packed_group_killed_then_resumed_equals_uninterrupted(tmp_path):
                      + "  seed: {values: [0, 1, 2]}\n")
     assert cli(["sweep", str(sweep), "--store", str(killed.root), "--pack", "3", "--workers", "1",
                 "--no-report", "--wandb", "offline"]) == 0
-    clean = run_group(cfgs, tmp_path / "clean", wandb_mode="disabled")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)   # the killed attempt's count (OMP_NUM_THREADS=1), which its resume keeps
+    try:
+        clean = run_group(cfgs, tmp_path / "clean", wandb_mode="disabled")
+    finally:
+        torch.set_num_threads(before)
     for c, r in zip(cfgs, clean):
         resumed = killed.result(c.hash)
+        assert resumed["implementation"]["threads"] == r["implementation"]["threads"] == 1
         assert resumed["resumed_from_step"] in at_kill and resumed["status"] == r["status"] == "done"
         assert resumed["metrics"] == r["metrics"]
         train = lambda root: [(x["step"], x["train/loss"]) for x in Store(root).metrics(c.hash) if "train/loss" in x]  # noqa: E731
