@@ -26,10 +26,10 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, Unreadable, clean_temp,
                                finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
+from bench.csv_log import AtomicCSVLogger
 from bench.divergence import StopWhenExploded
 from bench.provenance import environment, git_commit, load_average, with_load
 from bench.schema import ConfigError
-from bench.csv_log import AtomicCSVLogger
 from bench.store import Store, beats_baseline, disk_full, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
 from models.config import ModelConfig
