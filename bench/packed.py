@@ -163,11 +163,11 @@ def run_group(cfgs: list[RunConfig], store_root="results", sweep: Optional[str] 
         # members at one checkpoint step and one torch thread count (their first attempt's, as
         # bench.train: threads.json) train together
         before = torch.get_num_threads()
-        key = lambda c: (store.checkpoint_step(c.hash) or 0, store.threads(c.hash, before))  # noqa: E731
-        for step, threads in sorted({key(c) for c in todo}):
+        key = {c.hash: (store.checkpoint_step(c.hash) or 0, store.threads(c.hash, before)) for c in todo}
+        for step, threads in sorted(set(key.values())):
             torch.set_num_threads(threads)
             try:
-                out.update(_train([c for c in todo if key(c) == (step, threads)], store, sweep, wandb_mode, project))
+                out.update(_train([c for c in todo if key[c.hash] == (step, threads)], store, sweep, wandb_mode, project))
             finally:
                 torch.set_num_threads(before)
     return [out[c.hash] for c in cfgs]

@@ -154,13 +154,17 @@ def _beats(claim, runs, margin, reduced) -> dict:
             "paper": claim.get("text", ""), "ours": "; ".join(f"T={r['T']}: {r['ours']}" for r in rows if r["ours"] != DASH)}
 
 
+def sides(claim: dict, runs: list[dict]) -> tuple[list[float], list[float]]:
+    """The finite values of a Welch claim's variant and reference, among `runs` (its task's)."""
+    return values([r for r in runs if matches(r, claim["select"])]), values([r for r in runs if matches(r, claim["ref"])])
+
+
 def _versus(claim, runs, alpha) -> dict:
     bases = {round(b, 12) for b in baselines(runs)}
     if len(bases) > 1:  # pooling e.g. several T would mix tasks of different difficulty
         raise ConfigError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
                          f"({', '.join(num(b) for b in sorted(bases))}); narrow its task selector (e.g. task.T)")
-    a = values([r for r in runs if matches(r, claim["select"])])
-    b = values([r for r in runs if matches(r, claim["ref"])])
+    a, b = sides(claim, runs)
     low = lower_is_better(runs)
     base = {"paper": claim.get("text", ""), "rows": []}
     if len(a) < 2 or len(b) < 2:

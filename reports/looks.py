@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.sweep import expand
 from reports import stats
-from reports.claims import DISAGREES, INCONCLUSIVE, WELCH_KINDS, check_claim, matches, values
+from reports.claims import DISAGREES, INCONCLUSIVE, WELCH_KINDS, check_claim, matches, sides
 from reports.doc import Doc
 from reports.published_runs import sweep_files, sweep_names
 from reports.report import DASH, num
@@ -72,10 +72,7 @@ def looks_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> No
     single such claim tested once."""
     alpha, files = float(claims.get("alpha", 0.05)), files_of(claims)
     tested = [(c, r) for c, r in results if c["kind"] in WELCH_KINDS and r["verdict"] != "pending"]
-    ps = {}
-    for c, _ in tested:
-        task = [x for x in runs if matches(x, c.get("task"))]
-        ps[c["id"]] = stats.welch(values([x for x in task if matches(x, c["select"])]), values([x for x in task if matches(x, c["ref"])]))
+    ps = {c["id"]: stats.welch(*sides(c, [x for x in runs if matches(x, c.get("task"))])) for c, _ in tested}
     adjusted, rows = stats.holm(ps), []
     for c, r in tested:
         p, adj = ps[c["id"]], adjusted[c["id"]]

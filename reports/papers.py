@@ -37,7 +37,7 @@ from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, check_evidence, estimate, export, pending, progress, seed, start_command,
                                     sweep_files, sweep_names, with_pending)
 from reports.published_table import published_section
-from reports.report import DASH, load_mark, loaded_note, num, pval
+from reports.report import DASH, load_mark, loaded_note, num, pval, seeds_by_status
 
 ROOT = Path(__file__).resolve().parents[1]
 RECALL = "recall.json"          # per-position recall of copy runs (reports/recall.py), kept beside the report
@@ -120,11 +120,7 @@ def variant_row(lab: str, rs: list[dict], ref_sel: Optional[dict], pv: dict, hol
     if ref_sel:
         isref = all(matches(r, ref_sel) for r in rs)
         row += ["ref", DASH] if isref else [pval(pv.get(lab)), pval(holm.get(lab))]
-    bad: dict = {}
-    for r in rs:
-        if value(r) is None:
-            bad.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
-    return row + ["; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in bad.items()) or "none"]
+    return row + [seeds_by_status([r for r in rs if value(r) is None])]
 
 
 def seconds(x: float) -> str:

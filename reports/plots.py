@@ -197,7 +197,7 @@ def bars_per_task(panels: dict[str, tuple[dict, Optional[float], str]], path: Pa
     95% t CI, dots = seeds, dashed = baseline, the labels in `refs` orange (published reports)."""
     ticks = {task: [textwrap.fill(lab.replace("lstm_", "") + ("" if xs else " (no runs)"), 20, break_long_words=False)
                     for lab, xs in v[0].items()] for task, v in panels.items()}
-    # room for each bar's wrapped label: about 0.065 inch a character at 7 pt
+    # room for each bar's wrapped label: about 0.07 inch a character at 7 pt
     widths = [max(4.2, sum(max(0.5, 0.07 * max(map(len, t.splitlines()))) for t in ts)) for ts in ticks.values()]
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.0), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (task, (variants, base, ylabel)) in zip(axes[0], panels.items()):

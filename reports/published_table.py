@@ -17,7 +17,7 @@ from typing import Optional
 from reports import stats
 from reports.claims import matches
 from reports.doc import Doc
-from reports.report import DASH, load_mark, loaded_note
+from reports.report import DASH, load_mark, loaded_note, seeds_by_status
 
 
 def one_decimal(x: Optional[float]) -> str:
@@ -62,11 +62,7 @@ def published_section(doc: Doc, rows: list[dict], runs: list[dict], pick=matches
             cells.append(f"{one_decimal(row.get('paper', {}).get(m))} / {one_decimal(target)} / {text}{met}")
         timed = [r for r in mine if r.get("status") == "done" and r.get("wall_time_s")]
         cells.append(f"{stats.mean([r['wall_time_s'] for r in timed]):.0f}{load_mark(timed)}" if timed else DASH)
-        bad: dict = {}
-        for r in mine:
-            if r.get("status") != "done":
-                bad.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
-        cells.append("; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in bad.items()) or "none")
+        cells.append(seeds_by_status([r for r in mine if r.get("status") != "done"]))
         table.append(cells)
     doc.h(2, "Published figures beside ours")
     doc.p("Paper / target here / ours on the test set (mean ± std over the finished seeds; ✓ = mean meets the target).")

@@ -60,6 +60,14 @@ def pval(p: Optional[float]) -> str:
     return "<1e-4" if p < 1e-4 else f"{p:.3g}"
 
 
+def seeds_by_status(runs: list[dict]) -> str:
+    """`failed: seeds 1, 2; pending: seed 3` for runs left out of a table's statistics; "none" without any."""
+    by: dict = {}
+    for r in runs:
+        by.setdefault(str(r.get("status")), []).append(str(r["config"].get("seed")))
+    return "; ".join(f"{st}: seed{'s' if len(x) > 1 else ''} {', '.join(x)}" for st, x in by.items()) or "none"
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:60]
 
