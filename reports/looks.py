@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from bench.schema import ConfigError
 from bench.sweep import expand
 from reports import stats
 from reports.claims import DISAGREES, INCONCLUSIVE, WELCH_KINDS, check_claim, matches, sides
@@ -44,15 +45,23 @@ def files_of(claims: dict) -> list[Path]:
     return sorted(files, key=lambda p: p.name != claims["full"])
 
 
+def claimed_looks(claim: dict) -> int:
+    """The claims entry's `looks` (default 1); ConfigError (one line) for anything but an integer >= 1."""
+    k = claim.get("looks", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"claim {claim.get('id')}: looks: {k!r}; allowed: an integer >= 1")
+    return k
+
+
 def looks_of(claim: dict, runs: list[dict], files: list[Path]) -> tuple[int, list[str]]:
     """(looks, files): the most files either side's runs come from (each run counted in the first
     file, in `files`' order, that holds it), or the claim's `looks` if larger; and the names of
     all those files."""
     task = [r for r in runs if matches(r, claim.get("task"))]
-    sides = [{next((p.name for p in files if r["hash"] in _hashes(p)), None) for r in task if matches(r, claim[k])} - {None}
-             for k in ("select", "ref")]
-    used = set().union(*sides)
-    return max(int(claim.get("looks", 1)), *map(len, sides)), [p.name for p in files if p.name in used]
+    by_side = [{next((p.name for p in files if r["hash"] in _hashes(p)), None) for r in task if matches(r, claim[k])} - {None}
+               for k in ("select", "ref")]
+    used = set().union(*by_side)
+    return max(claimed_looks(claim), *map(len, by_side)), [p.name for p in files if p.name in used]
 
 
 def rejudged(c: dict, r: dict, runs: list[dict], at: float) -> str:

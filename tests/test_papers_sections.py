@@ -1,5 +1,6 @@
 """Report sections of the published comparisons that depend on what a claims file names: the
-Reduction table without a reduced sweep, the evidence runs."""
+Reduction table without a reduced sweep, the evidence runs, the verdicts under corrections."""
+import pytest
 
 
 def test_reduction_table_has_one_column_when_a_claims_file_names_no_reduced_sweep():
@@ -62,3 +63,14 @@ def test_verdicts_are_judged_again_under_holm_and_under_added_seeds():
     assert one == {}
     _, said = section("ladder", lambda c: dict(c, looks=3) if c["id"] == "forget_copy_T100" else None)
     assert said["forget_copy_T100"].endswith("| 0.009648 | **does not agree** (unchanged) | 3: `paper_ladder.yaml` | 0.0221 | **does not agree** (unchanged) |")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "two", True, None])
+def test_a_claims_looks_must_be_a_positive_integer(bad):
+    from bench.schema import ConfigError
+    from reports.looks import claimed_looks
+
+    assert claimed_looks({"id": "x"}) == 1 and claimed_looks({"id": "x", "looks": 3}) == 3
+    with pytest.raises(ConfigError) as e:
+        claimed_looks({"id": "x", "looks": bad})
+    assert str(e.value) == f"claim x: looks: {bad!r}; allowed: an integer >= 1"
