@@ -124,7 +124,7 @@ def packed_recurrent(rnns: Sequence, x: torch.Tensor, mode: str = "bmm") -> torc
             b_rec = torch.cat([torch.zeros_like(b_hh[:, :2 * H]), b_hh[:, 2 * H:]], 1)
         else:
             b_in, b_rec = b_ih + b_hh, None
-        xp = torch.baddbmm(b_in.unsqueeze(1), inp.reshape(K, B * T, -1), w_ih.transpose(1, 2))
+        xp = PackedLinear.apply(inp.reshape(K, B * T, -1), w_ih, b_in)
         xp = xp.view(K, B, T, -1).permute(2, 0, 1, 3).contiguous()       # (T, K, B, G*H)
         hs = _scan(kind, xp, w_hh, b_rec, H)
         inp = hs.permute(1, 2, 0, 3)                                      # (K, B, T, H)
@@ -197,15 +197,26 @@ class PackedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
+        if x.device.type == "cpu":
+            return torch.stack([torch.addmm(b[k], x[k], w[k].t()) for k in range(x.shape[0])])
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gx = _bmm(g, w) if ctx.needs_input_grad[0] else None
+        gw = _bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         gb = g.sum(1) if ctx.needs_input_grad[2] else None
         return gx, gw, gb
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b over the K members: one gemm per member on CPU, whose values then do not depend on K
+    (MKL's batched gemm rounds some shapes, e.g. a 1-wide output, differently for K > 1 than for
+    K = 1, so a group resumed in smaller groups drifted by 1e-8); one bmm on CUDA."""
+    if a.device.type == "cpu":
+        return torch.stack([a[k] @ b[k] for k in range(a.shape[0])])
+    return torch.bmm(a, b)
 
 
 def packed_linear(linears: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:

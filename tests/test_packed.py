@@ -62,6 +62,24 @@ def test_packed_members_equal_their_unpacked_runs_in_float64(tmp_path, monkeypat
     assert ckpt["global_step"] == 40 and ckpt["hyper_parameters"]["config"] == cfgs[0].to_dict()
 
 
+@pytest.mark.parametrize("task,cell,recurrence", [
+    ("adding", "gru", "cpp"), ("copy", "rnn_tanh", "cpp"), ("adding", "lstm", "members"), ("copy", "gru", "bmm")])
+def test_a_members_float32_numbers_do_not_depend_on_the_group_size(tmp_path, monkeypatch, task, cell, recurrence):
+    # a group killed between its members' checkpoint writes resumes as smaller groups (one per step):
+    # each member must compute bit for bit as in the whole group
+    monkeypatch.setenv("RNNBENCH_PACKED_RECURRENCE", recurrence)
+    base = [f"task={task}", f"model.cell={cell}", "task.T=20", "task.batch_size=16", "task.eval_size=16",
+            "model.hidden_size=32", "trainer.val_every=10", "trainer.max_steps=30"]   # shapes where it showed
+    cfgs = [C.load(None, base + [f"seed={s}"]) for s in range(3)]
+    whole = run_group(cfgs, tmp_path / "whole", wandb_mode="disabled")
+    split = run_group(cfgs[:2], tmp_path / "split", wandb_mode="disabled") + \
+        run_group(cfgs[2:], tmp_path / "split", wandb_mode="disabled")
+    for c, a, b in zip(cfgs, whole, split):
+        assert a["implementation"]["recurrence"] == b["implementation"]["recurrence"] == f"packed-{recurrence}"
+        assert a["metrics"] == b["metrics"]
+        assert Store(tmp_path / "whole").metrics(c.hash) == Store(tmp_path / "split").metrics(c.hash)
+
+
 def _steps(store: Store, hashes) -> list:
     out = []
     for h in hashes:
