@@ -153,3 +153,34 @@ def finish_restored_fit(trainer) -> None:
     are logged at the same step and epoch. (Lightning keeps the logger step in a private field.)"""
     trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
     trainer.fit_loop.epoch_progress.increment_completed()
+
+
+class SaveOnStop(L.Callback):
+    """SIGTERM (preemption, `scontrol requeue`, the time limit, a stopped sweep) stops a fit at the
+    next batch boundary (Lightning's flag). Save `last.ckpt` there first, as ModelCheckpoint's
+    `every_n_train_steps` would, so that the resume repeats no step. When that batch is a
+    validation step, or comes during a validation, the stop waits until the validation and its
+    periodic checkpoint are done (Lightning would abort the validation, and a checkpoint taken
+    before it resumes past it).
+    One process only: under DDP the ranks stop at the batch start, as before (resume from the
+    last validation)."""
+
+    def __init__(self, path):
+        self.path, self.deferred = Path(path), False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if not trainer.received_sigterm or trainer.world_size > 1 or 0 <= trainer.max_steps <= trainer.global_step:
+            return
+        if loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            trainer._signal_connector.received_sigterm, self.deferred = False, True
+        else:
+            trainer.save_checkpoint(self.path)
+
+    def on_validation_batch_end(self, trainer, *_) -> None:   # a stop during a validation: after it
+        if trainer.received_sigterm and trainer.world_size == 1 and trainer.state.fn == "fit":
+            trainer._signal_connector.received_sigterm, self.deferred = False, True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.deferred:   # Lightning stops after this validation's checkpoint (callbacks run first)
+            trainer._signal_connector.received_sigterm, self.deferred = True, False

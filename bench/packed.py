@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import math
 import os
 import sys
@@ -40,7 +41,7 @@ import yaml
 from bench.config import RunConfig, load, reproduce_command
 from bench.schema import ConfigError, config_hash
 from bench import packed_step
-from bench.packed_records import MetricLog, Tracker, is_packed_checkpoint, save_checkpoint
+from bench.packed_records import MetricLog, StopSignal, Tracker, is_packed_checkpoint, save_checkpoint
 
 __all__ = ["PackSize", "auto_size", "groups", "is_packed_checkpoint", "pack_key", "packable", "run_group",
            "trains_on_gpu"]
@@ -273,7 +274,8 @@ def _train(cfgs: list[RunConfig], store: Store, sweep, wandb_mode, project) -> d
     step = members[0].step0 or 0
     wall = lambda m: m.elapsed + time.perf_counter() - t0  # noqa: E731
     try:
-        step = _fit(alive, step, results, device, dtype, wall)
+        with StopSignal() as stop:
+            step = _fit(alive, step, results, device, dtype, wall, stop)
         if alive:
             packed_step.evaluate(alive, "test", math.ceil(step / (c0.trainer.val_every or 100)), step, device, dtype)
         for m in alive:
@@ -301,8 +303,9 @@ def _forward(members, x):
     return packed_step.forward(members, x)
 
 
-def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
-    """Train to max_steps; validation + checkpoints every epoch (= trainer.val_every steps)."""
+def _fit(alive: list, step: int, results: dict, device, dtype, wall, stop: StopSignal) -> int:
+    """Train to max_steps; validation + checkpoints every epoch (= trainer.val_every steps), and
+    at the step a SIGTERM came (then the signal goes on to its earlier handler)."""
     t = alive[0].cfg.trainer
     E, S = t.val_every or 100, t.max_steps
     every = max(1, min(50, (t.val_every or 50) // 2))     # as bench.train's log_every_n_steps
@@ -311,10 +314,14 @@ def _fit(alive: list, step: int, results: dict, device, dtype, wall) -> int:
     _stop_solved(alive, [m for m in alive if m.stopped], opt, results, step, wall, device, dtype)
     while step < S and alive:
         epoch = step // E
-        batches = {m.h: packed_step.train_batches(m, epoch) for m in alive}
-        for _ in range(E):
+        batches = {m.h: itertools.islice(packed_step.train_batches(m, epoch), step % E, None) for m in alive}
+        for _ in range(E - step % E):   # resumed mid-epoch: its remaining batches
             if step >= S or not alive:
                 break
+            if stop.received:
+                for m in alive:
+                    m.checkpoint(step, epoch, group, wall(m))
+                stop.deliver()
             x, y = packed_step.batch([next(batches[m.h]) for m in alive], device, dtype)
             opt.zero_grad()
             logits = _forward(alive, x)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -102,3 +103,26 @@ class Tracker:
         except Exception as e:
             log.warning("W&B logging stopped for this run (the CSV log goes on): %s", e)
             self.run = None
+
+
+class StopSignal:
+    """SIGTERM while a packed group trains (preemption, requeue, a stopped sweep): noted, so that
+    the group checkpoints every member at the step it is at; `deliver` then hands the signal to
+    the handler that was there before (SLURM worker: exit STOPPED_CODE; default: die of it)."""
+
+    def __init__(self):
+        self.received = False
+
+    def __enter__(self):
+        self.before = signal.signal(signal.SIGTERM, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.received = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.before)
+
+    def deliver(self) -> None:
+        signal.signal(signal.SIGTERM, self.before)
+        signal.raise_signal(signal.SIGTERM)

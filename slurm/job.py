@@ -4,11 +4,12 @@ Preemption and requeue (one mechanism: ours, on top of submitit's launcher; Ligh
 auto-requeue is kept off, submitit's own USR2 checkpoint/requeue handler is replaced):
 
 - Checkpoints are the periodic ones `bench.train.run` takes at every validation
-  (`runs/<hash>/checkpoints/last.ckpt`, written atomically); a resumed run drops the metric
-  rows logged after that checkpoint and continues with the same W&B run id (the config hash).
+  (`runs/<hash>/checkpoints/last.ckpt`, written atomically), plus one where a SIGTERM stopped
+  it (bench.checkpoints.SaveOnStop); a resumed run drops the metric rows logged after that
+  checkpoint and continues with the same W&B run id (the config hash).
 - SIGTERM (what SLURM sends on `scontrol requeue`, on preemption, on `scancel`, and at the time
   limit, `KillWait` seconds before SIGKILL): inside `trainer.fit` Lightning's own handler sets a
-  flag and stops at the next batch boundary; outside it (setup, test) the run stops at once. The
+  flag and stops at the next batch boundary, checkpointed; outside it (setup, test) the run stops at once. The
   job then exits. Whether it comes back is SLURM's decision: `scontrol requeue` and
   `PreemptMode=REQUEUE` put it back in the queue (the job is submitted with `--requeue`); a time
   limit or a cancel ends it (`rnnbench status` shows `failed:timeout` / `failed:cancelled`).

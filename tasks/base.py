@@ -42,9 +42,11 @@ class SkipDone(Sampler):
 
 
 def batches_done(trainer) -> int:
-    """Training batches of the current epoch done before a mid-epoch resume; 0 otherwise."""
+    """Training batches of the current epoch done before a mid-epoch resume; 0 otherwise. Counted
+    as `processed`: a checkpoint saved at a batch end (bench.checkpoints.SaveOnStop) has not yet
+    counted that batch `completed`; one saved after validation has both equal."""
     loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return loop.batch_progress.current.completed if loop is not None and loop.restarting else 0
+    return loop.batch_progress.current.processed if loop is not None and loop.restarting else 0
 
 
 class TaskConfig(Protocol):

@@ -15,6 +15,7 @@ import yaml
 
 from bench import config as C
 from bench.cli import main as cli
+from bench import packed_step
 from bench.packed import auto_size, groups, packable, run_group
 from bench.store import Store
 from bench.train import run
@@ -78,6 +79,37 @@ def test_a_members_float32_numbers_do_not_depend_on_the_group_size(tmp_path, mon
         assert a["implementation"]["recurrence"] == b["implementation"]["recurrence"] == f"packed-{recurrence}"
         assert a["metrics"] == b["metrics"]
         assert Store(tmp_path / "whole").metrics(c.hash) == Store(tmp_path / "split").metrics(c.hash)
+
+
+class _Stopped(BaseException):   # as the SLURM worker's SystemExit: no run records it failed
+    pass
+
+
+def test_a_packed_group_stopped_by_sigterm_checkpoints_its_step_and_resumes_exactly(tmp_path, monkeypatch):
+    # as under the SLURM worker (slurm/array_task.py): SIGTERM's handler ends the process's work
+    ov = [*TINY, "task=adding", "model.cell=gru", "trainer.max_steps=30"]
+    cfgs = [C.load(None, ov + [f"seed={s}"]) for s in range(2)]
+    clean = run_group(cfgs, tmp_path / "clean", wandb_mode="disabled")
+    real = packed_step.log_train
+
+    def sigterm_at_15(members, kept, loss, logits, y, epoch, step):
+        real(members, kept, loss, logits, y, epoch, step)
+        if step == 14:   # the 15th batch trained (a train row every 5 steps at TINY's val_every=10)
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(packed_step, "log_train", sigterm_at_15)
+    before = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(_Stopped()))
+    try:
+        with pytest.raises(_Stopped):
+            run_group(cfgs, tmp_path / "stopped", wandb_mode="disabled")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    store = Store(tmp_path / "stopped")
+    assert [store.checkpoint_step(c.hash) for c in cfgs] == [15, 15]     # not 10: no step lost
+    monkeypatch.setattr(packed_step, "log_train", real)
+    resumed = run_group(cfgs, tmp_path / "stopped", wandb_mode="disabled")
+    for c, a, b in zip(cfgs, clean, resumed):
+        assert b["resumed_from_step"] == 15 and a["metrics"] == b["metrics"] and a["step"] == b["step"] == 30
+        assert Store(tmp_path / "clean").metrics(c.hash) == store.metrics(c.hash)
 
 
 def _steps(store: Store, hashes) -> list:
