@@ -32,6 +32,7 @@ from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
 from reports.evidence import evidence_section
 from reports.looks import looks_section
+from reports.settle import settle_section
 from reports.paper_figures import figures_section, groups, measure_gradflow
 from reports.published_readme import VERDICTS, update_root_readme, write_readme
 from reports.published_runs import (PENDING, check_evidence, estimate, export, pending, progress, seed, start_command,
@@ -312,6 +313,7 @@ def build(claims: dict, store=None, out_root=ROOT / "reports" / "published", ful
         doc.p(text)
     verdict_section(doc, claims, results, runs, reduced, margin)
     looks_section(doc, claims, results, runs)
+    settle_section(doc, claims, results, runs)
     if done:
         results_section(doc, claims, runs)
         figures_section(doc, claims, runs, out, sweep, gf_pngs)

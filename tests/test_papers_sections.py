@@ -74,3 +74,34 @@ def test_a_claims_looks_must_be_a_positive_integer(bad):
     with pytest.raises(ConfigError) as e:
         claimed_looks({"id": "x", "looks": bad})
     assert str(e.value) == f"claim x: looks: {bad!r}; allowed: an integer >= 1"
+
+
+def test_seeds_needed_is_the_two_sample_power_calculation():
+    """Two-sided test at 0.05, equal spreads: 80 % power at an effect of 1 sd needs 17 a side, at
+    0.5 sd 64 (the textbook figures); no difference, or one too small, gives None."""
+    from reports.settle import power, seeds_needed
+
+    assert (seeds_needed(1, 1, 1), seeds_needed(-0.5, 1, 1)) == (17, 64)
+    assert seeds_needed(0, 1, 1) is None and seeds_needed(1e-6, 1, 1) is None
+    assert power(1, 1, 1, 16, 0.05) < 0.8 <= power(1, 1, 1, 17, 0.05)
+
+
+def test_the_settle_table_lists_claims_inconclusive_for_want_of_significance_only():
+    from reports.claims import check_claim, load_claims
+    from reports.doc import Doc
+    from reports.papers import ROOT, load_runs
+    from reports.settle import settle_section
+
+    claims = load_claims("ladder")
+    runs = load_runs(ROOT / "reports" / "published" / "ladder", "paper_ladder")
+    results = [(c, check_claim(c, runs, alpha=0.05)) for c in claims["claims"]]
+    doc = Doc()
+    settle_section(doc, claims, results, runs)
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in doc.markdown().splitlines() if ln.startswith("| ")
+            and not ln.startswith(("| claim", "|:"))}
+    # neither-learnt claims (input_adding_T100, ...) and verdicts that settled are not listed
+    assert set(rows) == {"output_adding_T100", "forget_copy_T200", "output_copy_T200"}
+    assert rows["output_copy_T200"].endswith("| 5 / 5 | 17 | 24 | 2.1 |")
+    empty = Doc()
+    settle_section(empty, claims, [(c, r) for c, r in results if r["verdict"] != "inconclusive"], runs)
+    assert empty.markdown().strip() == ""

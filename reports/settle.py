@@ -1,0 +1,70 @@
+"""What would settle an inconclusive claim: the seeds a side that a Welch test needs for 80 % power
+at the difference and spreads observed, and what those runs would cost here.
+
+Post hoc, so a guide rather than a promise: the observed difference may over- or understate the
+true one. A claim inconclusive because neither variant learnt the task is left out: more seeds of
+the same setting do not change that.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from scipy import stats as st
+
+from reports import stats
+from reports.claims import INCONCLUSIVE, WELCH_KINDS, matches, sides
+from reports.doc import Doc
+from reports.report import num
+
+POWER = 0.8
+MAX_SEEDS = 10_000
+
+
+def power(d: float, sa: float, sb: float, n: int, alpha: float) -> float:
+    """Power of the two-sided Welch test at level alpha with n seeds a side, true difference d."""
+    va, vb = sa * sa / n, sb * sb / n
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 1.0 if d else 0.0
+    df = (va + vb) ** 2 / ((va * va + vb * vb) / (n - 1))
+    crit = float(st.t.ppf(1 - alpha / 2, df))
+    ncp = abs(d) / se
+    return float(st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp))
+
+
+def seeds_needed(d: float, sa: float, sb: float, alpha: float = 0.05, target: float = POWER) -> Optional[int]:
+    """The fewest seeds a side (>= 2) with power >= target; None past MAX_SEEDS or for d = 0."""
+    if d == 0 or power(d, sa, sb, MAX_SEEDS, alpha) < target:
+        return None
+    lo, hi = 2, MAX_SEEDS
+    while lo < hi:   # power grows with n
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if power(d, sa, sb, mid, alpha) < target else (lo, mid)
+    return lo
+
+
+def settle_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> None:
+    """A table of the Welch claims inconclusive for want of significance; nothing when there is none."""
+    alpha, rows = float(claims.get("alpha", 0.05)), []
+    for c, r in results:
+        if c["kind"] not in WELCH_KINDS or r["verdict"] != INCONCLUSIVE or "no significant difference" not in r["why"]:
+            continue
+        mine = [x for x in runs if matches(x, c.get("task"))]
+        a, b = sides(c, mine)
+        d, sa, sb = stats.mean(a) - stats.mean(b), stats.std(a), stats.std(b)
+        n = seeds_needed(d, sa, sb, alpha)
+        walls = [x["wall_time_s"] for x in mine if x.get("wall_time_s") and x.get("status") == "done"
+                 and (matches(x, c["select"]) or matches(x, c["ref"]))]
+        extra = None if n is None else max(0, n - len(a)) + max(0, n - len(b))
+        hours = f"{extra * stats.mean(walls) / 3600:.1f}" if extra is not None and walls else "—"
+        rows.append([c["id"], num(d), f"{num(sa)} / {num(sb)}", f"{len(a)} / {len(b)}",
+                     f"> {MAX_SEEDS:,}" if n is None else str(n), "—" if extra is None else str(extra), hours])
+    if not rows:
+        return
+    doc.p(f"What would settle the claims inconclusive for want of significance (`reports/settle.py`): the seeds a side "
+          f"for which a two-sided Welch test at {alpha:g} has {POWER:.0%} power, if the true difference and spreads "
+          "were the ones observed (post hoc: a guide, not a promise), the runs that adds, and their cost at these runs' "
+          "mean recorded training time (run-hours, at the thread counts they ran with).")
+    doc.table(["claim", "difference (variant − reference)", "std variant / reference", "seeds now",
+               f"seeds a side for {POWER:.0%} power", "runs to add", "run-hours"], rows, align="lrrrrrr")
