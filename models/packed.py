@@ -198,12 +198,16 @@ class PackedLinear(torch.autograd.Function):
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
         if x.device.type == "cpu":
-            return torch.stack([torch.addmm(b[k], x[k], w[k].t()) for k in range(x.shape[0])])
+            out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
+            for k in range(x.shape[0]):
+                torch.addmm(b[k], x[k], w[k].t(), out=out[k])
+            return out
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
+        g = g.contiguous()   # a loss's gradient comes strided: one copy, not one per member's gemm
         gx = _bmm(g, w) if ctx.needs_input_grad[0] else None
         gw = _bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         gb = g.sum(1) if ctx.needs_input_grad[2] else None
@@ -215,7 +219,10 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     (MKL's batched gemm rounds some shapes, e.g. a 1-wide output, differently for K > 1 than for
     K = 1, so a group resumed in smaller groups drifted by 1e-8); one bmm on CUDA."""
     if a.device.type == "cpu":
-        return torch.stack([a[k] @ b[k] for k in range(a.shape[0])])
+        out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+        for k in range(a.shape[0]):
+            torch.mm(a[k], b[k], out=out[k])
+        return out
     return torch.bmm(a, b)
 
 
