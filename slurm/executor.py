@@ -37,7 +37,7 @@ from bench.schema import ConfigError
 from bench.store import FINISHED, Store, write_atomic, write_json
 from slurm.array_task import TaskJob, failure_stamp  # TaskJob pickled by submitit by reference, as RunJob
 from slurm.job import RunJob
-from slurm.states import job_states, run_command, slurm_info
+from slurm.states import job_states, queued_or_running, run_command, slurm_info
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 
@@ -313,12 +313,16 @@ def submit(name: str, cfgs: list, store_root, slurm_overrides: list[str] = (), w
 
 
 def failed_runs(store: Store, hashes: list[str]) -> list[str]:
-    """Runs whose SLURM job ended without a finished result, or whose result is `failed`."""
+    """Runs whose SLURM job ended without a finished result, or whose result is `failed` and whose
+    latest job is not still queued or running (a retry already on its way: not submitted twice)."""
     states = job_states(store, hashes)
+    failed = [h for h in hashes if store.status(h) == "failed"]
+    retrying = queued_or_running(store, failed)
     out = []
     for h in hashes:
-        if store.status(h) == "failed":
-            out.append(h)
+        if h in failed:
+            if h not in retrying:
+                out.append(h)
         elif states.get(h, "").startswith("failed:"):
             out.append(h)
     return out

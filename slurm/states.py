@@ -114,3 +114,12 @@ def job_states(store, hashes: list[str]) -> dict[str, str]:
         else:
             states[h] = f"failed:{'no-result' if state == 'completed' else state}"
     return states
+
+
+def queued_or_running(store, hashes: list[str]) -> set[str]:
+    """Those of `hashes` whose latest SLURM job (slurm.json) is still queued or running: for a run
+    whose result says failed, a retry on its way (it removes that result once it starts)."""
+    store = store if isinstance(store, Store) else Store(store)
+    ids = {h: str(info["job_id"]) for h in hashes if (info := slurm_info(store, h)) and info.get("job_id")}
+    known = scontrol_jobs() if ids else None
+    return {h for h, job in ids.items() if known and job in known and known[job]["state"] in ALIVE}

@@ -296,3 +296,39 @@ def test_ddp_spawn_refused_before_anything_is_written(tmp_path):
     with pytest.raises(SlurmError, match="ddp_spawn cannot run under SLURM"):
         submit("spawn", [cfg], tmp_path / "results", [], None)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slurm
+def test_a_failed_run_whose_retry_is_queued_is_not_resubmitted_again(cluster, tmp_path, monkeypatch):
+    """resubmit_failed twice while the first retry still waits in the queue (the node is full):
+    the second sends nothing, so a failed run never gets two retry jobs."""
+    import lightning as L
+    import bench.train as T
+    from slurm.executor import resubmit_failed
+
+    cfg = C.load(None, TINY + ["trainer.max_steps=10", "seed=7"])
+    store_dir = tmp_path / "results"
+    real = T.make_trainer
+
+    class Crash(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            raise RuntimeError("node lost")
+    monkeypatch.setattr(T, "make_trainer", lambda *a, **k: _with_callback(real(*a, **k), Crash()))
+    assert T.run(cfg, store_dir, sweep="rf", wandb_mode="disabled")["status"] == "failed"
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30).stdout.split()[0]
+    blocker = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus.rstrip('+')}", "--time=5",
+                              "--wrap=sleep 300"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    jobs = []
+    try:
+        wait_for(lambda: scontrol_job(blocker).get("JobState") == "RUNNING", 60, "the blocking job to start")
+        jobs = resubmit_failed("rf", store_dir, ["time=5"], None)
+        assert len(jobs) == 1 and scontrol_job(jobs[0]).get("JobState") == "PENDING"
+        assert resubmit_failed("rf", store_dir, ["time=5"], None) == []
+        assert Store(store_dir).status(cfg.hash) == "failed"      # the retry has not started
+    finally:
+        subprocess.run(["scancel", blocker, *jobs], timeout=30)
+
+
+def _with_callback(trainer, callback):
+    trainer.callbacks.append(callback)
+    return trainer
