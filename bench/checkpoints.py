@@ -163,14 +163,18 @@ class SaveOnStop(L.Callback):
     periodic checkpoint are done (Lightning would abort the validation, and a checkpoint taken
     before it resumes past it).
     One process only: under DDP the ranks stop at the batch start, as before (resume from the
-    last validation)."""
+    last validation). Best effort: a signal that lands between this hook and Lightning's check
+    (the step's logging) stops without the save, and a validation that outlasts SLURM's KillWait
+    is cut by SIGKILL; both resume from the checkpoint before."""
 
     def __init__(self, path):
         self.path, self.deferred = Path(path), False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loop = trainer.fit_loop.epoch_loop
-        if not trainer.received_sigterm or trainer.world_size > 1 or 0 <= trainer.max_steps <= trainer.global_step:
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if (not trainer.received_sigterm or trainer.world_size > 1 or 0 <= trainer.max_steps <= trainer.global_step
+                or (last_epoch and loop.batch_progress.is_last_batch)):   # the fit's last batch: it ends anyway
             return
         if loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
             trainer._signal_connector.received_sigterm, self.deferred = False, True

@@ -108,13 +108,15 @@ class Tracker:
 class StopSignal:
     """SIGTERM while a packed group trains (preemption, requeue, a stopped sweep): noted, so that
     the group checkpoints every member at the step it is at; `deliver` then hands the signal to
-    the handler that was there before (SLURM worker: exit STOPPED_CODE; default: die of it)."""
+    the handler that was there before (SLURM worker: exit STOPPED_CODE; default: die of it). A
+    signal noted but not delivered (it came during the last validation) is delivered on exit."""
 
     def __init__(self):
         self.received = False
 
     def __enter__(self):
-        self.before = signal.signal(signal.SIGTERM, self._note)
+        before = signal.signal(signal.SIGTERM, self._note)
+        self.before = signal.SIG_DFL if before is None else before   # None: set outside Python
         return self
 
     def _note(self, signum, frame) -> None:
@@ -122,7 +124,14 @@ class StopSignal:
 
     def __exit__(self, *exc) -> None:
         signal.signal(signal.SIGTERM, self.before)
+        if self.received and exc[0] is None:
+            self.deliver(again=False)
 
-    def deliver(self) -> None:
+    def deliver(self, again: bool = True) -> None:
+        """Hand the signal on, once. Returns only where the earlier handler lets the group go on
+        (ignored, or a flag); then, with `again`, the next SIGTERM is noted as this one was."""
+        self.received = False
         signal.signal(signal.SIGTERM, self.before)
         signal.raise_signal(signal.SIGTERM)
+        if again:
+            signal.signal(signal.SIGTERM, self._note)

@@ -210,20 +210,32 @@ class PackedLinear(torch.autograd.Function):
         g = g.contiguous()   # a loss's gradient comes strided: one copy, not one per member's gemm
         gx = _bmm(g, w) if ctx.needs_input_grad[0] else None
         gw = _bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
-        gb = g.sum(1) if ctx.needs_input_grad[2] else None
+        gb = _sum(g) if ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b over the K members: one gemm per member on CPU, whose values then do not depend on K
     (MKL's batched gemm rounds some shapes, e.g. a 1-wide output, differently for K > 1 than for
-    K = 1, so a group resumed in smaller groups drifted by 1e-8); one bmm on CUDA."""
+    K = 1, so a group resumed in smaller groups drifted by 1e-8); one bmm on CUDA. (`_scan`, the
+    `bmm` recurrence, still batches its steps: CUDA's default, on CPU only by override.)"""
     if a.device.type == "cpu":
         out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
         for k in range(a.shape[0]):
             torch.mm(a[k], b[k], out=out[k])
         return out
     return torch.bmm(a, b)
+
+
+def _sum(g: torch.Tensor) -> torch.Tensor:
+    """g (K, N, O) summed over N, member by member on CPU (a batched reduction over many threads
+    splits N differently than one member's)."""
+    if g.device.type == "cpu":
+        out = g.new_empty(g.shape[0], g.shape[2])
+        for k in range(g.shape[0]):
+            torch.sum(g[k], 0, out=out[k])
+        return out
+    return g.sum(1)
 
 
 def packed_linear(linears: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:

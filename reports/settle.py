@@ -15,6 +15,7 @@ from scipy import stats as st
 from reports import stats
 from reports.claims import INCONCLUSIVE, WELCH_KINDS, matches, sides
 from reports.doc import Doc
+from reports.looks import files_of, level, looks_of
 from reports.report import num
 
 POWER = 0.8
@@ -46,25 +47,28 @@ def seeds_needed(d: float, sa: float, sb: float, alpha: float = 0.05, target: fl
 
 def settle_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> None:
     """A table of the Welch claims inconclusive for want of significance; nothing when there is none."""
-    alpha, rows = float(claims.get("alpha", 0.05)), []
+    alpha, rows, files = float(claims.get("alpha", 0.05)), [], files_of(claims)
     for c, r in results:
         if c["kind"] not in WELCH_KINDS or r["verdict"] != INCONCLUSIVE or "no significant difference" not in r["why"]:
             continue
         mine = [x for x in runs if matches(x, c.get("task"))]
         a, b = sides(c, mine)
         d, sa, sb = stats.mean(a) - stats.mean(b), stats.std(a), stats.std(b)
-        n = seeds_needed(d, sa, sb, alpha)
+        looks = looks_of(c, runs, files)[0]
+        at = level(looks, alpha) if looks > 1 else alpha   # the level the claim will be judged at
+        n = seeds_needed(d, sa, sb, at)
         walls = [x["wall_time_s"] for x in mine if x.get("wall_time_s") and x.get("status") == "done"
                  and (matches(x, c["select"]) or matches(x, c["ref"]))]
         extra = None if n is None else max(0, n - len(a)) + max(0, n - len(b))
         hours = f"{extra * stats.mean(walls) / 3600:.1f}" if extra is not None and walls else "—"
-        rows.append([c["id"], num(d), f"{num(sa)} / {num(sb)}", f"{len(a)} / {len(b)}",
+        rows.append([c["id"], num(d), f"{num(sa)} / {num(sb)}", f"{len(a)} / {len(b)}", f"{at:g}",
                      f"> {MAX_SEEDS:,}" if n is None else str(n), "—" if extra is None else str(extra), hours])
     if not rows:
         return
     doc.p(f"What would settle the claims inconclusive for want of significance (`reports/settle.py`): the seeds a side "
-          f"for which a two-sided Welch test at {alpha:g} has {POWER:.0%} power, if the true difference and spreads "
+          f"for which a two-sided Welch test has {POWER:.0%} power at the level the claim is judged at ({alpha:g}, or "
+          "Pocock's per-look level where seeds come from several looks: the corrections table), if the true difference and spreads "
           "were the ones observed (post hoc: a guide, not a promise), the runs that adds, and their cost at these runs' "
           "mean recorded training time (run-hours, at the thread counts they ran with).")
-    doc.table(["claim", "difference (variant − reference)", "std variant / reference", "seeds now",
-               f"seeds a side for {POWER:.0%} power", "runs to add", "run-hours"], rows, align="lrrrrrr")
+    doc.table(["claim", "difference (variant − reference)", "std variant / reference", "seeds now", "level",
+               f"seeds a side for {POWER:.0%} power", "runs to add", "run-hours"], rows, align="lrrrrrrr")

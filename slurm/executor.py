@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -260,7 +261,7 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError,
             subprocess.SubprocessError, ValueError) as e:
         if submitted:  # an earlier group went in: keep the store consistent with what runs
-            _record(store, name, submitted)
+            _record(store, name, submitted, retry_failed)
         elif not folder_existed:
             shutil.rmtree(folder, ignore_errors=True)
             if not opts.get("folder"):
@@ -268,7 +269,7 @@ def _submit(name: str, cfgs: list, store_root, opts: dict, wandb_mode: Optional[
             if not root_existed:
                 with_suppress_rmdir(store.root)
         raise SlurmError(f"slurm: sbatch rejected the job: {_first_error(str(e))}") from None
-    _record(store, name, submitted)
+    _record(store, name, submitted, retry_failed)
     return jobs
 
 
@@ -279,14 +280,14 @@ def with_suppress_rmdir(path: Path) -> None:
         pass
 
 
-def _record(store: Store, name: str, submitted: list) -> None:
+def _record(store: Store, name: str, submitted: list, retry_failed: bool) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for cfg, job in submitted:
         d = store.run_dir(cfg.hash)
         if not (d / "config.yaml").is_file():
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         info = slurm_info(store, cfg.hash) or {"jobs": []}
-        info["jobs"].append({"job_id": str(job), "sweep": name, "submitted_at": now})
+        info["jobs"].append({"job_id": str(job), "sweep": name, "submitted_at": now, "retry_failed": retry_failed})
         info["job_id"] = str(job)
         write_json(d / "slurm.json", info)
     store.record_sweep(name, [c.hash for c, _ in submitted])
@@ -317,7 +318,7 @@ def failed_runs(store: Store, hashes: list[str]) -> list[str]:
     latest job is not still queued or running (a retry already on its way: not submitted twice)."""
     states = job_states(store, hashes)
     failed = [h for h in hashes if store.status(h) == "failed"]
-    retrying = queued_or_running(store, failed)
+    retrying = queued_or_running(store, [h for h in failed if _retry_after_failure(store, h)])
     out = []
     for h in hashes:
         if h in failed:
@@ -326,6 +327,19 @@ def failed_runs(store: Store, hashes: list[str]) -> list[str]:
         elif states.get(h, "").startswith("failed:"):
             out.append(h)
     return out
+
+
+def _retry_after_failure(store: Store, h: str) -> bool:
+    """Whether run `h`'s latest job was submitted to retry failures after its result was written
+    (a job that only carried it, or failed it, never reruns it)."""
+    info, result = slurm_info(store, h) or {}, store.result(h) or {}
+    last = (info.get("jobs") or [{}])[-1]
+    stamp = lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z").timestamp() if t else None  # noqa: E731
+    try:
+        submitted, failed = stamp(last.get("submitted_at")), stamp(result.get("finished_at"))
+    except ValueError:
+        return False
+    return bool(last.get("retry_failed")) and submitted is not None and failed is not None and submitted >= failed
 
 
 def resubmit_failed(name: str, store_root, slurm_overrides: list[str] = (), wandb_mode: Optional[str] = None,

@@ -112,6 +112,41 @@ def test_a_packed_group_stopped_by_sigterm_checkpoints_its_step_and_resumes_exac
         assert Store(tmp_path / "clean").metrics(c.hash) == store.metrics(c.hash)
 
 
+def test_stop_signal_notes_sigterm_then_hands_it_on_once():
+    from bench.packed_records import StopSignal
+
+    calls = []
+    before = signal.signal(signal.SIGTERM, lambda *_: calls.append("earlier handler"))
+    try:
+        with StopSignal() as stop:              # noted, not passed on, while the group trains
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.received and calls == []
+            stop.deliver()                      # the earlier handler returns: the group goes on
+            assert calls == ["earlier handler"] and not stop.received
+            signal.raise_signal(signal.SIGTERM)  # e.g. during the last validation: noted ...
+            assert stop.received and len(calls) == 1
+        assert calls == ["earlier handler"] * 2  # ... and passed on as the block ends
+        signal.raise_signal(signal.SIGTERM)     # the earlier handler is back
+        assert len(calls) == 3
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_the_packed_heads_cpu_kernels_give_each_member_what_it_gets_alone():
+    # at 2 threads a batched sum over (3, 40000, 1) splits member 2's sum differently from its own
+    from models.packed import PackedLinear
+    torch.set_num_threads(2)
+    x, w, b = torch.randn(3, 40000, 8, requires_grad=True), torch.randn(3, 1, 8, requires_grad=True), \
+        torch.randn(3, 1, requires_grad=True)
+    grads, g = [], torch.randn(3, 40000, 1)
+    for k in (slice(0, 3), slice(2, 3)):
+        xs, ws, bs = (t[k].detach().requires_grad_() for t in (x, w, b))
+        y = PackedLinear.apply(xs, ws, bs)
+        y.backward(g[k])
+        grads.append([y[-1], xs.grad[-1], ws.grad[-1], bs.grad[-1]])
+    assert all(torch.equal(p, q) for p, q in zip(*grads))
+
+
 def _steps(store: Store, hashes) -> list:
     out = []
     for h in hashes:

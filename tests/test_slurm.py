@@ -316,11 +316,14 @@ def test_a_failed_run_whose_retry_is_queued_is_not_resubmitted_again(cluster, tm
     monkeypatch.setattr(T, "make_trainer", lambda *a, **k: _with_callback(real(*a, **k), Crash()))
     assert T.run(cfg, store_dir, sweep="rf", wandb_mode="disabled")["status"] == "failed"
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30).stdout.split()[0]
-    blocker = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus.rstrip('+')}", "--time=5",
+    blocker = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus.rstrip('+')}", "--time=5", f"--output={tmp_path}/blocker.out",
                               "--wrap=sleep 300"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     jobs = []
     try:
         wait_for(lambda: scontrol_job(blocker).get("JobState") == "RUNNING", 60, "the blocking job to start")
+        # a live job that carried the run before it failed (say a multi-run task going on) is no retry
+        (store_dir / "runs" / cfg.hash / "slurm.json").write_text(json.dumps(
+            {"job_id": blocker, "jobs": [{"job_id": blocker, "sweep": "rf", "submitted_at": "2026-01-01T00:00:00+0000"}]}))
         jobs = resubmit_failed("rf", store_dir, ["time=5"], None)
         assert len(jobs) == 1 and scontrol_job(jobs[0]).get("JobState") == "PENDING"
         assert resubmit_failed("rf", store_dir, ["time=5"], None) == []
