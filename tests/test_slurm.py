@@ -316,8 +316,9 @@ def test_a_failed_run_whose_retry_is_queued_is_not_resubmitted_again(cluster, tm
     monkeypatch.setattr(T, "make_trainer", lambda *a, **k: _with_callback(real(*a, **k), Crash()))
     assert T.run(cfg, store_dir, sweep="rf", wandb_mode="disabled")["status"] == "failed"
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30).stdout.split()[0]
-    blocker = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus.rstrip('+')}", "--time=5", f"--output={tmp_path}/blocker.out",
-                              "--wrap=sleep 300"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    blocker = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus.rstrip('+')}", "--time=5",
+                              f"--output={tmp_path}/blocker.out", "--wrap=sleep 300"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     jobs = []
     try:
         wait_for(lambda: scontrol_job(blocker).get("JobState") == "RUNNING", 60, "the blocking job to start")
