@@ -188,3 +188,32 @@ class SaveOnStop(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.deferred:   # Lightning stops after this validation's checkpoint (callbacks run first)
             trainer._signal_connector.received_sigterm, self.deferred = True, False
+
+
+class PlateauOnRestart(L.Callback):
+    """Lightning skips the ReduceLROnPlateau step at the first epoch end after a restart, taking
+    the checkpoint for one saved after it; every checkpoint here is saved before it (at a
+    validation or a batch end), so a resumed run would keep a higher lr than an uninterrupted one.
+    Take that step, on the metric Lightning would use (or the last validation's, which EvalState
+    restores: Lightning does not keep metrics in checkpoints). A checkpoint from the last batch of
+    an epoch (SaveOnStop) resumes in the next epoch, Lightning running no end for the one it was
+    in: take that epoch's step as the fit starts."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        done = loop.batch_progress.current
+        if loop.restarting and done.completed == done.processed - 1 and done.processed >= trainer.num_training_batches:
+            self._step(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.fit_loop.restarting and trainer.fit_loop.epoch_loop._num_ready_batches_reached():
+            self._step(trainer)
+
+    @staticmethod
+    def _step(trainer) -> None:
+        kept = next((c.val for c in trainer.callbacks if isinstance(c, EvalState)), {})
+        for config in trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau and config.interval == "epoch" and (trainer.current_epoch + 1) % config.frequency == 0:
+                value = trainer.callback_metrics.get(config.monitor, kept.get(config.monitor))
+                if value is not None:
+                    config.scheduler.step(float(value))

@@ -23,8 +23,8 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, RunCheckpoint, SaveOnStop, Unreadable,
-                               clean_temp, finish_restored_fit, read_checkpoint, read_step)
+from bench.checkpoints import (AtomicCheckpointIO, EvalState, FixedStateKey, PlateauOnRestart, RunCheckpoint, SaveOnStop,
+                               Unreadable, clean_temp, finish_restored_fit, read_checkpoint, read_step)
 from bench.config import RunConfig, reproduce_command
 from bench.csv_log import AtomicCSVLogger
 from bench.divergence import StopWhenExploded
@@ -154,7 +154,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Opt
         callbacks=[*best, RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False, save_on_train_epoch_end=False),
                    Timer(), EvalState(), GlooTeardown(), *stop_when_solved(cfg, task), *exploded,
-                   SaveOnStop(run_dir / "checkpoints" / "last.ckpt")],
+                   SaveOnStop(run_dir / "checkpoints" / "last.ckpt"), PlateauOnRestart()],
         plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,

@@ -16,6 +16,9 @@ from bench.train import run
 
 SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=160", "task.batch_size=16",
          "model.dropout=0.2", "model.hidden_size=16", "trainer.max_steps=24", "task.eval_size=32"]
+# SGD at lr 3 on SYNTH: the validation loss rises at epochs 3-4, so ReduceLROnPlateau halves the lr twice
+PLATEAU = ["trainer.val_every=null", "trainer.max_epochs=6", "trainer.max_steps=1000", "optim.name=sgd", "optim.lr=3.0",
+           "optim.plateau_factor=0.5", "optim.plateau_patience=0"]
 SMALL = ["model.hidden_size=16", "model.dropout=0.2", "trainer.val_every=9", "trainer.limit_val_batches=2"]
 
 
@@ -50,6 +53,9 @@ def _with(monkeypatch, callback):
               "optim.lr_decay=0.5", "optim.lr_decay_start=1"], 15),
     (SYNTH + ["trainer.val_every=7", "trainer.max_epochs=3", "trainer.max_steps=1000", "optim.lr_decay=0.5",
               "optim.lr_decay_start=1"], 19),                        # an epoch's end, lr decayed by epoch
+    (SYNTH + PLATEAU, 25),                                            # mid-epoch, before the lr is halved
+    (SYNTH + PLATEAU + ["trainer.val_every=7"], 28),                  # the monitor from before the restart
+    (SYNTH + PLATEAU + ["trainer.val_every=7"], 19),                  # stopped at an epoch's last batch
     (["task=tinyshakespeare", "task.max_train=4000", "task.bptt=20", "task.batch_size=8", "task.eval_batch_size=4",
       "model.hidden_size=16", "model.embedding_size=8", "model.dropout=0.1", "trainer.max_steps=30",
       "trainer.val_every=7", "trainer.limit_val_batches=2"], 17),    # the carried hidden state
@@ -62,8 +68,8 @@ def _with(monkeypatch, callback):
       "trainer.max_steps=30"] + SMALL, 19),
     (["task=copy", "task.T=5", "task.batch_size=8", "task.eval_size=16", "model.hidden_size=8",
       "trainer.val_every=10", "trainer.max_steps=30", "trainer.stop_when_solved=true"], 23),
-], ids=["mid-epoch", "at-validation", "epoch-end", "max-epochs-lr-decay", "epoch-end-lr-decay", "lm", "sentiment-best",
-        "timeseries", "one-to-many", "sentence-lm", "copy-fresh-data"])
+], ids=["mid-epoch", "at-validation", "epoch-end", "max-epochs-lr-decay", "epoch-end-lr-decay", "plateau",
+        "plateau-val-steps", "plateau-epoch-end", "lm", "sentiment-best", "timeseries", "one-to-many", "sentence-lm", "copy-fresh-data"])
 def test_sigterm_saves_where_it_stopped_and_the_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir,
                                                                              overrides, stop_at):
     cfg = C.load(None, overrides)
