@@ -152,7 +152,9 @@ def finish_restored_fit(trainer) -> None:
     moves past the last batch, and the epoch counts as completed. Do it, so that the test rows
     are logged at the same step and epoch. (Lightning keeps the logger step in a private field.)"""
     trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
-    trainer.fit_loop.epoch_progress.increment_completed()
+    epochs = trainer.fit_loop.epoch_progress
+    if epochs.current.completed < epochs.current.ready:   # bounded by max_epochs, Lightning has done it
+        epochs.increment_completed()
 
 
 class SaveOnStop(L.Callback):

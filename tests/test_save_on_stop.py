@@ -111,3 +111,22 @@ def test_sigterm_during_a_validation_finishes_it_and_its_checkpoint_first(tmp_pa
     monkeypatch.setattr(T, "make_trainer", real)
     resumed = run(cfg, tmp_path / "stopped", wandb_mode="disabled")
     assert resumed["resumed_from_step"] == 8 and resumed["metrics"] == clean["metrics"]
+
+
+class CrashAtTest(L.Callback):
+    def on_test_start(self, trainer, *_):
+        raise RuntimeError("node lost")
+
+
+@pytest.mark.parametrize("bound", [["trainer.max_epochs=4", "trainer.max_steps=1000"],
+                                   ["trainer.max_epochs=4", "trainer.max_steps=40"], ["trainer.max_steps=40"]])
+def test_a_run_resumed_from_its_final_checkpoint_logs_its_test_row_at_the_same_epoch(tmp_path, monkeypatch, bound):
+    # bounded by max_epochs, Lightning counted the last epoch done on restoring; it was counted twice
+    cfg = C.load(None, SYNTH + ["trainer.val_every=null"] + bound)
+    clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
+    real = _with(monkeypatch, CrashAtTest())
+    assert run(cfg, tmp_path / "crashed", wandb_mode="disabled")["status"] == "failed"
+    monkeypatch.setattr(T, "make_trainer", real)
+    resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
+    assert resumed["resumed_from_step"] == 40 and resumed["metrics"] == clean["metrics"]
+    assert Store(tmp_path / "crashed").metrics(cfg.hash) == Store(tmp_path / "clean").metrics(cfg.hash)
