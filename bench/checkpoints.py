@@ -169,8 +169,8 @@ class SaveOnStop(L.Callback):
     (the step's logging) stops without the save, and a validation that outlasts SLURM's KillWait
     is cut by SIGKILL; both resume from the checkpoint before."""
 
-    def __init__(self, path):
-        self.path, self.deferred = Path(path), False
+    def __init__(self):
+        self.deferred = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loop = trainer.fit_loop.epoch_loop
@@ -180,8 +180,9 @@ class SaveOnStop(L.Callback):
             return
         if loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
             trainer._signal_connector.received_sigterm, self.deferred = False, True
-        else:
-            trainer.save_checkpoint(self.path)
+        else:   # where the periodic `last` checkpoint (the one without a monitor) writes
+            last = next(c for c in trainer.checkpoint_callbacks if not c.monitor)
+            trainer.save_checkpoint(last.format_checkpoint_name({}))
 
     def on_validation_batch_end(self, trainer, *_) -> None:   # a stop during a validation: after it
         if trainer.received_sigterm and trainer.world_size == 1 and trainer.state.fn == "fit":

@@ -154,7 +154,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Opt
         callbacks=[*best, RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                         enable_version_counter=False, save_on_train_epoch_end=False),
                    Timer(), EvalState(), GlooTeardown(), *stop_when_solved(cfg, task), *exploded,
-                   SaveOnStop(run_dir / "checkpoints" / "last.ckpt"), PlateauOnRestart()],
+                   SaveOnStop(), PlateauOnRestart()],
         plugins=[AtomicCheckpointIO()],  # temp file next to the target, fsync, rename (bench/checkpoints.py)
         enable_progress_bar=os.environ.get("RNNBENCH_PROGRESS", "0") == "1",
         enable_model_summary=False, default_root_dir=run_dir, **val,

@@ -197,12 +197,7 @@ class PackedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        if x.device.type == "cpu":
-            out = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
-            for k in range(x.shape[0]):
-                torch.addmm(b[k], x[k], w[k].t(), out=out[k])
-            return out
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        return _bmm(x, w.transpose(1, 2), b)
 
     @staticmethod
     def backward(ctx, g):
@@ -214,17 +209,20 @@ class PackedLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b over the K members: one gemm per member on CPU, whose values then do not depend on K
+def _bmm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a @ b (+ bias (K, O)) over the K members: one gemm per member on CPU, whose values then do not depend on K
     (MKL's batched gemm rounds some shapes, e.g. a 1-wide output, differently for K > 1 than for
     K = 1, so a group resumed in smaller groups drifted by 1e-8); one bmm on CUDA. (`_scan`, the
     `bmm` recurrence, still batches its steps: CUDA's default, on CPU only by override.)"""
     if a.device.type == "cpu":
         out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
         for k in range(a.shape[0]):
-            torch.mm(a[k], b[k], out=out[k])
+            if bias is None:
+                torch.mm(a[k], b[k], out=out[k])
+            else:
+                torch.addmm(bias[k], a[k], b[k], out=out[k])
         return out
-    return torch.bmm(a, b)
+    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
 
 
 def _sum(g: torch.Tensor) -> torch.Tensor:
