@@ -341,7 +341,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
         result["wandb_sweep_id"] = agent_run()[1]
     live["wb"] = wb
     trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task, result)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     result["implementation"] = implementation(module, trainer)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later
         result.update(status="interrupted", step=int(trainer.global_step))
@@ -364,7 +364,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
         result["tested"] = {"checkpoint": "best", "step": int(step),
                             best.monitor: None if score is None else float(score)}
     tested = trainer.test(module, datamodule=dm, verbose=False,
-                          ckpt_path=best.best_model_path if best is not None else None)
+                          ckpt_path=best.best_model_path if best is not None else None, weights_only=True)
     metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
     finite = all(math.isfinite(v) for v in metrics.values())
     result.update(status="done" if finite else "diverged", metrics=metrics, solved=task.solved(metrics))

@@ -244,6 +244,35 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir,
     assert steps(tmp_path / "crashed") == steps(tmp_path / "clean")
 
 
+def test_resume_and_best_checkpoint_load_with_weights_only(tmp_path, monkeypatch):
+    """Lightning's own loads (the resume in fit, test_on=best in test) are safe loads too: every
+    torch.load of a run's checkpoint is called with weights_only=True."""
+    cfg = C.load(None, SYNTH + ["trainer.val_every=4", "trainer.test_on=best"])
+    import lightning as L
+    import bench.train as T
+    real, load, seen = T.make_trainer, torch.load, []
+
+    class CrashAt(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            if trainer.global_step == 10:
+                raise _Crash("node lost")
+
+    def crashing(*a, **k):
+        t = real(*a, **k)
+        t.callbacks.append(CrashAt())
+        return t
+    monkeypatch.setattr(T, "make_trainer", crashing)
+    assert run(cfg, tmp_path, wandb_mode="disabled")["status"] == "failed"
+    monkeypatch.setattr(T, "make_trainer", real)
+    name = lambda f: str(getattr(f, "path", getattr(f, "name", f)))   # Lightning passes an open file
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: seen.append((name(f), k.get("weights_only"))) or load(f, *a, **k))
+    resumed = run(cfg, tmp_path, wandb_mode="disabled", retry_failed=True)
+    assert resumed["status"] == "done" and resumed["resumed_from_step"] == 8 and resumed["tested"]["checkpoint"] == "best"
+    ckpts = [(f, w) for f, w in seen if f.endswith(".ckpt")]
+    assert any("last" in f for f, _ in ckpts) and any("best" in f for f, _ in ckpts), ckpts
+    assert all(w is True for _, w in ckpts), ckpts
+
+
 def test_lr_decay_keeps_lr_then_multiplies_every_epoch():
     cfg = C.load(None, ["task=adding", "optim.name=sgd", "optim.lr=1.0", "optim.lr_decay=0.5",
                         "optim.lr_decay_start=2", "model.hidden_size=4"])
