@@ -8,7 +8,13 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
   Welch t-test (unequal variances, Welch-Satterthwaite degrees of freedom) of `select`'s seeds
   against `ref`'s on the task `task`: better / worse agrees when p < `alpha` with the mean in the
   claim's direction (a one-sided test at alpha / 2), disagrees when p < alpha the other way;
-  not-worse (not-better) disagrees only when p < alpha with the mean worse (better). Only runs
+  not-worse (not-better) disagrees when p < alpha with the mean worse (better), and agrees only
+  when it is shown within a margin (a non-inferiority test at alpha / 2): the interval's worse
+  (better) end is within `margin` (claim field; default MARGIN = 5 %) of the reference's gain over
+  the task baseline (of the reference's mean where there is no baseline or no gain); else it is
+  inconclusive, since no significant difference alone is no evidence of none. A not-better claim
+  may name the metric's `best` value (0 for a loss): no variant is better by more than the
+  reference's distance to it, whatever a skewed interval says. Only runs
   `done` with a finite metric enter the test; the finished others (diverged, failed) are named in
   `ours`. An inconclusive verdict, and a not-worse / not-better one without significance, states
   the (1 - alpha) Welch interval of the difference (select - ref), the interval that excludes 0
@@ -36,6 +42,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "bench" / "sweeps"
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "does not agree", "inconclusive"
 WELCH_KINDS = ("better_than_ref", "worse_than_ref", "not_worse_than_ref", "not_better_than_ref")
 LEARNT_MARGIN = 0.05   # a variant has learnt a task when its mean beats the baseline by this (relative)
+MARGIN = 0.05          # not worse / not better: by at most this share of the reference's gain over the baseline
 
 
 def run_dict(run: Run) -> dict:
@@ -190,12 +197,22 @@ def _versus(claim, runs, alpha) -> dict:
         if lo is not None else "no interval"
     if kind in ("not_worse_than_ref", "not_better_than_ref"):
         word, other = ("worse", "better") if kind == "not_worse_than_ref" else ("better", "worse")
-        if sig and better == (word == "better"):
-            return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly {word} (p < {alpha})"}
-        why = f"not significantly {word} at p < {alpha}" + (f"; low power with n={min(len(a), len(b))}" if min(len(a), len(b)) < 5 else "")
         if sig:
-            why = f"significantly {other}"
-        return {**base, "verdict": AGREES, "ours": ours, "why": why if sig else f"{why} ({ci})"}
+            return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly {word} (p < {alpha})"} \
+                if better == (word == "better") else {**base, "verdict": AGREES, "ours": ours, "why": f"significantly {other}"}
+        m, of = margin_of(claim, mb, base_v, low)
+        reach = (0.0 if _same(ma, mb) else None) if lo is None else (hi if (word == "worse") == low else -lo)
+        cap = ""
+        if reach is not None and word == "better" and "best" in claim and abs(mb - float(claim["best"])) < reach:
+            reach = abs(mb - float(claim["best"]))   # no mean gets past the metric's best value
+            cap = f"; the reference's distance to the metric's best value {num(float(claim['best']))}, less than the interval's end"
+        if reach is not None and reach <= m:   # how far towards `word` the interval reaches
+            return {**base, "verdict": AGREES, "ours": ours,
+                    "why": f"not significantly {word} at p < {alpha}, and at most {num(reach)} {word} ({ci}{cap}): "
+                           f"within the margin {num(m)}, {of}"}
+        return {**base, "verdict": INCONCLUSIVE, "ours": ours,
+                "why": f"not significantly {word} at p < {alpha}, but {NOT_SHOWN}: "
+                       + (ci if reach is None else f"up to {num(reach)} {word} ({ci}), beyond the margin {num(m)}, {of}")}
     want_better = kind == "better_than_ref"
     if sig and better == want_better:
         return {**base, "verdict": AGREES, "ours": ours, "why": ""}
@@ -205,6 +222,18 @@ def _versus(claim, runs, alpha) -> dict:
     return {**base, "verdict": INCONCLUSIVE, "ours": ours,
             "why": f"no significant difference at p < {alpha} (n={len(a)}/{len(b)}; mean {'in' if better == want_better else 'against'} "
                    f"the paper's direction; {ci})"}
+
+
+NOT_SHOWN = "not shown within the margin"
+
+
+def margin_of(claim: dict, ref_mean: float, base_v: Optional[float], low: bool) -> tuple[float, str]:
+    """(m, what m is): how much worse (better) a not-worse (not-better) claim's variant may be."""
+    share = float(claim.get("margin", MARGIN))
+    gain = None if base_v is None else (base_v - ref_mean if low else ref_mean - base_v)
+    if gain is not None and gain > 0:
+        return share * gain, f"{share:.0%} of the reference's gain over the baseline {num(base_v)}"
+    return share * abs(ref_mean), f"{share:.0%} of the reference's mean"
 
 
 def _left_out(runs: list[dict], claim: dict) -> str:

@@ -26,7 +26,7 @@ from bench.store import FINISHED, Damaged, Store, write_atomic
 from bench.sweep import expand
 from bench.schema import ConfigError
 from reports import recall, stats
-from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, LEARNT_MARGIN, SWEEPS, WELCH_KINDS, all_claims, baseline,
+from reports.claims import (AGREES, DISAGREES, INCONCLUSIVE, LEARNT_MARGIN, MARGIN, SWEEPS, WELCH_KINDS, all_claims, baseline,
                             check_claim, lower_is_better, matches, primary_of, run_dict, value, values)
 from reports.collect import EXPLODED, flatten, machine_s, store_runs
 from reports.doc import Doc
@@ -98,7 +98,9 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
               f"variant's seeds against the reference's, over the runs `done` with a finite metric (diverged and "
               f"failed runs are left out, and named in 'ours'). 'Better' or 'worse' agrees when p < {alpha:g} with the "
               f"mean in the claim's direction (a one-sided test at {alpha / 2:g}); 'not significantly worse' ('better') "
-              f"does not agree only when p < {alpha:g} with the mean worse (better). The interval is the {(1 - alpha) * 100:g}% Welch "
+              f"does not agree when p < {alpha:g} with the mean worse (better), and agrees only when the interval's worse (better) end "
+              f"is within a margin (a non-inferiority test at {alpha / 2:g}; the claim's, else {MARGIN:.0%} of the reference's gain "
+              f"over the task baseline), else it is inconclusive. The interval is the {(1 - alpha) * 100:g}% Welch "
               "interval of mean(variant) − mean(reference); it excludes 0 exactly when p < "
               f"{alpha:g}. Before the test, a comparison in which neither mean beats the task's baseline by "
               f"{LEARNT_MARGIN:.0%} is inconclusive.")

@@ -86,6 +86,37 @@ def test_seeds_needed_is_the_two_sample_power_calculation():
     assert power(1, 1, 1, 16, 0.05) < 0.8 <= power(1, 1, 1, 17, 0.05)
 
 
+def test_seeds_needed_within_a_margin_is_the_non_inferiority_calculation():
+    """One-sided at 0.025, the true difference 1 sd inside the margin: 17 a side, as the two-sided
+    test at 1 sd; 0.5 sd inside: 64; a difference at or past the margin cannot be shown within it."""
+    from reports.settle import power_within, seeds_needed
+
+    assert (seeds_needed(0, 1, 1, within=1), seeds_needed(0.3, 1, 1, within=0.5)) == (17, 64)
+    assert seeds_needed(0.2, 1, 1, within=0) is None and seeds_needed(2, 1, 1, within=-1) is None
+    assert power_within(1, 1, 1, 16, 0.05) < 0.8 <= power_within(1, 1, 1, 17, 0.05)
+
+
+def test_the_settle_table_lists_a_claim_not_shown_within_its_margin():
+    from reports.claims import check_claim
+    from reports.doc import Doc
+    from reports.settle import settle_section
+    from test_papers import run
+
+    ref = [run("lstm_vanilla", 0.10 + 0.01 * (i % 3), seed=i) for i in range(3)]
+    same = [run("lstm_nfg", 0.105 + 0.01 * (i % 3), seed=i) for i in range(3)]
+    c = {"id": "np", "kind": "not_worse_than_ref", "select": {"model.cell": "lstm_nfg"},
+         "ref": {"model.cell": "lstm_vanilla"}, "task": {"task.name": "copy"}, "margin": 0.3}
+    for x in ref + same:
+        x.update(hash=f"{x['config']['model']['cell']}{x['config']['seed']}", wall_time_s=36.0)
+    r = check_claim(c, ref + same)
+    assert r["verdict"] == "inconclusive" and "not shown within the margin" in r["why"]
+    doc = Doc()
+    settle_section(doc, {"alpha": 0.05, "full": "paper_greff.yaml", "claims": [c]}, [(c, r)], ref + same)
+    row = [ln for ln in doc.markdown().splitlines() if ln.startswith("| np ")]
+    # difference 0.005, margin 0.3 x (0.17 - 0.11) = 0.018, sd 0.01 a side: 11 a side (8 + 8 runs of 36 s)
+    assert row == ["| np | 0.005 | 0.018 | 0.01 / 0.01 | 3 / 3 | 0.05 | 11 | 16 | 0.2 |"]
+
+
 def test_the_settle_table_lists_claims_inconclusive_for_want_of_significance_only():
     from reports.claims import check_claim, load_claims
     from reports.doc import Doc
