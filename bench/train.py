@@ -6,7 +6,6 @@ processes never run the same config at once (see Store.claim).
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import math
@@ -29,6 +28,7 @@ from bench.config import RunConfig, reproduce_command
 from bench.csv_log import AtomicCSVLogger
 from bench.divergence import StopWhenExploded
 from bench.provenance import environment, git_commit, load_average, with_load
+from bench.ranks import GlooTeardown, rank, tell, told
 from bench.schema import ConfigError
 from bench.store import Store, beats_baseline, disk_full, write_atomic, write_json
 from bench.tracking import agent_run, finish, wandb_logger
@@ -117,17 +117,6 @@ def last_validation(store: Store, h: str) -> dict:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v not in (None, "")} if rows else {}
 
 
-class GlooTeardown(L.Callback):
-    """Each gloo (CPU) DDP process destroys its process group at exit, before interpreter teardown,
-    where gloo's threads can abort it (SIGABRT) after training. Lightning does this for NCCL only."""
-
-    def setup(self, trainer, pl_module, stage) -> None:   # once a stage (fit, test): registered once
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
-            atexit.unregister(dist.destroy_process_group)
-            atexit.register(dist.destroy_process_group)
-
-
 def make_trainer(cfg: RunConfig, run_dir: Path, loggers: list, task, result: Optional[dict] = None) -> L.Trainer:
     """`result`: the run's record so far (primary, mode, baseline), for trainer.divergence_factor."""
     t = cfg.trainer
@@ -197,9 +186,20 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     store = Store(store_root)
     h = cfg.hash
     d = store.run_dir(h)
-    if _rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files, and returns
+    if rank() > 0:  # a DDP worker process: rank 0 holds the claim and owns the store files, and returns
         old = _stored(store, h, retry_failed)   # a finished run untrained: so does every rank SLURM started
+        if old is None and not told(store.root, h):   # bench.ranks: rank 0 did not claim it (busy, stored, an error)
+            return {"hash": h, "status": "busy"}
         return old if old is not None else _run(cfg, store, h, d, sweep, wandb_mode, project)
+    claimed = []
+    try:
+        return _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, claimed)
+    finally:
+        if not claimed:
+            tell(store.root, h, False)
+
+
+def _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, claimed: list) -> dict:
     old = _stored(store, h, retry_failed)
     if old is not None:
         if sweep:  # `rnnbench train --sweep NAME` of a finished run: it joins the sweep
@@ -221,6 +221,8 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
             store.set_aside(d / "result.json")
         if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        claimed.append(h)
+        tell(store.root, h, True)
         return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
 
 
@@ -249,14 +251,6 @@ def prepare(cfg: RunConfig):
     return task, dm
 
 
-def _rank() -> int:
-    """This process's global rank under DDP (Lightning's launcher or SLURM sets it); 0 alone."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
 def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     result = {"hash": h, "sweep": sweep, "task": cfg.task.name, "cell": cfg.model.cell, "seed": cfg.seed,
               "git_commit": git_commit(), "environment": environment(), "command": reproduce_command(cfg),
@@ -267,16 +261,16 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     except Unreadable as e:  # recorded; set aside so that the next attempt starts over
         store.set_aside(ckpt)
         result.update(status="failed", error=str(e), step=0)
-        if _rank() == 0:
+        if rank() == 0:
             write_json(d / "result.json", result)
         return result
-    if _rank() == 0:  # forget what was logged after the checkpoint (everything, without one)
+    if rank() == 0:  # forget what was logged after the checkpoint (everything, without one)
         store.truncate_metrics(h, step0 or 0)
     result["resumed_from_step"] = step0
     # torch threads: a new run takes this process's count (OMP_NUM_THREADS, the executor's share of
     # the cores); every later attempt of the run reuses the count of its first (README)
     before = torch.get_num_threads()
-    threads = store.threads(h, before) if _rank() == 0 else before
+    threads = store.threads(h, before) if rank() == 0 else before
     torch.set_num_threads(threads)
     result["threads"] = threads
     live, t0 = {}, time.time()  # the trainer, W&B logger and training seconds, as soon as known
@@ -306,7 +300,7 @@ def _run(cfg, store, h, d, sweep, wandb_mode, project, prepared=None) -> dict:
     result["beats_baseline"] = beats_baseline(result)
     result["environment"] = with_load(result["environment"], load0)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if _rank() == 0 and (trainer is None or trainer.global_rank == 0):
+    if rank() == 0 and (trainer is None or trainer.global_rank == 0):
         write_json(d / "result.json", result)
     return result
 

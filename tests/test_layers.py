@@ -19,7 +19,7 @@ PACKAGES = ("bench", "models", "tasks", "reports", "slurm")
 LAYER_NAMES = ("config primitives", "models", "tasks", "runner", "reports/slurm/benchmarks", "CLI")
 PRIMITIVES = {"bench", "bench.schema"}
 RUNNER = {"bench.config", "bench.train", "bench.store", "bench.sweep", "bench.tracking", "bench.inference",
-          "bench.word_vectors", "bench.packed", "bench.packed_records", "bench.packed_step", "bench.checkpoints",
+          "bench.word_vectors", "bench.packed", "bench.packed_records", "bench.packed_step", "bench.checkpoints", "bench.ranks",
           "bench.worker", "bench.store_copy", "bench.divergence", "bench.provenance",
           "bench.csv_log"}
 CLI = {"bench.cli", "reports.cli"}
