@@ -48,3 +48,26 @@ def sweep(tmp_path_factory) -> dict:
     import report_sweep  # after the environment above is set (it imports torch)
 
     return report_sweep.make(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture
+def crash_on_step(monkeypatch):
+    """crash_on_step(step): every trainer bench.train makes from now on raises RuntimeError('node lost')
+    as training step `step` starts (a lost node between checkpoints); crash_on_step(None): no more."""
+    import lightning as L
+
+    import bench.train as T
+    real = T.make_trainer
+
+    def arm(step):
+        class CrashAt(L.Callback):
+            def on_train_batch_start(self, trainer, *_):
+                if trainer.global_step == step:
+                    raise RuntimeError("node lost")
+
+        def crashing(*a, **k):
+            t = real(*a, **k)
+            t.callbacks.append(CrashAt())
+            return t
+        monkeypatch.setattr(T, "make_trainer", real if step is None else crashing)
+    return arm

@@ -1,19 +1,13 @@
 """The newer task families resume exactly: a run that crashes between checkpoints and is retried
 ends with the same numbers and the same per-step training losses as an uninterrupted one
 (time series, pixel-by-pixel, one-to-many with teacher forcing < 1, per-sentence LM)."""
-import lightning as L
 import pytest
 
-import bench.train as T
 from bench import config as C
 from bench.store import Store
 from bench.train import run
 
 SMALL = ["model.hidden_size=16", "model.dropout=0.2", "trainer.val_every=9", "trainer.limit_val_batches=2"]
-
-
-class _Crash(Exception):
-    pass
 
 
 @pytest.mark.parametrize("overrides, crash_at", [
@@ -23,25 +17,14 @@ class _Crash(Exception):
     (["task=ptb_sentences", "task.max_train=400", "task.max_eval=64", "model.embedding_size=8",
       "trainer.max_steps=30"], 22),                                                  # 20 batches an epoch
 ], ids=["timeseries", "pixels", "one_to_many", "sentence_lm"])
-def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir, overrides, crash_at):
+def test_crash_then_resume_equals_uninterrupted(tmp_path, crash_on_step, data_dir, overrides, crash_at):
     cfg = C.load(None, overrides + SMALL)
     clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
     assert clean["status"] == "done", clean["error"]
-    real = T.make_trainer
-
-    class CrashAt(L.Callback):
-        def on_train_batch_start(self, trainer, *_):
-            if trainer.global_step == crash_at:
-                raise _Crash("node lost")
-
-    def crashing(*a, **k):
-        t = real(*a, **k)
-        t.callbacks.append(CrashAt())
-        return t
-    monkeypatch.setattr(T, "make_trainer", crashing)
+    crash_on_step(crash_at)
     crashed = run(cfg, tmp_path / "crashed", wandb_mode="disabled")
     assert crashed["status"] == "failed" and "node lost" in crashed["error"]
-    monkeypatch.setattr(T, "make_trainer", real)
+    crash_on_step(None)
     resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
     assert 0 < resumed["resumed_from_step"] < crash_at
     assert resumed["metrics"] == clean["metrics"] and resumed.get("tested") == clean.get("tested")

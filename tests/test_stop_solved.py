@@ -2,10 +2,8 @@
 criterion (Lightning EarlyStopping on a threshold, never on a plateau), exactly so across resume."""
 import json
 
-import lightning as L
 import pytest
 
-import bench.train as T
 from bench import config as C
 from bench.schema import ConfigError
 from bench.store import Store
@@ -37,24 +35,13 @@ def test_without_the_flag_the_run_trains_all_its_steps(store):
     assert r["step"] == 300 and "stopped" not in r
 
 
-class _Crash(RuntimeError):
-    pass
-
-
-def test_crash_then_resume_stops_at_the_same_step(tmp_path, monkeypatch):
+def test_crash_then_resume_stops_at_the_same_step(tmp_path, crash_on_step):
     cfg = C.load(None, ADDING)
     clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
-    real = T.make_trainer
-
-    class CrashAt(L.Callback):
-        def on_train_batch_start(self, trainer, *_):
-            if trainer.global_step == 130:
-                raise _Crash("node lost")
-
-    monkeypatch.setattr(T, "make_trainer", lambda *a, **k: (t := real(*a, **k), t.callbacks.append(CrashAt()))[0])
+    crash_on_step(130)
     crashed = run(cfg, tmp_path / "crashed", wandb_mode="disabled")
     assert crashed["status"] == "failed" and clean["stopped"]["step"] > 130
-    monkeypatch.setattr(T, "make_trainer", real)
+    crash_on_step(None)
     resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
     assert resumed["resumed_from_step"] == 100
     assert resumed["stopped"] == clean["stopped"] and resumed["metrics"] == clean["metrics"]

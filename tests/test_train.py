@@ -187,10 +187,6 @@ def test_wandb_offline_run_holds_config_and_metrics(store, monkeypatch):
     assert any("test/loss" in h for h in history)
 
 
-class _Crash(Exception):
-    pass
-
-
 SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=160", "task.batch_size=16",
          "model.dropout=0.2", "model.hidden_size=16", "trainer.max_steps=24", "task.eval_size=32"]
 
@@ -212,30 +208,16 @@ SYNTH = ["task=adding", "task.T=6", "task.fresh_data=false", "task.train_size=16
      "model.embedding_size=16", "model.dropout=0.2", "trainer.max_steps=40", "trainer.val_every=9",
      "trainer.test_on=best"], 17),
 ], ids=["synthetic", "synthetic-epoch-end", "max-epochs-lr-decay", "lm", "sentiment"])
-def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir, overrides, crash_at):
+def test_crash_then_resume_equals_uninterrupted(tmp_path, crash_on_step, data_dir, overrides, crash_at):
     """A run that crashes between checkpoints (mid-epoch or not) and is retried resumes on
     the batches it had not trained on, with the same state, and ends with the same numbers."""
     cfg = C.load(None, overrides)
     clean = run(cfg, tmp_path / "clean", wandb_mode="disabled")
     assert clean["status"] == "done", clean["error"]
-
-    import lightning as L
-    import bench.train as T
-    real = T.make_trainer
-
-    class CrashAt(L.Callback):
-        def on_train_batch_start(self, trainer, *_):
-            if trainer.global_step == crash_at:
-                raise _Crash("node lost")
-
-    def crashing(*a, **k):
-        t = real(*a, **k)
-        t.callbacks.append(CrashAt())
-        return t
-    monkeypatch.setattr(T, "make_trainer", crashing)
+    crash_on_step(crash_at)
     crashed = run(cfg, tmp_path / "crashed", wandb_mode="disabled")
     assert crashed["status"] == "failed" and "node lost" in crashed["error"]
-    monkeypatch.setattr(T, "make_trainer", real)
+    crash_on_step(None)
     resumed = run(cfg, tmp_path / "crashed", wandb_mode="disabled", retry_failed=True)
     assert 0 < resumed["resumed_from_step"] < crash_at
     assert resumed["metrics"] == clean["metrics"]
@@ -244,26 +226,14 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, monkeypatch, data_dir,
     assert steps(tmp_path / "crashed") == steps(tmp_path / "clean")
 
 
-def test_resume_and_best_checkpoint_load_with_weights_only(tmp_path, monkeypatch):
+def test_resume_and_best_checkpoint_load_with_weights_only(tmp_path, monkeypatch, crash_on_step):
     """Lightning's own loads (the resume in fit, test_on=best in test) are safe loads too: every
     torch.load of a run's checkpoint is called with weights_only=True."""
     cfg = C.load(None, SYNTH + ["trainer.val_every=4", "trainer.test_on=best"])
-    import lightning as L
-    import bench.train as T
-    real, load, seen = T.make_trainer, torch.load, []
-
-    class CrashAt(L.Callback):
-        def on_train_batch_start(self, trainer, *_):
-            if trainer.global_step == 10:
-                raise _Crash("node lost")
-
-    def crashing(*a, **k):
-        t = real(*a, **k)
-        t.callbacks.append(CrashAt())
-        return t
-    monkeypatch.setattr(T, "make_trainer", crashing)
+    load, seen = torch.load, []
+    crash_on_step(10)
     assert run(cfg, tmp_path, wandb_mode="disabled")["status"] == "failed"
-    monkeypatch.setattr(T, "make_trainer", real)
+    crash_on_step(None)
     name = lambda f: str(getattr(f, "path", getattr(f, "name", f)))   # Lightning passes an open file
     monkeypatch.setattr(torch, "load", lambda f, *a, **k: seen.append((name(f), k.get("weights_only"))) or load(f, *a, **k))
     resumed = run(cfg, tmp_path, wandb_mode="disabled", retry_failed=True)
