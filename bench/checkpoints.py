@@ -182,7 +182,7 @@ class SaveOnStop(L.Callback):
             trainer._signal_connector.received_sigterm, self.deferred = False, True
         else:   # where the periodic `last` checkpoint (the one without a monitor) writes
             last = next(c for c in trainer.checkpoint_callbacks if not c.monitor)
-            trainer.save_checkpoint(last.format_checkpoint_name({}))
+            trainer.save_checkpoint(last.format_checkpoint_name({}), weights_only=False)   # the full state, as `last`
 
     def on_validation_batch_end(self, trainer, *_) -> None:   # a stop during a validation: after it
         if trainer.received_sigterm and trainer.world_size == 1 and trainer.state.fn == "fit":

@@ -16,6 +16,7 @@ requeued job never reads its earlier attempt's.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 
 from bench.store import write_atomic
 
+log = logging.getLogger("rnnbench")
 WAIT_S = 3600.0   # rank 0 loads the data before it claims; past this, a rank > 0 gives up (one line)
 
 
@@ -44,9 +46,18 @@ def _decision(store: Path, h: str) -> Optional[Path]:
 
 
 def tell(store: Path, h: str, claimed: bool) -> None:
-    if (path := _decision(store, h)) is not None:
+    """A 'not claimed' that cannot be written is logged, not raised: it is told on the way out of
+    run(), where it must not replace what is already ending the run (a stop signal, an error)."""
+    if (path := _decision(store, h)) is None:
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, "claimed\n" if claimed else "not claimed\n")
+    except OSError as e:
+        if claimed:
+            raise
+        log.warning("rnnbench: could not tell the other ranks that run %s is not claimed (%s); they give up after %g s",
+                    h, e, WAIT_S)
 
 
 def told(store: Path, h: str, wait_s: float = WAIT_S) -> bool:

@@ -181,7 +181,8 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
     A stored result comes back with `stored: true` (not written). The data is loaded before the
     run is claimed, so a data error raises (one line) and leaves nothing in the store; a run
     recorded as failed on its data (`failed_on: data`) is run again. A damaged result.json is set
-    aside (the run resumes); temp files a killed writer left are removed."""
+    aside (the run resumes); temp files a killed writer left are removed. Under a multi-task SLURM
+    step (DDP), a rank > 0 returns `busy` when rank 0 did not claim the run (bench.ranks)."""
     check_host(cfg)
     store = Store(store_root)
     h = cfg.hash
@@ -221,8 +222,8 @@ def _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, c
             store.set_aside(d / "result.json")
         if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        claimed.append(h)
         tell(store.root, h, True)
+        claimed.append(h)
         return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
 
 

@@ -13,8 +13,8 @@ Claim kinds (see bench/sweeps/paper_<name>.claims.yaml):
   (better) end is within `margin` (claim field; default MARGIN = 5 %) of the reference's gain over
   the task baseline (of the reference's mean where there is no baseline or no gain); else it is
   inconclusive, since no significant difference alone is no evidence of none. A not-better claim
-  may name the metric's `best` value (0 for a loss): no variant is better by more than the
-  reference's distance to it, whatever a skewed interval says. Only runs
+  may name the metric's `best` value (0 for a loss): no variant is better by more than the distance
+  from it to the reference's far (1 - alpha) bound, whatever a skewed interval says. Only runs
   `done` with a finite metric enter the test; the finished others (diverged, failed) are named in
   `ours`. An inconclusive verdict, and a not-worse / not-better one without significance, states
   the (1 - alpha) Welch interval of the difference (select - ref), the interval that excludes 0
@@ -167,6 +167,10 @@ def sides(claim: dict, runs: list[dict]) -> tuple[list[float], list[float]]:
 
 
 def _versus(claim, runs, alpha) -> dict:
+    for key, kinds in (("margin", ("not_worse_than_ref", "not_better_than_ref")), ("best", ("not_better_than_ref",))):
+        if key in claim and claim["kind"] not in kinds:
+            raise ConfigError(f"claim {claim.get('id')}: {key} applies to {' and '.join(kinds)} claims only, "
+                              f"not {claim['kind']}")
     bases = {round(b, 12) for b in baselines(runs)}
     if len(bases) > 1:  # pooling e.g. several T would mix tasks of different difficulty
         raise ConfigError(f"claim {claim.get('id')}: its runs span {len(bases)} task baselines "
@@ -202,10 +206,10 @@ def _versus(claim, runs, alpha) -> dict:
                 if better == (word == "better") else {**base, "verdict": AGREES, "ours": ours, "why": f"significantly {other}"}
         m, of = margin_of(claim, mb, base_v, low)
         reach = (0.0 if _same(ma, mb) else None) if lo is None else (hi if (word == "worse") == low else -lo)
-        cap = ""
-        if reach is not None and word == "better" and "best" in claim and abs(mb - float(claim["best"])) < reach:
-            reach = abs(mb - float(claim["best"]))   # no mean gets past the metric's best value
-            cap = f"; the reference's distance to the metric's best value {num(float(claim['best']))}, less than the interval's end"
+        cap, most = "", best_cap(claim, b, low, alpha) if word == "better" else None
+        if reach is not None and most is not None and most < reach:   # no mean gets past the metric's best value
+            reach, cap = most, (f"; capped at {num(most)}, the distance from the metric's best value ({num(float(claim['best']))}) "
+                                f"to the reference's {(1 - alpha) * 100:g}% bound")
         if reach is not None and reach <= m:   # how far towards `word` the interval reaches
             return {**base, "verdict": AGREES, "ours": ours,
                     "why": f"not significantly {word} at p < {alpha}, and at most {num(reach)} {word} ({ci}{cap}): "
@@ -228,12 +232,30 @@ NOT_SHOWN = "not shown within the margin"
 
 
 def margin_of(claim: dict, ref_mean: float, base_v: Optional[float], low: bool) -> tuple[float, str]:
-    """(m, what m is): how much worse (better) a not-worse (not-better) claim's variant may be."""
-    share = float(claim.get("margin", MARGIN))
+    """(m, what m is): how much worse (better) a not-worse (not-better) claim's variant may be: the
+    claim's `margin` share (default MARGIN) of the reference's gain over the task's trivial
+    baseline (the variant keeps 95 % of it), or of the reference's mean without a baseline or a gain."""
+    share = claim.get("margin", MARGIN)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ConfigError(f"claim {claim.get('id')}: margin: {share!r}; allowed: a share in (0, 1], e.g. 0.05")
     gain = None if base_v is None else (base_v - ref_mean if low else ref_mean - base_v)
     if gain is not None and gain > 0:
-        return share * gain, f"{share:.0%} of the reference's gain over the baseline {num(base_v)}"
+        return share * gain, f"{share:.0%} of the reference's gain over the task baseline ({num(base_v)})"
     return share * abs(ref_mean), f"{share:.0%} of the reference's mean"
+
+
+def best_cap(claim: dict, ref: list[float], low: bool, alpha: float) -> Optional[float]:
+    """With the claim's `best` (the metric's best possible value, e.g. 0 for a loss): how much better
+    than the reference any variant can be, the distance from `best` to the reference's far
+    (1 - alpha) bound; None without it."""
+    if "best" not in claim:
+        return None
+    best, mb = claim["best"], stats.mean(ref)
+    if isinstance(best, bool) or not isinstance(best, (int, float)) or (mb < best if low else mb > best):
+        raise ConfigError(f"claim {claim.get('id')}: best: {best!r}; allowed: the metric's best possible value, a number "
+                          f"{'at or below' if low else 'at or above'} every run's (the reference's mean is {num(mb)})")
+    lo, hi = stats.t_ci(ref, 1 - alpha)
+    return hi - best if low else best - lo
 
 
 def _left_out(runs: list[dict], claim: dict) -> str:

@@ -99,8 +99,8 @@ def verdict_section(doc: Doc, claims: dict, results: list, runs: list[dict], red
               f"failed runs are left out, and named in 'ours'). 'Better' or 'worse' agrees when p < {alpha:g} with the "
               f"mean in the claim's direction (a one-sided test at {alpha / 2:g}); 'not significantly worse' ('better') "
               f"does not agree when p < {alpha:g} with the mean worse (better), and agrees only when the interval's worse (better) end "
-              f"is within a margin (a non-inferiority test at {alpha / 2:g}; the claim's, else {MARGIN:.0%} of the reference's gain "
-              f"over the task baseline), else it is inconclusive. The interval is the {(1 - alpha) * 100:g}% Welch "
+              f"is within a margin (a non-inferiority test at {alpha / 2:g}; a share, the claim's `margin` or {MARGIN:.0%}, of the reference's gain "
+              f"over the task baseline, or of its mean without one), else it is inconclusive; a claim's `best` caps how much better. The interval is the {(1 - alpha) * 100:g}% Welch "
               "interval of mean(variant) − mean(reference); it excludes 0 exactly when p < "
               f"{alpha:g}. Before the test, a comparison in which neither mean beats the task's baseline by "
               f"{LEARNT_MARGIN:.0%} is inconclusive.")

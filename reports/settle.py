@@ -49,7 +49,8 @@ def power_within(gap: float, sa: float, sb: float, n: int, alpha: float) -> floa
 
 def seeds_needed(d: float, sa: float, sb: float, alpha: float = 0.05, target: float = POWER, within=None) -> Optional[int]:
     """The fewest seeds a side (>= 2) with power >= target (of the Welch test at difference d, or of
-    the margin test with `within` = the margin's distance from d); None past MAX_SEEDS or for d = 0."""
+    the margin test with `within` = the margin's distance from d); None past MAX_SEEDS, for d = 0
+    in the Welch test, or for within <= 0 (d at or past the margin: no number of seeds shows it within)."""
     pw = (lambda n: power_within(within, sa, sb, n, alpha)) if within is not None else (lambda n: power(d, sa, sb, n, alpha))
     if (d == 0 and within is None) or (within is not None and within <= 0) or pw(MAX_SEEDS) < target:
         return None
@@ -61,7 +62,8 @@ def seeds_needed(d: float, sa: float, sb: float, alpha: float = 0.05, target: fl
 
 
 def settle_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> None:
-    """A table of the Welch claims inconclusive for want of significance; nothing when there is none."""
+    """A table of the Welch claims inconclusive for want of significance or not shown within their
+    margin; nothing when there is none."""
     alpha, rows, files = float(claims.get("alpha", 0.05)), [], files_of(claims)
     for c, r in results:
         if c["kind"] not in WELCH_KINDS or r["verdict"] != INCONCLUSIVE or not any(
@@ -82,8 +84,9 @@ def settle_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> N
                  and (matches(x, c["select"]) or matches(x, c["ref"]))]
         extra = None if n is None else max(0, n - len(a)) + max(0, n - len(b))
         hours = f"{extra * stats.mean(walls) / 3600:.1f}" if extra is not None and walls else "—"
+        never = "never" if within is not None and within <= 0 else f"> {MAX_SEEDS:,}"
         rows.append([c["id"], num(d), m, f"{num(sa)} / {num(sb)}", f"{len(a)} / {len(b)}", f"{at:g}",
-                     f"> {MAX_SEEDS:,}" if n is None else str(n), "—" if extra is None else str(extra), hours])
+                     never if n is None else str(n), "—" if extra is None else str(extra), hours])
     if not rows:
         return
     doc.p(f"What would settle the claims inconclusive for want of significance (`reports/settle.py`): the seeds a side "

@@ -187,8 +187,10 @@ def _executor(folder: Path, opts: dict, resources: tuple[int, int, bool]):
         params["gpus_per_node"] = gpus   # Lightning's trainer.devices is per node, too
     if opts.get("mem_gb"):
         params["mem"] = f"{int(round(opts['mem_gb'] * 1024))}MB"
-    if opts.get("srun_args"):
-        params["srun_args"] = list(opts["srun_args"])
+    # a DDP run's tasks end together when one dies (OOM, segfault): no rank waits for a dead rank 0
+    kill = ["--kill-on-bad-exit=1"] if devices * nodes > 1 else []
+    if opts.get("srun_args") or kill:
+        params["srun_args"] = kill + list(opts.get("srun_args") or [])
     for key in ("partition", "account", "qos", "constraint", "exclude"):
         if opts.get(key):
             params[key] = opts[key]

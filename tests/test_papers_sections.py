@@ -115,6 +115,13 @@ def test_the_settle_table_lists_a_claim_not_shown_within_its_margin():
     row = [ln for ln in doc.markdown().splitlines() if ln.startswith("| np ")]
     # difference 0.005, margin 0.3 x (0.17 - 0.11) = 0.018, sd 0.01 a side: 11 a side (8 + 8 runs of 36 s)
     assert row == ["| np | 0.005 | 0.018 | 0.01 / 0.01 | 3 / 3 | 0.05 | 11 | 16 | 0.2 |"]
+    past = [{**x, "metrics": {"test/loss": 0.105 + 0.03 * (x["config"]["seed"] % 3)}} for x in same]   # 0.025 worse
+    r = check_claim(c, ref + past)
+    assert r["verdict"] == "inconclusive" and "not shown within the margin" in r["why"]
+    doc = Doc()
+    settle_section(doc, {"alpha": 0.05, "full": "paper_greff.yaml", "claims": [c]}, [(c, r)], ref + past)
+    assert [ln for ln in doc.markdown().splitlines() if ln.startswith("| np ")] == \
+        ["| np | 0.025 | 0.018 | 0.03 / 0.01 | 3 / 3 | 0.05 | never | — | — |"]
 
 
 def test_the_settle_table_lists_claims_inconclusive_for_want_of_significance_only():

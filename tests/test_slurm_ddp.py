@@ -22,11 +22,14 @@ def test_a_ddp_run_whose_rank_0_finds_it_busy_ends_then_trains_when_free(cluster
     store_dir = tmp_path / "results"
     store = Store(store_dir)
     (h,) = [c.hash for c in expand(sweep)[1]]
-    p = cli("sweep", str(sweep), "--executor", "slurm", "--store", str(store_dir), "--slurm", "time=10")
+    # submitted held, so that the claim below is taken before the job starts
+    p = cli("sweep", str(sweep), "--executor", "slurm", "--store", str(store_dir), "--slurm", "time=10",
+            "--slurm", "sbatch.hold=true")
     assert p.returncode == 0, p.stderr
     job = json.loads((store.run_dir(h) / "slurm.json").read_text())["job_id"]
-    with store.claim(h) as mine:   # another job trains it: taken before rank 0 has loaded torch
+    with store.claim(h) as mine:   # another job trains it
         assert mine
+        subprocess.run(["scontrol", "release", job], check=True, timeout=30)
         # before the fix rank 1 waited in DDP's rendezvous until the time limit
         wait_for(lambda: not _queued(job), 180, f"job {job} to end with its run busy",
                  on_timeout=lambda: (subprocess.run(["scancel", job]), job_log(store_dir, "ddp", job))[1])
@@ -38,12 +41,16 @@ def test_a_ddp_run_whose_rank_0_finds_it_busy_ends_then_trains_when_free(cluster
              on_timeout=lambda: job_log(store_dir, "ddp", job))
     r = store.result(h)
     assert r["status"] == "done" and r["step"] == 10 and r["device"] == "cpu x2", (r, job_log(store_dir, "ddp", job))
+    script = next((store_dir / "slurm" / "ddp").glob(f"{job.split('_')[0]}_submission.sh")).read_text()
+    assert "--kill-on-bad-exit=1" in script   # a dead rank takes the others down
 
 
 def test_rank_0s_decision_is_per_job_attempt_and_a_missing_one_is_one_line(tmp_path, monkeypatch):
     import pytest
     from bench.ranks import tell, told
 
+    for var in ("SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"):   # e.g. pytest under srun
+        monkeypatch.delenv(var, raising=False)
     assert told(tmp_path, "abc", wait_s=0) is True   # not a multi-task SLURM step: nothing to wait for
     monkeypatch.setenv("SLURM_NTASKS", "2")
     monkeypatch.setenv("SLURM_JOB_ID", "77")

@@ -227,19 +227,22 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, crash_on_step, data_di
 
 
 def test_resume_and_best_checkpoint_load_with_weights_only(tmp_path, monkeypatch, crash_on_step):
-    """Lightning's own loads (the resume in fit, test_on=best in test) are safe loads too: every
-    torch.load of a run's checkpoint is called with weights_only=True."""
+    """Lightning's own loads (the resume in fit, test_on=best in test) ask for safe loads
+    explicitly (torch's default is safe too, but TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn it off):
+    every torch.load of a run's checkpoint is called with weights_only=True."""
     cfg = C.load(None, SYNTH + ["trainer.val_every=4", "trainer.test_on=best"])
     load, seen = torch.load, []
     crash_on_step(10)
     assert run(cfg, tmp_path, wandb_mode="disabled")["status"] == "failed"
     crash_on_step(None)
     name = lambda f: str(getattr(f, "path", getattr(f, "name", f)))   # Lightning passes an open file
-    monkeypatch.setattr(torch, "load", lambda f, *a, **k: seen.append((name(f), k.get("weights_only"))) or load(f, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: seen.append((name(f), k.get("weights_only"), not isinstance(f, (str, os.PathLike))))
+                        or load(f, *a, **k))
     resumed = run(cfg, tmp_path, wandb_mode="disabled", retry_failed=True)
     assert resumed["status"] == "done" and resumed["resumed_from_step"] == 8 and resumed["tested"]["checkpoint"] == "best"
-    ckpts = [(f, w) for f, w in seen if f.endswith(".ckpt")]
-    assert any("last" in f for f, _ in ckpts) and any("best" in f for f, _ in ckpts), ckpts
+    ckpts = [(f, w) for f, w, _ in seen if f.endswith(".ckpt")]
+    lightnings = [f for f, _, opened in seen if opened and f.endswith(".ckpt")]   # ours pass paths
+    assert any("last" in f for f in lightnings) and any("best" in f for f in lightnings), seen
     assert all(w is True for _, w in ckpts), ckpts
 
 
