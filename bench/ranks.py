@@ -4,7 +4,8 @@ the run busy (another job trains it) returns, and the others wait in DDP's rende
 that never comes.
 
     rank() -> this process's global rank under DDP (Lightning's launcher or SLURM sets it); 0 alone
-    tell(store, h, claimed)  rank 0: its decision on run h, for the other tasks of its SLURM job step
+    tell(store, h, claimed)  rank 0: its decision on run h, for the other tasks of its SLURM job step;
+                             'claimed' as it starts fit (set up), else 'not claimed'; the first stands
     told(store, h) -> bool   ranks > 0: wait for it; True to train, False when rank 0 did not claim
     GlooTeardown()           a callback: gloo's process group destroyed before interpreter teardown
 
@@ -46,9 +47,10 @@ def _decision(store: Path, h: str) -> Optional[Path]:
 
 
 def tell(store: Path, h: str, claimed: bool) -> None:
-    """A 'not claimed' that cannot be written is logged, not raised: it is told on the way out of
-    run(), where it must not replace what is already ending the run (a stop signal, an error)."""
-    if (path := _decision(store, h)) is None:
+    """Rank 0 only, once per job attempt (the first decision stands). A 'not claimed' that cannot
+    be written is logged, not raised: it is told on the way out of run(), where it must not replace
+    what is already ending the run (a stop signal, an error)."""
+    if rank() > 0 or (path := _decision(store, h)) is None or path.is_file():
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

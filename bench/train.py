@@ -192,15 +192,13 @@ def run(cfg: RunConfig, store_root="results", sweep: Optional[str] = None,
         if old is None and not told(store.root, h):   # bench.ranks: rank 0 did not claim it (busy, stored, an error)
             return {"hash": h, "status": "busy"}
         return old if old is not None else _run(cfg, store, h, d, sweep, wandb_mode, project)
-    claimed = []
     try:
-        return _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, claimed)
-    finally:
-        if not claimed:
-            tell(store.root, h, False)
+        return _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed)
+    finally:   # unless it said 'claimed' as it started fit: busy, stored, an error before fit
+        tell(store.root, h, False)
 
 
-def _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, claimed: list) -> dict:
+def _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed) -> dict:
     old = _stored(store, h, retry_failed)
     if old is not None:
         if sweep:  # `rnnbench train --sweep NAME` of a finished run: it joins the sweep
@@ -222,8 +220,6 @@ def _claim_and_run(cfg, store, h, d, sweep, wandb_mode, project, retry_failed, c
             store.set_aside(d / "result.json")
         if store.config(h, quiet=True) is None:  # missing or damaged: this config is the truth
             write_atomic(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        tell(store.root, h, True)
-        claimed.append(h)
         return _run(cfg, store, h, d, sweep, wandb_mode, project, prepared)
 
 
@@ -336,6 +332,7 @@ def _fit_and_test(cfg, store, h, d, sweep, wandb_mode, project, resume, result, 
         result["wandb_sweep_id"] = agent_run()[1]
     live["wb"] = wb
     trainer = live["trainer"] = make_trainer(cfg, d, [csv_logger] + ([wb] if wb else []), task, result)
+    tell(store.root, h, True)   # rank 0, set up: the other ranks may start (bench.ranks)
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     result["implementation"] = implementation(module, trainer)
     if trainer.interrupted:  # Ctrl-C / SIGTERM: leave it interrupted, to resume later

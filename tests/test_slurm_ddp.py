@@ -49,7 +49,8 @@ def test_rank_0s_decision_is_per_job_attempt_and_a_missing_one_is_one_line(tmp_p
     import pytest
     from bench.ranks import tell, told
 
-    for var in ("SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"):   # e.g. pytest under srun
+    for var in ("SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "SLURM_PROCID", "RANK",
+                "LOCAL_RANK"):   # e.g. pytest under srun
         monkeypatch.delenv(var, raising=False)
     assert told(tmp_path, "abc", wait_s=0) is True   # not a multi-task SLURM step: nothing to wait for
     monkeypatch.setenv("SLURM_NTASKS", "2")
@@ -61,5 +62,10 @@ def test_rank_0s_decision_is_per_job_attempt_and_a_missing_one_is_one_line(tmp_p
     with pytest.raises(RuntimeError) as e:
         told(tmp_path, "abc", wait_s=0.3)
     assert str(e.value).startswith("rank 0: rank 0 did not say within 0.3 s whether it claimed run abc (")
-    tell(tmp_path, "abc", True)
+    tell(tmp_path, "abc", True)    # rank 0 starts fit; a 'not claimed' on its way out changes nothing
+    tell(tmp_path, "abc", False)
     assert told(tmp_path, "abc") is True and not (tmp_path / "runs").exists()
+    monkeypatch.setenv("SLURM_PROCID", "1")   # a rank > 0 never decides
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    tell(tmp_path, "abc", True)
+    assert not list((tmp_path / ".ranks").glob("abc.77.2.*"))
