@@ -81,7 +81,8 @@ def looks_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> No
     single such claim tested once."""
     alpha, files = float(claims.get("alpha", 0.05)), files_of(claims)
     tested = [(c, r) for c, r in results if c["kind"] in WELCH_KINDS and r["verdict"] != "pending"]
-    ps = {c["id"]: stats.welch(*sides(c, [x for x in runs if matches(x, c.get("task"))])) for c, _ in tested}
+    both = {c["id"]: sides(c, [x for x in runs if matches(x, c.get("task"))]) for c, _ in tested}
+    ps = {k: stats.welch(*ab) for k, ab in both.items()}
     adjusted, rows = stats.holm(ps), []
     for c, r in tested:
         p, adj = ps[c["id"]], adjusted[c["id"]]
@@ -90,7 +91,8 @@ def looks_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> No
         lv = level(looks, alpha) if looks > 1 else None
         look_v = DASH if lv is None else shown(rejudged(c, r, runs, lv), r)
         rows.append([c["id"], num(p) if p is not None else DASH, num(adj) if adj is not None else DASH, holm_v,
-                     f"{looks}: " + ", ".join(f"`{u}`" for u in used) if lv else "1", f"{lv:g}" if lv else DASH, look_v])
+                     f"{looks}: " + ", ".join(f"`{u}`" for u in used) if lv else "1", f"{lv:g}" if lv else DASH, look_v,
+                     num(mw) if (mw := stats.mann_whitney(*both[c["id"]])) is not None else DASH])
     if len(rows) < 2 and not any(row[5] != DASH for row in rows):
         return
     doc.p(f"Verdicts under corrections (`reports/looks.py`; the table above is uncorrected). Holm: each claim's Welch "
@@ -99,6 +101,8 @@ def looks_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> No
           "claims file says `looks`), the claim judged again at Pocock's per-look level for K equally spaced looks at "
           f"an overall {alpha:g} (Bonferroni {alpha:g} / K past K = 5; an approximation, since the looks here are not "
           "equally spaced). A correction only takes significance away: a 'does not agree' that rested on it becomes "
-          "inconclusive, never 'agrees'.")
-    doc.table(["claim", "Welch p", "Holm p", "verdict at Holm", "looks (at most): runs from", "level", "verdict at that level"],
-              rows, align="lrrllrl")
+          "inconclusive, never 'agrees'. Mann–Whitney p: the two-sided rank test on the same seeds, a check only (the "
+          "verdicts use Welch's test, as the papers do): where seeds either solve the task or stay at the baseline, or "
+          "blow up, Welch's normal approximation loses power and the ranks say more.")
+    doc.table(["claim", "Welch p", "Holm p", "verdict at Holm", "looks (at most): runs from", "level", "verdict at that level",
+               "Mann–Whitney p"], rows, align="lrrllrlr")

@@ -1,5 +1,5 @@
 """Statistics over seeds: mean, sample std, Student-t confidence interval, Welch's t-test and the
-Welch interval of a difference, Holm.
+Welch interval of a difference, the Mann-Whitney U test, Holm.
 
 Every function takes plain lists of finite floats; callers decide which runs are eligible
 (only finished runs with a finite metric: diverged and failed runs are never averaged in).
@@ -75,6 +75,14 @@ def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tup
         return None, None
     ci = stats.ttest_ind(list(a), list(b), equal_var=False).confidence_interval(level)
     return float(ci.low), float(ci.high)
+
+
+def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided p-value of the Mann-Whitney U test (ranks: robust to seeds that solve or stay at the
+    baseline, or blow up); None below two values a side or when every value is equal."""
+    if len(a) < 2 or len(b) < 2 or len(set(a) | set(b)) < 2:
+        return None
+    return float(stats.mannwhitneyu(list(a), list(b), alternative="two-sided").pvalue)
 
 
 def holm(pvalues: dict) -> dict:

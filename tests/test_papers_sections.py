@@ -54,15 +54,25 @@ def test_verdicts_are_judged_again_under_holm_and_under_added_seeds():
     assert len(rows) == 12 and results["forget_adding_T100"]["verdict"] == "agrees"
     assert rows["forget_adding_T100"] == ("| forget_adding_T100 | 0.0458 | 0.338 | **inconclusive** (uncorrected: agrees) | "
                                           "2: `paper_ladder.yaml`, `paper_ladder_seeds.yaml` | 0.0294 | **inconclusive** "
-                                          "(uncorrected: agrees) |")
-    assert rows["input_copy_T100"].endswith("| **agrees** (unchanged) | 1 | — | — |")
+                                          "(uncorrected: agrees) | 0.01402 |")
+    assert rows["input_copy_T100"].endswith("| **agrees** (unchanged) | 1 | — | — | 0.007937 |")   # 5 vs 5, all apart
     _, greff = section("greff")
     assert "| 0.03875 | 0.4262 | **inconclusive** (uncorrected: does not agree) |" in greff["cifg_not_better_adding"]
     assert "| **agrees** (unchanged) |" in greff["cifg_adding"]    # 'not worse', significantly better: still not worse
     _, one = section("orthinit", lambda c: c if c["id"] == "copy_better_T100" else None)
     assert one == {}
     _, said = section("ladder", lambda c: dict(c, looks=3) if c["id"] == "forget_copy_T100" else None)
-    assert said["forget_copy_T100"].endswith("| 0.009648 | **does not agree** (unchanged) | 3: `paper_ladder.yaml` | 0.0221 | **does not agree** (unchanged) |")
+    assert said["forget_copy_T100"].endswith("| 0.009648 | **does not agree** (unchanged) | 3: `paper_ladder.yaml` | 0.0221 | **does not agree** (unchanged) | 0.007937 |")
+
+
+def test_mann_whitney_is_the_exact_rank_test():
+    """5 against 5, every value of one side below every other: 2 / C(10, 5) = 0.00794, the table's
+    figure; fully interleaved: 1; no test on one value a side or all values equal."""
+    from reports.stats import mann_whitney
+
+    assert round(mann_whitney([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]), 6) == round(2 / 252, 6)
+    assert mann_whitney([1, 4, 5, 8], [2, 3, 6, 7]) == 1.0
+    assert mann_whitney([1], [2, 3]) is None and mann_whitney([1, 1], [1, 1]) is None
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "two", True, None])
