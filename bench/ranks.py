@@ -29,7 +29,7 @@ import torch
 from bench.store import write_atomic
 
 log = logging.getLogger("rnnbench")
-WAIT_S = 3600.0   # rank 0 loads the data before it claims; past this, a rank > 0 gives up (one line)
+WAIT_S = 3600.0   # rank 0 decides after its setup (data, checkpoint, W&B); past this, a rank > 0 gives up (one line)
 
 
 def rank() -> int:
