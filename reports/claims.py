@@ -205,12 +205,13 @@ def _versus(claim, runs, alpha) -> dict:
             return {**base, "verdict": DISAGREES, "ours": ours, "why": f"significantly {word} (p < {alpha})"} \
                 if better == (word == "better") else {**base, "verdict": AGREES, "ours": ours, "why": f"significantly {other}"}
         m, of = margin_of(claim, mb, base_v, low)
-        reach = (0.0 if _same(ma, mb) else None) if lo is None else (hi if (word == "worse") == low else -lo)
+        s = towards(claim, low)   # how far towards `word` the interval reaches
+        reach = (0.0 if _same(ma, mb) else None) if lo is None else max(s * lo, s * hi)
         cap, most = "", best_cap(claim, b, low, alpha) if word == "better" else None
         if reach is not None and most is not None and most < reach:   # no mean gets past the metric's best value
             reach, cap = most, (f"; capped at {num(most)}, the distance from the metric's best value ({num(float(claim['best']))}) "
                                 f"to the reference's {(1 - alpha) * 100:g}% bound")
-        if reach is not None and reach <= m:   # how far towards `word` the interval reaches
+        if reach is not None and reach <= m:
             return {**base, "verdict": AGREES, "ours": ours,
                     "why": f"not significantly {word} at p < {alpha}, and at most {num(reach)} {word} ({ci}{cap}): "
                            f"within the margin {num(m)}, {of}"}
@@ -229,6 +230,12 @@ def _versus(claim, runs, alpha) -> dict:
 
 
 NOT_SHOWN = "not shown within the margin"
+
+
+def towards(claim: dict, low: bool) -> int:
+    """+1 or -1: the sign that turns a difference (variant - reference) into how far a not-worse
+    (not-better) claim's variant is worse (better)."""
+    return 1 if (claim["kind"] == "not_worse_than_ref") == low else -1
 
 
 def margin_of(claim: dict, ref_mean: float, base_v: Optional[float], low: bool) -> tuple[float, str]:

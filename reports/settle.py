@@ -15,7 +15,7 @@ from typing import Optional
 from scipy import stats as st
 
 from reports import stats
-from reports.claims import INCONCLUSIVE, NOT_SHOWN, WELCH_KINDS, baseline, lower_is_better, margin_of, matches, sides
+from reports.claims import INCONCLUSIVE, NOT_SHOWN, WELCH_KINDS, baseline, lower_is_better, margin_of, matches, sides, towards
 from reports.doc import Doc
 from reports.looks import files_of, level, looks_of
 from reports.report import DASH, num
@@ -24,13 +24,18 @@ POWER = 0.8
 MAX_SEEDS = 10_000
 
 
-def power(d: float, sa: float, sb: float, n: int, alpha: float) -> float:
-    """Power of the two-sided Welch test at level alpha with n seeds a side, true difference d."""
+def _se_df(sa: float, sb: float, n: int) -> tuple[float, float]:
+    """Standard error of the difference of two means of n seeds each, and its Welch-Satterthwaite df."""
     va, vb = sa * sa / n, sb * sb / n
     se = math.sqrt(va + vb)
+    return se, ((va + vb) ** 2 / ((va * va + vb * vb) / (n - 1)) if se else float("inf"))
+
+
+def power(d: float, sa: float, sb: float, n: int, alpha: float) -> float:
+    """Power of the two-sided Welch test at level alpha with n seeds a side, true difference d."""
+    se, df = _se_df(sa, sb, n)
     if se == 0:
         return 1.0 if d else 0.0
-    df = (va + vb) ** 2 / ((va * va + vb * vb) / (n - 1))
     crit = float(st.t.ppf(1 - alpha / 2, df))
     ncp = abs(d) / se
     return float(st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp))
@@ -39,11 +44,9 @@ def power(d: float, sa: float, sb: float, n: int, alpha: float) -> float:
 def power_within(gap: float, sa: float, sb: float, n: int, alpha: float) -> float:
     """Power of showing that the (1 - alpha) Welch interval's end towards the margin stays within it
     (a one-sided test at alpha / 2), with n seeds a side, when the true difference lies `gap` inside it."""
-    va, vb = sa * sa / n, sb * sb / n
-    se = math.sqrt(va + vb)
+    se, df = _se_df(sa, sb, n)
     if se == 0:
         return 1.0 if gap > 0 else 0.0
-    df = (va + vb) ** 2 / ((va * va + vb * vb) / (n - 1))
     return float(st.nct.sf(float(st.t.ppf(1 - alpha / 2, df)), df, gap / se))
 
 
@@ -78,7 +81,7 @@ def settle_section(doc: Doc, claims: dict, results: list, runs: list[dict]) -> N
         if NOT_SHOWN in r["why"]:   # d towards the claim's word ('worse' or 'better'), against the margin
             low = lower_is_better(mine)
             m = margin_of(c, stats.mean(b), baseline(mine), low)[0]
-            within, m = m - (d if (c["kind"] == "not_worse_than_ref") == low else -d), num(m)
+            within, m = m - towards(c, low) * d, num(m)
         n = seeds_needed(d, sa, sb, at, within=within)
         walls = [x["wall_time_s"] for x in mine if x.get("wall_time_s") and x.get("status") == "done"
                  and (matches(x, c["select"]) or matches(x, c["ref"]))]

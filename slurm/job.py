@@ -36,6 +36,7 @@ from typing import Optional
 import torch
 
 from bench.config import resolve
+from bench.ranks import rank
 from bench.store import Store
 from bench.train import run
 from tasks.base import TaskModule
@@ -51,13 +52,6 @@ def slurm_job_id() -> Optional[str]:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID")
-
-
-def global_rank() -> int:
-    for var in ("SLURM_PROCID", "RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 class Preemption:
@@ -106,7 +100,7 @@ class Preemption:
     def requeue_self(self) -> bool:
         """Ask SLURM to requeue this job (rank 0 only). True if scontrol accepted."""
         job = slurm_job_id()
-        if job is None or global_rank() != 0:
+        if job is None or rank() != 0:
             return False
         try:
             done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
